@@ -1,0 +1,21 @@
+GO ?= go
+
+.PHONY: test deps vet demo bench lint
+
+deps:
+	./scripts/ensure-deps
+
+vet:
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test -race -count=1 -timeout 14m ./...
+
+demo: deps
+	$(GO) run ./examples/quickstart
+
+bench: deps
+	$(GO) run ./cmd/pgqctl bench
+
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...

@@ -1,0 +1,99 @@
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+var dbCounter atomic.Int64
+
+// DB is a fresh database on a cluster, with a pool connected to it.
+type DB struct {
+	Name string
+	DSN  string
+	Pool *pgxpool.Pool
+}
+
+// NewDB creates a fresh database with the pgq extension, and drops it when
+// the test ends.
+func (c *Cluster) NewDB(t testing.TB) *DB {
+	t.Helper()
+	return c.newDB(t, true)
+}
+
+// NewPlainDB creates a fresh database without the pgq extension (a
+// destination that only needs tracking tables).
+func (c *Cluster) NewPlainDB(t testing.TB) *DB {
+	t.Helper()
+	return c.newDB(t, false)
+}
+
+func (c *Cluster) newDB(t testing.TB, withPgq bool) *DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	name := fmt.Sprintf("t_%d_%d", os.Getpid(), dbCounter.Add(1))
+	admin, err := pgx.Connect(ctx, c.DSN("postgres"))
+	if err != nil {
+		t.Fatalf("pgtest: connect: %v", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "create database "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("pgtest: create database %s: %v", name, err)
+	}
+	db := &DB{Name: name, DSN: c.DSN(name)}
+	if withPgq {
+		conn, err := pgx.Connect(ctx, db.DSN)
+		if err != nil {
+			t.Fatalf("pgtest: connect %s: %v", name, err)
+		}
+		_, err = conn.Exec(ctx, "create extension pgq")
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatalf("pgtest: create extension pgq in %s: %v", name, err)
+		}
+	}
+	db.Pool, err = pgxpool.New(ctx, db.DSN)
+	if err != nil {
+		t.Fatalf("pgtest: pool %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		db.Pool.Close()
+		c.dropDB(name)
+	})
+	return db
+}
+
+func (c *Cluster) dropDB(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, c.DSN("postgres"))
+	if err != nil {
+		return // the server may be stopped by the test; the directory goes anyway
+	}
+	defer admin.Close(ctx)
+	_, _ = admin.Exec(ctx, "drop database if exists "+pgx.Identifier{name}.Sanitize()+" with (force)")
+}
+
+// NewCluster starts a dedicated throwaway cluster for a test that stops or
+// restarts its server; it is removed when the test ends. With PGQ_TEST_DSN
+// set, the test is skipped: an external server cannot be restarted.
+func NewCluster(t testing.TB) *Cluster {
+	t.Helper()
+	if os.Getenv(EnvDSN) != "" {
+		t.Skip("pgtest: fault test needs a throwaway cluster; unset " + EnvDSN)
+	}
+	c, err := Start()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}

@@ -1,0 +1,336 @@
+package pgq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// BatchInfo describes an open batch: the events between two ticks.
+type BatchInfo struct {
+	ID           int64
+	TickID       int64 // cur_tick_id: the batch ends at this tick
+	PrevTickID   int64 // prev_tick_id: the batch starts after this tick
+	TickTime     time.Time
+	PrevTickTime time.Time
+	EventSeq     int64 // cur_tick_event_seq (a hint, not an exact count)
+	PrevEventSeq int64
+}
+
+// Lag is how old the batch's end tick is.
+func (b BatchInfo) Lag() time.Duration { return time.Since(b.TickTime) }
+
+// BatchOptions tunes NextBatchCustom; zero fields are not used.
+type BatchOptions struct {
+	MinLag      time.Duration // only ticks at least this old (pgq_keep_lag)
+	MinCount    int           // wait until this many events (pgq_batch_collect_events)
+	MinInterval time.Duration // wait until batches span this long (pgq_batch_collect_interval)
+}
+
+const sqlNextBatch = `select batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time,
+	cur_tick_event_seq, prev_tick_event_seq
+	from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)`
+
+// NextBatch opens the consumer's next batch (or returns its open one again:
+// the same batch comes back until FinishBatch). It returns nil when no
+// batch is ready. Commit the transaction that ran it before processing the
+// batch: a rolled-back next batch gives the same events a new batch id.
+func NextBatch(ctx context.Context, db DB, queue, consumer string) (*BatchInfo, error) {
+	return NextBatchCustom(ctx, db, queue, consumer, BatchOptions{})
+}
+
+// NextBatchCustom is NextBatch with pgq.next_batch_custom's knobs.
+func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o BatchOptions) (*BatchInfo, error) {
+	if err := validateQC(queue, consumer); err != nil {
+		return nil, err
+	}
+	if o.MinLag < 0 || o.MinCount < 0 || o.MinInterval < 0 {
+		return nil, fmt.Errorf("pgq: next batch %s/%s: negative option %+v: %w", queue, consumer, o, ErrInvalidArgument)
+	}
+	var minLag, minInterval, minCount any
+	if o.MinLag > 0 {
+		minLag = interval(o.MinLag)
+	}
+	if o.MinInterval > 0 {
+		minInterval = interval(o.MinInterval)
+	}
+	if o.MinCount > 0 {
+		minCount = int32(o.MinCount)
+	}
+	var (
+		id, cur, prev, seq, prevSeq pgtype.Int8
+		curT, prevT                 pgtype.Timestamptz
+	)
+	err := db.QueryRow(ctx, sqlNextBatch, queue, consumer, minLag, minCount, minInterval).
+		Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq)
+	if err != nil {
+		return nil, opErr("next batch", queue, consumer, err)
+	}
+	if !id.Valid {
+		return nil, nil
+	}
+	return &BatchInfo{
+		ID: id.Int64, TickID: cur.Int64, PrevTickID: prev.Int64,
+		TickTime: curT.Time, PrevTickTime: prevT.Time,
+		EventSeq: seq.Int64, PrevEventSeq: prevSeq.Int64,
+	}, nil
+}
+
+// FinishBatch closes a batch and moves the consumer on. It reports false
+// when PgQ knew no such open batch (PgQ only warns; this makes it visible).
+func FinishBatch(ctx context.Context, db DB, batchID int64) (bool, error) {
+	var n int
+	if err := db.QueryRow(ctx, "select pgq.finish_batch($1)", batchID).Scan(&n); err != nil {
+		return false, opErr(fmt.Sprintf("finish batch %d", batchID), "", "", err)
+	}
+	return n == 1, nil
+}
+
+// Batch is an open batch being processed: its info, its events (streamed),
+// and the retry tags set on them.
+type Batch struct {
+	Queue    string
+	Consumer string
+	Info     BatchInfo
+
+	db        DB
+	fetchSize int
+	filter    Filter
+
+	retries map[int64]*Event
+	order   []int64 // retry tag order, for deterministic finishing
+	seen    int
+}
+
+// ReadOptions tune how a Batch reads its events.
+type ReadOptions struct {
+	// FetchSize streams events through a cursor this many at a time
+	// (pgq_lazy_fetch); 0 reads the whole batch in one query.
+	FetchSize int
+	// Filter selects events server-side; the zero Filter selects all.
+	Filter Filter
+}
+
+// NewBatch wraps an open batch for reading. Events are read through db; with
+// a FetchSize they need a transaction, and one is begun (and rolled back
+// after reading) when db is a pool or connection.
+func NewBatch(db DB, queue, consumer string, info BatchInfo, o ReadOptions) *Batch {
+	return &Batch{Queue: queue, Consumer: consumer, Info: info, db: db, fetchSize: o.FetchSize, filter: o.Filter}
+}
+
+// ID is the batch id.
+func (b *Batch) ID() int64 { return b.Info.ID }
+
+// Seen is how many events the last full pass of Events yielded.
+func (b *Batch) Seen() int { return b.seen }
+
+var cursorSeq atomic.Int64
+
+// Events streams the batch's events in ev_id order. Each call reads the
+// batch again from the server; memory stays bounded by the fetch size.
+// Iteration stops at the first error, which is yielded with a nil event.
+func (b *Batch) Events(ctx context.Context) iter.Seq2[*Event, error] {
+	return func(yield func(*Event, error) bool) {
+		if err := b.filter.err; err != nil {
+			yield(nil, fmt.Errorf("pgq: batch %d filter: %w", b.Info.ID, err))
+			return
+		}
+		n := 0
+		var err error
+		if b.fetchSize > 0 {
+			err = b.streamCursor(ctx, func(e *Event) bool { n++; return yield(e, nil) })
+		} else {
+			err = b.readAll(ctx, func(e *Event) bool { n++; return yield(e, nil) })
+		}
+		if err != nil {
+			if !errors.Is(err, errStopped) {
+				yield(nil, opErr(fmt.Sprintf("read batch %d", b.Info.ID), b.Queue, b.Consumer, err))
+			}
+			return
+		}
+		b.seen = n
+	}
+}
+
+// All loads every event of the batch into a slice.
+func (b *Batch) All(ctx context.Context) ([]*Event, error) {
+	var out []*Event
+	for ev, err := range b.Events(ctx) {
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+var errStopped = errors.New("iteration stopped")
+
+const eventColumns = "ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4"
+
+func (b *Batch) readAll(ctx context.Context, yield func(*Event) bool) error {
+	var rows pgx.Rows
+	var err error
+	if b.filter.sql == "" {
+		rows, err = b.db.Query(ctx, "select "+eventColumns+" from pgq.get_batch_events($1)", b.Info.ID)
+	} else {
+		var sql string
+		if err := b.db.QueryRow(ctx, "select pgq.batch_event_sql($1)", b.Info.ID).Scan(&sql); err != nil {
+			return err
+		}
+		// The same wrapping get_batch_cursor does for its extra_where.
+		sql = "select * from (" + strings.Replace(sql, " order by 1", "", 1) + ") _evs where " + b.filter.sql + " order by 1"
+		rows, err = b.db.Query(ctx, sql)
+	}
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		ev, err := b.scan(rows)
+		if err != nil {
+			return err
+		}
+		if !yield(ev) {
+			return errStopped
+		}
+	}
+	return rows.Err()
+}
+
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error {
+	db := b.db
+	if _, inTx := db.(pgx.Tx); !inTx {
+		bg, ok := db.(beginner)
+		if !ok {
+			return errors.New("streaming with a FetchSize needs a transaction")
+		}
+		tx, err := bg.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		db = tx
+	}
+	cname := "pgq_go_cur_" + strconv.FormatInt(cursorSeq.Add(1), 10)
+	var where any
+	if b.filter.sql != "" {
+		where = b.filter.sql
+	}
+	rows, err := db.Query(ctx, "select "+eventColumns+" from pgq.get_batch_cursor($1, $2, $3, $4)",
+		b.Info.ID, cname, int32(b.fetchSize), where)
+	if err != nil {
+		return err
+	}
+	fetchSQL := "fetch " + strconv.Itoa(b.fetchSize) + " from " + cname
+	for {
+		got := 0
+		for rows.Next() {
+			got++
+			ev, err := b.scan(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			if !yield(ev) {
+				rows.Close()
+				_, _ = db.Exec(ctx, "close "+cname)
+				return errStopped
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if got < b.fetchSize {
+			break
+		}
+		if rows, err = db.Query(ctx, fetchSQL); err != nil {
+			return err
+		}
+	}
+	_, err = db.Exec(ctx, "close "+cname)
+	return err
+}
+
+func (b *Batch) scan(rows pgx.Rows) (*Event, error) {
+	ev := &Event{batch: b}
+	var retry pgtype.Int4
+	var txid pgtype.Int8
+	if err := rows.Scan(&ev.ID, &ev.Time, &txid, &retry, &ev.Type, &ev.Data,
+		&ev.Extra1, &ev.Extra2, &ev.Extra3, &ev.Extra4); err != nil {
+		return nil, err
+	}
+	ev.TxID, ev.Retry = txid.Int64, retry.Int32
+	return ev, nil
+}
+
+func (b *Batch) tagRetry(e *Event) {
+	if b.retries == nil {
+		b.retries = map[int64]*Event{}
+	}
+	if _, ok := b.retries[e.ID]; !ok {
+		b.order = append(b.order, e.ID)
+	}
+	b.retries[e.ID] = e
+}
+
+func (b *Batch) untagRetry(e *Event) { delete(b.retries, e.ID) }
+
+// Retries returns the events tagged for retry, in tagging order.
+func (b *Batch) Retries() []*Event {
+	out := make([]*Event, 0, len(b.retries))
+	for _, id := range b.order {
+		if e, ok := b.retries[id]; ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// RetryCount is the number of events tagged for retry.
+func (b *Batch) RetryCount() int { return len(b.retries) }
+
+// ResetRetries drops every retry tag (before processing the batch again).
+func (b *Batch) ResetRetries() { b.retries, b.order = nil, nil }
+
+// QueueFinish queues, on a pipeline, the retry of every tagged event
+// (event_retry_raw: O(1) each, unlike event_retry which rescans the batch)
+// followed by finish_batch. The finish_batch result is the last one queued.
+func (b *Batch) QueueFinish(pb *pgx.Batch) {
+	for _, e := range b.Retries() {
+		QueueRetryRaw(pb, b.Queue, b.Consumer, e, e.retryAt)
+	}
+	pb.Queue("select pgq.finish_batch($1)", b.Info.ID)
+}
+
+// Finish sends the retries and finish_batch in one round trip through tx.
+// It reports false when PgQ knew no such open batch.
+func (b *Batch) Finish(ctx context.Context, tx pgx.Tx) (bool, error) {
+	pb := &pgx.Batch{}
+	b.QueueFinish(pb)
+	res := tx.SendBatch(ctx, pb)
+	defer res.Close()
+	for range len(pb.QueuedQueries) - 1 {
+		if _, err := res.Exec(); err != nil {
+			return false, opErr(fmt.Sprintf("retry events of batch %d", b.Info.ID), b.Queue, b.Consumer, err)
+		}
+	}
+	var n int
+	if err := res.QueryRow().Scan(&n); err != nil {
+		return false, opErr(fmt.Sprintf("finish batch %d", b.Info.ID), b.Queue, b.Consumer, err)
+	}
+	return n == 1, res.Close()
+}

@@ -1,0 +1,151 @@
+package pgq
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Field names an event column a Filter can test.
+type Field string
+
+// Event columns usable in filters.
+const (
+	FieldType   Field = "ev_type"
+	FieldData   Field = "ev_data"
+	FieldExtra1 Field = "ev_extra1"
+	FieldExtra2 Field = "ev_extra2"
+	FieldExtra3 Field = "ev_extra3"
+	FieldExtra4 Field = "ev_extra4"
+)
+
+func (f Field) valid() bool {
+	switch f {
+	case FieldType, FieldData, FieldExtra1, FieldExtra2, FieldExtra3, FieldExtra4:
+		return true
+	}
+	return false
+}
+
+// Filter is a server-side event filter built from typed values only: it
+// renders to an SQL condition with every value quoted as a literal, and is
+// handed to PgQ's batch query (get_batch_cursor's extra_where). The zero
+// Filter selects every event. Invalid input is reported when the filter is
+// used (Err tells it earlier).
+type Filter struct {
+	sql string
+	err error
+}
+
+// Err reports why the filter is invalid, or nil.
+func (f Filter) Err() error { return f.err }
+
+// IsZero reports whether f selects every event.
+func (f Filter) IsZero() bool { return f.sql == "" && f.err == nil }
+
+// String returns the SQL condition (for logs).
+func (f Filter) String() string { return f.sql }
+
+// Eq selects events whose field equals v.
+func Eq(field Field, v string) Filter { return In(field, v) }
+
+// In selects events whose field is one of vs (table_filter's
+// "ev_extra1 in (...)"). An empty set selects nothing.
+func In(field Field, vs ...string) Filter {
+	if !field.valid() {
+		return Filter{err: fmt.Errorf("unknown field %q: %w", field, ErrInvalidArgument)}
+	}
+	if len(vs) == 0 {
+		return Filter{sql: "false"}
+	}
+	var sb strings.Builder
+	sb.WriteString(string(field))
+	if len(vs) == 1 {
+		sb.WriteString(" = ")
+	} else {
+		sb.WriteString(" in (")
+	}
+	for i, v := range vs {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		lit, err := QuoteLiteral(v)
+		if err != nil {
+			return Filter{err: err}
+		}
+		sb.WriteString(lit)
+	}
+	if len(vs) > 1 {
+		sb.WriteString(")")
+	}
+	return Filter{sql: sb.String()}
+}
+
+// IsNull selects events whose field is NULL.
+func IsNull(field Field) Filter {
+	if !field.valid() {
+		return Filter{err: fmt.Errorf("unknown field %q: %w", field, ErrInvalidArgument)}
+	}
+	return Filter{sql: string(field) + " is null"}
+}
+
+// HasPrefix selects events whose field starts with prefix.
+func HasPrefix(field Field, prefix string) Filter {
+	if !field.valid() {
+		return Filter{err: fmt.Errorf("unknown field %q: %w", field, ErrInvalidArgument)}
+	}
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	lit, err := QuoteLiteral(r.Replace(prefix) + "%")
+	if err != nil {
+		return Filter{err: err}
+	}
+	return Filter{sql: string(field) + " like " + lit + ` escape '\'`}
+}
+
+// And selects events matching every filter.
+func And(fs ...Filter) Filter { return combine(" and ", fs) }
+
+// Or selects events matching any filter.
+func Or(fs ...Filter) Filter { return combine(" or ", fs) }
+
+// Not selects events not matching f (NULL fields never match either way).
+func Not(f Filter) Filter {
+	if f.err != nil {
+		return f
+	}
+	if f.sql == "" {
+		return Filter{sql: "false"}
+	}
+	return Filter{sql: "not (" + f.sql + ")"}
+}
+
+func combine(op string, fs []Filter) Filter {
+	var parts []string
+	for _, f := range fs {
+		if f.err != nil {
+			return f
+		}
+		if f.sql == "" {
+			if op == " or " {
+				return Filter{} // or with "everything" is everything
+			}
+			continue
+		}
+		parts = append(parts, "("+f.sql+")")
+	}
+	return Filter{sql: strings.Join(parts, op)}
+}
+
+// QuoteLiteral quotes s as an SQL string literal that means s whatever
+// standard_conforming_strings is set to. NUL bytes are refused (PostgreSQL
+// text cannot hold them).
+func QuoteLiteral(s string) (string, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", errors.New("pgq: value contains a NUL byte: " + ErrInvalidArgument.Error())
+	}
+	q := "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	if strings.Contains(s, `\`) {
+		q = "E" + strings.ReplaceAll(q, `\`, `\\`)
+	}
+	return q, nil
+}
