@@ -78,7 +78,7 @@ func classify(err error) error {
 		return &wrapped{sentinel: ErrNoExtension, err: err}
 	case strings.Contains(msg, "Not subscriber to queue"), msg == "consumer not registered":
 		return &wrapped{sentinel: ErrNotRegistered, err: err}
-	case msg == "Event queue not found", msg == "No such event queue", msg == "no such queue",
+	case msg == "Event queue not found", msg == "No such event queue", msg == "no such queue", msg == "No such queue",
 		msg == "Queue not found", msg == "Event queue not created yet",
 		strings.HasPrefix(msg, "queue not found"):
 		return &wrapped{sentinel: ErrQueueNotFound, err: err}

@@ -102,8 +102,8 @@ func InsertEventsFrom(ctx context.Context, tx Copier, queue string, evs iter.Seq
 	src.next, src.stop = iter.Pull(evs)
 	defer src.stop()
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{schema, name}, copyColumns, src)
-	if err == nil {
-		err = src.err
+	if src.err != nil {
+		err = src.err // ours, more precise than the server's "COPY failed"
 	}
 	if err != nil {
 		return 0, opErr("bulk insert", queue, "", err)

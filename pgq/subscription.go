@@ -64,7 +64,7 @@ type ConsumerInfo struct {
 	LastTick      int64
 	CurrentBatch  int64 // 0 when no batch is open
 	NextTick      int64 // 0 when no batch is open
-	PendingEvents int64 // ticked events not yet consumed (untickered events not counted)
+	PendingEvents int64 // estimate from the event id sequence of ticked, unconsumed events; force_tick inflates it, unticked events are not counted
 }
 
 const sqlConsumerInfo = `select queue_name, consumer_name, lag, last_seen, last_tick,
