@@ -421,8 +421,8 @@ func TestQueueAndConsumerAdmin(t *testing.T) {
 	require.NoError(t, pgq.DropQueue(e.ctx, e.pool, e.queue, false))
 }
 
+// Not parallel: the heap measurement must not see other tests' allocations.
 func TestStreamingBoundedMemory(t *testing.T) {
-	t.Parallel()
 	e := setup(t)
 	const n = 200_000
 	payload := strings.Repeat("p", 1000) // 200 MB of events in all
