@@ -12,7 +12,7 @@ test: deps vet
 	$(GO) test -race -count=1 -timeout 14m ./...
 
 demo: deps
-	$(GO) run ./examples/quickstart
+	$(GO) run ./internal/sandbox -db demo -- $(GO) run ./examples/quickstart
 
 bench: deps
 	$(GO) run ./cmd/pgqctl bench

@@ -40,26 +40,11 @@ func (c *Cluster) newDB(t testing.TB, withPgq bool) *DB {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	name := fmt.Sprintf("t_%d_%d", os.Getpid(), dbCounter.Add(1))
-	admin, err := pgx.Connect(ctx, c.DSN("postgres"))
+	dsn, err := c.CreateDB(ctx, name, withPgq)
 	if err != nil {
-		t.Fatalf("pgtest: connect: %v", err)
+		t.Fatalf("pgtest: %v", err)
 	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "create database "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database %s: %v", name, err)
-	}
-	db := &DB{Name: name, DSN: c.DSN(name)}
-	if withPgq {
-		conn, err := pgx.Connect(ctx, db.DSN)
-		if err != nil {
-			t.Fatalf("pgtest: connect %s: %v", name, err)
-		}
-		_, err = conn.Exec(ctx, "create extension pgq")
-		conn.Close(ctx)
-		if err != nil {
-			t.Fatalf("pgtest: create extension pgq in %s: %v", name, err)
-		}
-	}
+	db := &DB{Name: name, DSN: dsn}
 	db.Pool, err = pgxpool.New(ctx, db.DSN)
 	if err != nil {
 		t.Fatalf("pgtest: pool %s: %v", name, err)
@@ -69,6 +54,32 @@ func (c *Cluster) newDB(t testing.TB, withPgq bool) *DB {
 		c.dropDB(name)
 	})
 	return db
+}
+
+// CreateDB creates database name (with the pgq extension when withPgq) and
+// returns its DSN. The caller drops it, or lets the cluster go.
+func (c *Cluster) CreateDB(ctx context.Context, name string, withPgq bool) (string, error) {
+	admin, err := pgx.Connect(ctx, c.DSN("postgres"))
+	if err != nil {
+		return "", fmt.Errorf("connect: %w", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "create database "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	dsn := c.DSN(name)
+	if withPgq {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return "", fmt.Errorf("connect %s: %w", name, err)
+		}
+		_, err = conn.Exec(ctx, "create extension pgq")
+		conn.Close(ctx)
+		if err != nil {
+			return "", fmt.Errorf("create extension pgq in %s: %w", name, err)
+		}
+	}
+	return dsn, nil
 }
 
 func (c *Cluster) dropDB(name string) {
