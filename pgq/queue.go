@@ -36,13 +36,13 @@ func DropQueue(ctx context.Context, db DB, queue string, force bool) error {
 // QueueConfig holds the tunable settings of a queue; nil fields are left
 // unchanged by SetQueueConfig.
 type QueueConfig struct {
-	TickerMaxCount    *int           // ticker_max_count: tick after this many events (default 500)
-	TickerMaxLag      *time.Duration // ticker_max_lag: tick when events are this old (default 3s)
-	TickerIdlePeriod  *time.Duration // ticker_idle_period: tick this often with no events (default 1m)
-	TickerPaused      *bool          // ticker_paused: pgq.ticker() skips the queue
-	RotationPeriod    *time.Duration // rotation_period: event table rotation (default 2h)
-	ExternalTicker    *bool          // external_ticker: ticks come from elsewhere
-	DisableInsert     *bool          // disable_insert: refuse new events
+	TickerMaxCount   *int           // ticker_max_count: tick after this many events (default 500)
+	TickerMaxLag     *time.Duration // ticker_max_lag: tick when events are this old (default 3s)
+	TickerIdlePeriod *time.Duration // ticker_idle_period: tick this often with no events (default 1m)
+	TickerPaused     *bool          // ticker_paused: pgq.ticker() skips the queue
+	RotationPeriod   *time.Duration // rotation_period: event table rotation (default 2h)
+	ExternalTicker   *bool          // external_ticker: ticks come from elsewhere
+	DisableInsert    *bool          // disable_insert: refuse new events
 }
 
 // Ptr returns a pointer to v, for QueueConfig fields.
