@@ -1,0 +1,205 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pgq-go/pgq/pgq"
+)
+
+// Defaults of Config fields left zero.
+const (
+	DefaultLazyFetch    = 300              // pgq_lazy_fetch
+	DefaultPollInterval = time.Second      // loop_delay
+	DefaultBackoffStart = time.Second      // first pause after an error
+	DefaultBackoffMax   = 20 * time.Second // exception_sleep
+)
+
+// Config configures a Consumer. Zero fields take the documented defaults.
+type Config struct {
+	// Queue is the queue to read (Skytools queue_name). Required.
+	Queue string
+	// Name is the consumer name registered on the queue (Skytools
+	// consumer_name, which defaults to the job name there). Required.
+	Name string
+
+	// LazyFetch streams each batch through a cursor, this many events per
+	// fetch (Skytools pgq_lazy_fetch). Default 300. Set NoLazyFetch to load
+	// each batch with a single query (pgq_lazy_fetch = 0).
+	LazyFetch int
+	// NoLazyFetch reads each batch with one query instead of a cursor
+	// (pgq_lazy_fetch = 0). The events are still yielded one by one.
+	NoLazyFetch bool
+
+	// MinCount makes PgQ wait until a batch holds at least this many events
+	// (pgq_batch_collect_events; an estimate from the event sequence).
+	// Default 0: off.
+	MinCount int
+	// MinInterval makes PgQ wait until a batch spans at least this long
+	// (pgq_batch_collect_interval). Default 0: off.
+	MinInterval time.Duration
+	// KeepLag keeps the consumer at least this far behind the queue head:
+	// ticks younger than KeepLag are not consumed yet (pgq_keep_lag).
+	// Default 0: off.
+	KeepLag time.Duration
+
+	// Filter selects events server-side (Skytools table_filter, and more);
+	// events it rejects are never sent to this process and count as done.
+	// Default: every event.
+	Filter pgq.Filter
+
+	// PollInterval is the longest wait between two looks for a batch when
+	// the queue is drained (Skytools loop_delay). Tick notifications from
+	// the ticker package (pgq.NotifyChannel) end the wait earlier. Default 1s.
+	PollInterval time.Duration
+	// DisableListen stops the consumer from listening for tick
+	// notifications; it then only polls every PollInterval. Default false.
+	DisableListen bool
+
+	// ErrorBackoff is the pause after a failed batch or database error; it
+	// grows exponentially and resets after a success (Skytools
+	// exception_sleep, which is a fixed 20 s). Default 1s doubling up to 20s.
+	ErrorBackoff Backoff
+
+	// Register registers the consumer on the queue when Run starts, if it
+	// is not registered yet (Skytools --register, done by hand there).
+	// Default false: Run fails with pgq.ErrNotRegistered.
+	Register bool
+
+	// Logger receives the consumer's logs (keys: queue, consumer, batch_id,
+	// events, duration, err). Default: slog.Default(), with records below
+	// Warn discarded.
+	Logger *slog.Logger
+
+	// Hooks observe the consumer (Skytools stats: count, duration, idle,
+	// retry-events). Default: none.
+	Hooks Hooks
+}
+
+// Backoff is an exponential, capped pause: Initial, then doubling (or times
+// Multiplier) up to Max.
+type Backoff struct {
+	Initial    time.Duration // default 1s
+	Max        time.Duration // default 20s (Skytools exception_sleep)
+	Multiplier float64       // default 2
+}
+
+// Delay returns the pause before attempt n (n >= 1 is the first retry).
+func (b Backoff) Delay(n int) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	d := float64(b.Initial)
+	for i := 1; i < n; i++ {
+		d *= b.Multiplier
+		if d >= float64(b.Max) {
+			return b.Max
+		}
+	}
+	if d > float64(b.Max) {
+		return b.Max
+	}
+	return time.Duration(d)
+}
+
+func (b Backoff) withDefaults() Backoff {
+	if b.Initial == 0 {
+		b.Initial = DefaultBackoffStart
+	}
+	if b.Max == 0 {
+		b.Max = max(DefaultBackoffMax, b.Initial)
+	}
+	if b.Multiplier == 0 {
+		b.Multiplier = 2
+	}
+	return b
+}
+
+func (c Config) withDefaults() Config {
+	if c.LazyFetch == 0 && !c.NoLazyFetch {
+		c.LazyFetch = DefaultLazyFetch
+	}
+	if c.NoLazyFetch {
+		c.LazyFetch = 0
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	c.ErrorBackoff = c.ErrorBackoff.withDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.New(warnOnly{})
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := pgq.ValidateName("queue", c.Queue); err != nil {
+		bad("consumer: Config.Queue: %w", err)
+	}
+	if err := pgq.ValidateName("consumer", c.Name); err != nil {
+		bad("consumer: Config.Name: %w", err)
+	}
+	if c.LazyFetch < 0 {
+		bad("consumer: Config.LazyFetch %d is negative (use NoLazyFetch to read whole batches)", c.LazyFetch)
+	}
+	if c.MinCount < 0 {
+		bad("consumer: Config.MinCount %d is negative", c.MinCount)
+	}
+	if c.MinInterval < 0 {
+		bad("consumer: Config.MinInterval %v is negative", c.MinInterval)
+	}
+	if c.KeepLag < 0 {
+		bad("consumer: Config.KeepLag %v is negative", c.KeepLag)
+	}
+	if c.PollInterval < 0 {
+		bad("consumer: Config.PollInterval %v is negative", c.PollInterval)
+	}
+	if err := c.Filter.Err(); err != nil {
+		bad("consumer: Config.Filter: %w", err)
+	}
+	b := c.ErrorBackoff
+	if b.Initial < 0 || b.Max < 0 {
+		bad("consumer: Config.ErrorBackoff: negative duration (%v, %v)", b.Initial, b.Max)
+	} else if b.Max > 0 && b.Initial > b.Max {
+		bad("consumer: Config.ErrorBackoff: Initial %v exceeds Max %v", b.Initial, b.Max)
+	}
+	if b.Multiplier != 0 && b.Multiplier < 1 {
+		bad("consumer: Config.ErrorBackoff.Multiplier %v is below 1", b.Multiplier)
+	}
+	return errors.Join(errs...)
+}
+
+// warnOnly forwards records at Warn and above to slog.Default's handler,
+// looked up at each record so a later slog.SetDefault is honoured.
+type warnOnly struct {
+	ops []func(slog.Handler) slog.Handler // WithAttrs/WithGroup, in order
+}
+
+func (w warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && slog.Default().Handler().Enabled(ctx, l)
+}
+
+func (w warnOnly) Handle(ctx context.Context, r slog.Record) error {
+	h := slog.Default().Handler()
+	for _, op := range w.ops {
+		h = op(h)
+	}
+	return h.Handle(ctx, r)
+}
+
+func (w warnOnly) with(op func(slog.Handler) slog.Handler) slog.Handler {
+	return warnOnly{ops: append(append([]func(slog.Handler) slog.Handler(nil), w.ops...), op)}
+}
+
+func (w warnOnly) WithAttrs(as []slog.Attr) slog.Handler {
+	return w.with(func(h slog.Handler) slog.Handler { return h.WithAttrs(as) })
+}
+
+func (w warnOnly) WithGroup(name string) slog.Handler {
+	return w.with(func(h slog.Handler) slog.Handler { return h.WithGroup(name) })
+}

@@ -1,0 +1,405 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/pgq"
+)
+
+// ErrRunning is returned by Run when the Consumer is already running.
+var ErrRunning = errors.New("consumer: already running")
+
+// finishTimeout bounds finish_batch + commit, which run even after the
+// Run context is cancelled (the handler has already done its work).
+const finishTimeout = 30 * time.Second
+
+// Consumer reads one queue as one registered consumer and hands each batch
+// to a BatchHandler. Create it with New and start it with Run.
+type Consumer struct {
+	pool    *pgxpool.Pool
+	cfg     Config
+	handler BatchHandler
+	log     *slog.Logger
+	running atomic.Bool
+}
+
+// New returns a Consumer of cfg.Queue as cfg.Name, calling h for each
+// batch. It checks cfg (errors name the offending field) but does not
+// touch the database.
+func New(pool *pgxpool.Pool, cfg Config, h BatchHandler) (*Consumer, error) {
+	var errs []error
+	if pool == nil {
+		errs = append(errs, errors.New("consumer: pool is nil"))
+	}
+	if h == nil {
+		errs = append(errs, errors.New("consumer: handler is nil"))
+	}
+	if err := cfg.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Consumer{
+		pool:    pool,
+		cfg:     cfg,
+		handler: h,
+		log:     cfg.Logger.With("queue", cfg.Queue, "consumer", cfg.Name),
+	}, nil
+}
+
+// Config returns the consumer's configuration with defaults filled in.
+func (c *Consumer) Config() Config { return c.cfg }
+
+// Run consumes batches until ctx is cancelled (then it returns nil) or a
+// fatal error occurs: the consumer is not registered (and Config.Register
+// is off), the queue or the pgq extension is missing. Handler errors,
+// panics and database errors are logged and retried after a backoff; they
+// never end Run. A batch being processed when ctx is cancelled is finished
+// if the handler returns nil, and left untouched (delivered again on the
+// next run) otherwise. Run returns only after every goroutine it started
+// has ended.
+func (c *Consumer) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer c.running.Store(false)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	if c.cfg.Register {
+		if err := c.registerOnStart(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+
+	wake := make(chan struct{}, 1)
+	if !c.cfg.DisableListen {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.listen(ctx, wake)
+		}()
+	}
+
+	l := loop{c: c, idleStart: time.Now()}
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		// A notification already pending is covered by the look we are
+		// about to take; one arriving from now on wakes the next wait.
+		select {
+		case <-wake:
+		default:
+		}
+		got, err := l.step(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if isFatal(err) {
+				c.log.Error("consumer stopped", "err", err)
+				return err
+			}
+			if !sleepCtx(ctx, l.fail(err)) {
+				return nil
+			}
+			continue
+		}
+		if got {
+			continue
+		}
+		if h := c.cfg.Hooks.OnIdle; h != nil {
+			h()
+		}
+		t := time.NewTimer(c.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// isFatal reports errors that retrying cannot fix.
+func isFatal(err error) bool {
+	var se *stepError
+	if !errors.As(err, &se) || !se.fatalable {
+		return false
+	}
+	for _, target := range []error{pgq.ErrNotRegistered, pgq.ErrQueueNotFound,
+		pgq.ErrNoExtension, pgq.ErrInvalidName, pgq.ErrInvalidArgument} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// stepError carries what the loop needs to log and count a failed step.
+type stepError struct {
+	batchID   int64
+	panicked  bool
+	fatalable bool // from next_batch: may be a fatal condition
+	err       error
+}
+
+func (e *stepError) Error() string { return e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+// loop is the state of one Run.
+type loop struct {
+	c         *Consumer
+	idleStart time.Time
+	failures  int   // consecutive failed steps
+	failBatch int64 // batch of the last failure
+	attempts  int   // failed attempts of failBatch
+}
+
+// fail logs a failed step and returns the pause before the next one.
+func (l *loop) fail(err error) time.Duration {
+	l.failures++
+	var se *stepError
+	errors.As(err, &se)
+	if se.batchID != 0 {
+		if se.batchID != l.failBatch {
+			l.failBatch, l.attempts = se.batchID, 0
+		}
+		l.attempts++
+	}
+	d := l.c.cfg.ErrorBackoff.Delay(l.failures)
+	args := []any{"err", se.err, "attempt", l.failures, "backoff", d}
+	if se.batchID != 0 {
+		args = append(args, "batch_id", se.batchID)
+	}
+	msg := "consumer step failed; retrying"
+	switch {
+	case se.panicked:
+		msg = "batch handler panicked; batch will be processed again"
+	case se.batchID != 0:
+		msg = "batch failed; it will be processed again"
+	}
+	l.c.log.Error(msg, args...)
+	if h := l.c.cfg.Hooks.OnError; h != nil {
+		h(ErrorInfo{Queue: l.c.cfg.Queue, Consumer: l.c.cfg.Name, BatchID: se.batchID,
+			Attempt: l.failures, Err: se.err, Backoff: d, Panicked: se.panicked})
+	}
+	return d
+}
+
+// step opens the next batch and processes it. It reports whether a batch
+// was there.
+func (l *loop) step(ctx context.Context) (bool, error) {
+	c := l.c
+	start := time.Now()
+	// next_batch_custom runs in its own autocommit statement: it is
+	// committed before processing, so a failure later gets the same batch
+	// (same id) back instead of a new id for the same events.
+	info, err := pgq.NextBatchCustom(ctx, c.pool, c.cfg.Queue, c.cfg.Name, pgq.BatchOptions{
+		MinLag: c.cfg.KeepLag, MinCount: c.cfg.MinCount, MinInterval: c.cfg.MinInterval,
+	})
+	if err != nil {
+		return false, &stepError{err: err, fatalable: true}
+	}
+	if info == nil {
+		return false, nil
+	}
+	lag := start.Sub(info.TickTime)
+	b, finished, err := c.process(ctx, info)
+	if err != nil {
+		return true, err
+	}
+	l.failures = 0
+	if !finished {
+		return true, nil
+	}
+	end := time.Now()
+	attempts := 1
+	if l.failBatch == info.ID {
+		attempts += l.attempts
+	}
+	l.failBatch, l.attempts = 0, 0
+	st := BatchStats{
+		Queue: c.cfg.Queue, Consumer: c.cfg.Name,
+		BatchID: info.ID, TickID: info.TickID, PrevTickID: info.PrevTickID,
+		Events: b.Seen(), Retries: b.RetryCount(), Attempts: attempts,
+		Duration: end.Sub(start), Lag: lag, Idle: start.Sub(l.idleStart),
+	}
+	if st.Events > 0 {
+		l.idleStart = end
+	}
+	c.log.Debug("batch finished", "batch_id", st.BatchID, "events", st.Events,
+		"retries", st.Retries, "duration", st.Duration, "lag", st.Lag)
+	if h := c.cfg.Hooks.OnBatch; h != nil {
+		h(st)
+	}
+	return true, nil
+}
+
+// process runs one attempt of a batch in a read transaction: events, the
+// handler, then retries + finish_batch pipelined, then commit. finished is
+// false when PgQ no longer knew the batch (the consumer was repositioned).
+func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo) (b *pgq.Batch, finished bool, err error) {
+	fail := func(err error, panicked bool) (*pgq.Batch, bool, error) {
+		return nil, false, &stepError{batchID: info.ID, err: err, panicked: panicked}
+	}
+	tx, err := c.pool.Begin(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("consumer: begin batch %d: %w", info.ID, err), false)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+			_ = tx.Rollback(rctx)
+			cancel()
+		}
+	}()
+
+	b = pgq.NewBatch(tx, c.cfg.Queue, c.cfg.Name, *info, pgq.ReadOptions{
+		FetchSize: c.cfg.LazyFetch, Filter: c.cfg.Filter,
+	})
+	if err, panicked := c.callHandler(ctx, b); err != nil {
+		return fail(err, panicked)
+	}
+
+	// The handler succeeded (a remote handler has committed its
+	// destination): finish even if ctx was cancelled meanwhile.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	ok, err := b.Finish(fctx, tx)
+	if err != nil {
+		return fail(err, false)
+	}
+	if !ok {
+		c.log.Warn("batch unknown to PgQ at finish (consumer repositioned or unregistered?); dropped",
+			"batch_id", info.ID)
+		return b, false, nil
+	}
+	if err := tx.Commit(fctx); err != nil {
+		return fail(fmt.Errorf("consumer: commit batch %d: %w", info.ID, err), false)
+	}
+	committed = true
+	return b, true, nil
+}
+
+// callHandler runs the handler, turning a panic into an error.
+func (c *Consumer) callHandler(ctx context.Context, b *pgq.Batch) (err error, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			err, panicked = fmt.Errorf("consumer: handler panicked on batch %d: %v\n%s", b.ID(), r, debug.Stack()), true
+		}
+	}()
+	if err := c.handler.ProcessBatch(ctx, b); err != nil {
+		return fmt.Errorf("consumer: handler failed on batch %d: %w", b.ID(), err), false
+	}
+	return nil, false
+}
+
+// registerOnStart registers the consumer if needed, retrying transient
+// errors (a server still starting, a queue without ticks yet).
+func (c *Consumer) registerOnStart(ctx context.Context) error {
+	for n := 1; ; n++ {
+		created, err := c.Register(ctx)
+		if err == nil {
+			if created {
+				c.log.Info("consumer registered")
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, pgq.ErrQueueNotFound) || errors.Is(err, pgq.ErrNoExtension) ||
+			errors.Is(err, pgq.ErrInvalidName) {
+			return err
+		}
+		d := c.cfg.ErrorBackoff.Delay(n)
+		c.log.Warn("register consumer failed; retrying", "err", err, "backoff", d)
+		if !sleepCtx(ctx, d) {
+			return ctx.Err()
+		}
+	}
+}
+
+// sleepCtx pauses for d; it reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// listen keeps a dedicated connection LISTENing on the queue's tick
+// channel and signals wake on every notification. Notifications only
+// shorten the wait between looks for a batch: losing some (while
+// reconnecting) delays work by at most PollInterval.
+func (c *Consumer) listen(ctx context.Context, wake chan<- struct{}) {
+	fails := 0
+	for {
+		err := c.listenOnce(ctx, wake, &fails)
+		if ctx.Err() != nil {
+			return
+		}
+		fails++
+		d := c.cfg.ErrorBackoff.Delay(fails)
+		c.log.Warn("tick listener lost; reconnecting", "err", err, "backoff", d)
+		if !sleepCtx(ctx, d) {
+			return
+		}
+	}
+}
+
+func (c *Consumer) listenOnce(ctx context.Context, wake chan<- struct{}, fails *int) error {
+	conn, err := pgx.ConnectConfig(ctx, c.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = conn.Close(cctx)
+		cancel()
+	}()
+	if _, err := conn.Exec(ctx, "listen "+pgx.Identifier{pgq.NotifyChannel(c.cfg.Queue)}.Sanitize()); err != nil {
+		return err
+	}
+	if *fails > 0 {
+		signal(wake) // ticks may have been announced while we were away
+	}
+	*fails = 0
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		signal(wake)
+	}
+}
+
+func signal(wake chan<- struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
