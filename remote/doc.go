@@ -1,0 +1,2 @@
+// Package remote applies PgQ events to a second database exactly once.
+package remote

@@ -1,0 +1,208 @@
+package remote
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/pgq"
+)
+
+//go:embed schema/*.sql
+var schemaFS embed.FS
+
+// migration is one embedded, versioned schema change.
+type migration struct {
+	name string // recorded in pgq_go.migration
+	file string
+}
+
+// The pgq_ext migration is applied only where no pgq_ext exists; a real
+// Skytools pgq_ext is verified and used as-is.
+var (
+	pgqExtMigration = migration{"pgq_ext/1", "schema/pgq_ext_1.sql"}
+	ownMigrations   = []migration{{"pgq_go/1", "schema/pgq_go_1.sql"}}
+)
+
+// requiredPgqExt lists the pgq_ext functions this package calls.
+var requiredPgqExt = []string{
+	"pgq_ext.is_batch_done(text,text,bigint)",
+	"pgq_ext.set_batch_done(text,text,bigint)",
+	"pgq_ext.get_last_tick(text,text)",
+	"pgq_ext.set_last_tick(text,text,bigint)",
+}
+
+// installLockKey serialises concurrent installs on one database.
+const installLockKey = 0x70677167_6f000001 // "pgqgo" + 1
+
+// ErrTrackingSchema means the destination's tracking schema is missing or
+// incompatible.
+var ErrTrackingSchema = errors.New("remote: tracking schema")
+
+// Install creates or upgrades the destination tracking schema: pgq_ext
+// (compatible with Skytools pgq_ext 3.x; an existing one is verified and
+// left alone) and pgq-go's own pgq_go schema. It is idempotent and safe to
+// run concurrently; the destination needs no pgq extension.
+func Install(ctx context.Context, dst pgq.DB) error {
+	tx, err := beginner(dst)
+	if err != nil {
+		return err
+	}
+	t, err := tx.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("remote: install tracking schema: %w", err)
+	}
+	defer func() { _ = t.Rollback(context.WithoutCancel(ctx)) }()
+	if err := install(ctx, t); err != nil {
+		return fmt.Errorf("remote: install tracking schema: %w", err)
+	}
+	if err := t.Commit(ctx); err != nil {
+		return fmt.Errorf("remote: install tracking schema: %w", err)
+	}
+	return nil
+}
+
+type txBeginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+func beginner(db pgq.DB) (txBeginner, error) {
+	b, ok := db.(txBeginner)
+	if !ok {
+		return nil, errors.New("remote: install needs a pool, connection or transaction")
+	}
+	return b, nil
+}
+
+func install(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock($1)", int64(installLockKey)); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `create schema if not exists pgq_go;
+		create table if not exists pgq_go.migration (
+			name text primary key,
+			applied_at timestamptz not null default now())`); err != nil {
+		return err
+	}
+	applied := map[string]bool{}
+	rows, err := tx.Query(ctx, "select name from pgq_go.migration")
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		applied[n] = true
+	}
+	var hasExt bool
+	if err := tx.QueryRow(ctx, "select exists (select 1 from pg_namespace where nspname = 'pgq_ext')").Scan(&hasExt); err != nil {
+		return err
+	}
+	todo := ownMigrations
+	if !hasExt {
+		todo = append([]migration{pgqExtMigration}, todo...)
+	}
+	for _, m := range todo {
+		if applied[m.name] {
+			continue
+		}
+		sql, err := schemaFS.ReadFile(m.file)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, string(sql)); err != nil {
+			return fmt.Errorf("apply %s: %w", m.name, err)
+		}
+		if _, err := tx.Exec(ctx, "insert into pgq_go.migration (name) values ($1)", m.name); err != nil {
+			return err
+		}
+	}
+	return verify(ctx, tx)
+}
+
+// verify checks that every pgq_ext function this package calls exists.
+func verify(ctx context.Context, db pgq.DB) error {
+	var missing []string
+	rows, err := db.Query(ctx, "select f from unnest($1::text[]) f where to_regprocedure(f) is null", requiredPgqExt)
+	if err != nil {
+		return err
+	}
+	missing, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: pgq_ext lacks %v (a pgq_ext older than 3.0?)", ErrTrackingSchema, missing)
+	}
+	return nil
+}
+
+// TrackingStatus describes a destination's tracking schema.
+type TrackingStatus struct {
+	PgqExtVersion string   // pgq_ext.version(), "" when absent
+	PgqExtOurs    bool     // installed by this package (false: a Skytools pgq_ext)
+	Migrations    []string // pgq_go migrations applied
+}
+
+// Status reports the tracking schema of a destination without changing it.
+func Status(ctx context.Context, dst pgq.DB) (TrackingStatus, error) {
+	var st TrackingStatus
+	var hasExt, hasOwn bool
+	err := dst.QueryRow(ctx, `select exists (select 1 from pg_namespace where nspname = 'pgq_ext'),
+		to_regclass('pgq_go.migration') is not null`).Scan(&hasExt, &hasOwn)
+	if err != nil {
+		return st, fmt.Errorf("remote: tracking status: %w", err)
+	}
+	if hasExt {
+		if err := dst.QueryRow(ctx, "select pgq_ext.version()").Scan(&st.PgqExtVersion); err != nil {
+			return st, fmt.Errorf("remote: tracking status: %w", err)
+		}
+	}
+	if hasOwn {
+		rows, err := dst.Query(ctx, "select name from pgq_go.migration order by name")
+		if err != nil {
+			return st, fmt.Errorf("remote: tracking status: %w", err)
+		}
+		st.Migrations, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return st, fmt.Errorf("remote: tracking status: %w", err)
+		}
+		for _, m := range st.Migrations {
+			if m == pgqExtMigration.name {
+				st.PgqExtOurs = true
+			}
+		}
+	}
+	return st, nil
+}
+
+// LastTick returns the last tick applied by a SerialConsumer on dst
+// (pgq_ext.get_last_tick), or 0 when none is recorded.
+func LastTick(ctx context.Context, dst pgq.DB, consumer, subconsumer string) (int64, error) {
+	var t *int64
+	if err := dst.QueryRow(ctx, "select pgq_ext.get_last_tick($1, $2)", consumer, subconsumer).Scan(&t); err != nil {
+		return 0, fmt.Errorf("remote: get last tick %s: %w", consumer, err)
+	}
+	if t == nil {
+		return 0, nil
+	}
+	return *t, nil
+}
+
+// LastBatch returns the last batch applied by a RemoteConsumer on dst, or 0.
+func LastBatch(ctx context.Context, dst pgq.DB, consumer, subconsumer string) (int64, error) {
+	var b *int64
+	err := dst.QueryRow(ctx, `select last_batch_id from pgq_ext.completed_batch
+		where consumer_id = $1 and subconsumer_id = $2`, consumer, subconsumer).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("remote: last batch %s: %w", consumer, err)
+	}
+	return *b, nil
+}
