@@ -1,0 +1,45 @@
+// Package ticker is a pgqd replacement as a library: for every database it
+// serves it runs the PgQ ticker, moves due retry events back into their
+// queues and runs pgq.maint_operations() (event table rotation, extra
+// maintenance functions, vacuum), each database on its own goroutine and
+// connection, with the schedule and the ini names of pgqd (ticker_period,
+// retry_period, maint_period, check_period, stats_period,
+// connection_lifetime). cmd/pgqctl's "ticker" command runs it as a daemon
+// that reads pgqd.ini.
+//
+// # One ticker per database
+//
+// PgQ breaks if pgq.ticker() runs twice in parallel on one database. Before
+// ticking, a Ticker takes the session-level advisory lock
+// pg_try_advisory_lock(LockKey) on its ticking connection and keeps it for
+// the connection's life. A second Ticker on the same database (an HA
+// standby) finds the lock taken, reports StateStandby and tries again every
+// LockRetryPeriod; it takes over within that period once the first one
+// stops or its connection dies (the server releases a session lock when
+// the session ends). Retry and maintenance run on the same connection, so
+// they too run only under the lock.
+//
+// pgqd does not take this lock. When switching from pgqd, stop pgqd first:
+// a pgqd left running would tick in parallel. The lock needs a real
+// session: do not point the ticker at a transaction-pooling pgbouncer.
+//
+// # Ticks and wake-ups
+//
+// Every TickPeriod, one statement ticks each queue that pgq.ticker() would
+// tick (not paused, no external ticker), applying the queue's
+// ticker_max_count, ticker_max_lag and ticker_idle_period exactly as
+// pgq.ticker() does. For each queue that got a tick, the Ticker then sends
+// NOTIFY on pgq.NotifyChannel(queue) with the tick id as payload, which
+// the consumer package listens on: consumers wake within milliseconds of a
+// tick instead of polling. Config.DisableNotify turns this off.
+//
+// # Failures
+//
+// A database without pgq (or with pgq older than 3) is reported
+// (StateNoPgq) and checked again every CheckPeriod. Connection loss, server
+// restarts and SQL errors are retried with exponential backoff (MinBackoff
+// to MaxBackoff, StateFailing); the Ticker never gives up on a database.
+// A failed maintenance step is logged and counted, and ticking goes on.
+// Snapshot reports every database's state and counters; they are logged
+// every StatsPeriod.
+package ticker

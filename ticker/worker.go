@@ -1,0 +1,369 @@
+package ticker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgq-go/pgq/pgq"
+)
+
+// worker serves one database: its own goroutine, its own connection.
+type worker struct {
+	t        *Ticker
+	key      dbKey
+	server   string
+	explicit atomic.Bool // named in Databases (vs discovered): louder about missing pgq
+	st       *stats
+	log      *slog.Logger
+	wake     chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+func newWorker(t *Ticker, k dbKey, explicit bool) *worker {
+	w := &worker{
+		t:      t,
+		key:    k,
+		server: serverLabel(k.conn),
+		st:     &stats{},
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+	w.explicit.Store(explicit)
+	w.st.s = DatabaseStats{Server: w.server, Database: k.db, State: StateConnecting, Since: time.Now()}
+	w.log = t.config().Logger.With("server", w.server, "db", k.db)
+	return w
+}
+
+func (w *worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits d, or less when poked (a reload); it reports false when ctx
+// is done.
+func (w *worker) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-w.wake:
+		return true
+	case <-tm.C:
+		return true
+	}
+}
+
+var errNoPgq = errors.New("no usable pgq")
+
+func (w *worker) run(ctx context.Context) {
+	defer close(w.done)
+	var backoff time.Duration
+	for {
+		err := w.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		cfg := w.t.config()
+		var wait time.Duration
+		switch {
+		case err == nil: // connection recycled
+			backoff = 0
+		case errors.Is(err, errNoPgq):
+			backoff = 0
+			wait = cfg.CheckPeriod
+		default:
+			w.st.fail(err)
+			w.st.setState(StateFailing)
+			switch {
+			case backoff == 0:
+				backoff = cfg.MinBackoff
+			case backoff < cfg.MaxBackoff:
+				backoff = min(2*backoff, cfg.MaxBackoff)
+			}
+			wait = backoff
+			w.log.Warn("ticker: database failing; retrying", "error", err, "retry_in", wait)
+		}
+		if !w.sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// session connects, checks pgq, takes the advisory lock (standing by while
+// another ticker holds it) and ticks until an error, ctx, or the end of the
+// connection's lifetime (nil error).
+func (w *worker) session(ctx context.Context) error {
+	cfg := w.t.config()
+	pc, err := pgx.ParseConfig(w.key.conn)
+	if err != nil {
+		return err
+	}
+	pc.Database = w.key.db
+	pc.RuntimeParams["application_name"] = "pgq-go ticker"
+	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	conn, err := pgx.ConnectConfig(cctx, pc)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
+	born := time.Now()
+
+	if err := pgq.CheckExtension(ctx, conn); err != nil {
+		if !errors.Is(err, pgq.ErrNoExtension) {
+			return err
+		}
+		if w.st.setState(StateNoPgq) {
+			level := slog.LevelDebug
+			if w.explicit.Load() {
+				level = slog.LevelWarn
+			}
+			w.log.Log(ctx, level, "ticker: database has no usable pgq; will check again", "error", err, "check_period", cfg.CheckPeriod)
+		}
+		w.st.update(func(s *DatabaseStats) { s.ConsecutiveErrors = 0 })
+		return errNoPgq
+	}
+	version, err := pgq.Version(ctx, conn)
+	if err != nil {
+		return err
+	}
+	w.st.update(func(s *DatabaseStats) { s.Version = version })
+
+	for {
+		var locked bool
+		if err := conn.QueryRow(ctx, "select pg_try_advisory_lock($1)", LockKey).Scan(&locked); err != nil {
+			return fmt.Errorf("advisory lock: %w", err)
+		}
+		if locked {
+			break
+		}
+		w.st.update(func(s *DatabaseStats) { s.ConsecutiveErrors = 0 })
+		if w.st.setState(StateStandby) {
+			w.log.Info("ticker: another ticker holds the database's advisory lock; standing by",
+				"lock_key", LockKey, "retry_period", w.t.config().LockRetryPeriod)
+		}
+		if time.Since(born) >= w.t.config().ConnectionLifetime {
+			return nil
+		}
+		if !w.sleep(ctx, w.t.config().LockRetryPeriod) {
+			return ctx.Err()
+		}
+	}
+	if w.st.setState(StateTicking) {
+		w.log.Info("ticker: ticking", "pgq_version", version)
+	}
+	return w.serve(ctx, conn, born)
+}
+
+// schedule holds when each periodic operation is next due.
+type schedule struct {
+	tick, retry, maint, recycle time.Time
+}
+
+// serve runs the periodic operations on conn, which holds the lock.
+func (w *worker) serve(ctx context.Context, conn *pgx.Conn, born time.Time) error {
+	cfg := w.t.config()
+	now := time.Now()
+	// Retry and maintenance run at once on every (re)connection, then
+	// every period, so a restart does not postpone rotation by MaintPeriod.
+	sc := &schedule{tick: now, retry: now, maint: now, recycle: born.Add(cfg.ConnectionLifetime)}
+	for {
+		if err := w.tickIfDue(ctx, conn, sc); err != nil {
+			return err
+		}
+		if !time.Now().Before(sc.retry) {
+			if err := w.retry(ctx, conn, sc); err != nil {
+				return err
+			}
+			sc.retry = time.Now().Add(w.t.config().RetryPeriod)
+		}
+		if !time.Now().Before(sc.maint) {
+			if err := w.maint(ctx, conn, sc); err != nil {
+				return err
+			}
+			sc.maint = time.Now().Add(w.t.config().MaintPeriod)
+		}
+		if !time.Now().Before(sc.recycle) {
+			w.log.Debug("ticker: recycling connection", "lifetime", w.t.config().ConnectionLifetime)
+			w.st.setState(StateConnecting)
+			return nil
+		}
+		next := sc.tick
+		for _, t := range []time.Time{sc.retry, sc.maint, sc.recycle} {
+			if t.Before(next) {
+				next = t
+			}
+		}
+		tm := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return ctx.Err()
+		case <-w.wake: // reload: new periods apply from now if sooner
+			tm.Stop()
+			cfg := w.t.config()
+			now := time.Now()
+			sc.tick = earliest(sc.tick, now.Add(cfg.TickPeriod))
+			sc.retry = earliest(sc.retry, now.Add(cfg.RetryPeriod))
+			sc.maint = earliest(sc.maint, now.Add(cfg.MaintPeriod))
+			sc.recycle = earliest(sc.recycle, born.Add(cfg.ConnectionLifetime))
+		case <-tm.C:
+		}
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// tickIfDue ticks when the tick is due and schedules the next one on the
+// TickPeriod cadence (missed ticks are skipped, not bunched).
+func (w *worker) tickIfDue(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
+	now := time.Now()
+	if now.Before(sc.tick) {
+		return nil
+	}
+	period := w.t.config().TickPeriod
+	sc.tick = sc.tick.Add(period)
+	if !sc.tick.After(now) {
+		sc.tick = now.Add(period)
+	}
+	return w.tick(ctx, conn)
+}
+
+// sqlTick ticks every queue pgq.ticker() would tick, in one statement (so
+// one transaction, like pgq.ticker()), and says which queues ticked.
+const sqlTick = `select queue_name, pgq.ticker(queue_name) from pgq.queue
+	where not queue_external_ticker and not queue_ticker_paused
+	order by queue_name`
+
+// sqlNotify wakes the consumers of the queues that ticked; the payload is
+// the tick id.
+const sqlNotify = `select pg_notify(ch, id::text) from unnest($1::text[], $2::int8[]) as u(ch, id)`
+
+func (w *worker) tick(ctx context.Context, conn *pgx.Conn) error {
+	rows, err := conn.Query(ctx, sqlTick)
+	if err != nil {
+		return fmt.Errorf("ticker: %w", err)
+	}
+	var (
+		name     string
+		id       *int64
+		channels []string
+		ids      []int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&name, &id}, func() error {
+		if id != nil {
+			channels = append(channels, pgq.NotifyChannel(name))
+			ids = append(ids, *id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ticker: %w", err)
+	}
+	now := time.Now()
+	w.st.update(func(s *DatabaseStats) {
+		s.TickRuns++
+		s.Ticks += int64(len(ids))
+		s.LastSuccess = now
+		s.ConsecutiveErrors = 0
+		for _, id := range ids {
+			s.LastTickID = max(s.LastTickID, id)
+		}
+	})
+	if len(ids) == 0 || w.t.config().DisableNotify {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, sqlNotify, channels, ids); err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	w.st.update(func(s *DatabaseStats) { s.Notifies += int64(len(ids)) })
+	return nil
+}
+
+// retry moves due retry events back into their queues, ticking between
+// calls when a tick falls due.
+func (w *worker) retry(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
+	var total int64
+	defer func() {
+		if total > 0 {
+			w.log.Debug("ticker: retry events moved", "events", total)
+		}
+	}()
+	for {
+		var n int64
+		if err := conn.QueryRow(ctx, "select pgq.maint_retry_events()").Scan(&n); err != nil {
+			return w.softError("maint_retry_events", conn, err)
+		}
+		total += n
+		w.st.update(func(s *DatabaseStats) { s.RetryEvents += n })
+		if n == 0 {
+			return nil
+		}
+		if err := w.tickIfDue(ctx, conn, sc); err != nil {
+			return err
+		}
+	}
+}
+
+// maint runs every operation pgq.maint_operations() lists, each call in
+// its own transaction, ticking between them when a tick falls due.
+func (w *worker) maint(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
+	ops, err := pgq.MaintOperations(ctx, conn)
+	if err != nil {
+		return w.softError("maint_operations", conn, err)
+	}
+	for _, op := range ops {
+		var tickErr error
+		calls, err := runMaintOp(ctx, conn, op, func() error {
+			tickErr = w.tickIfDue(ctx, conn, sc)
+			return tickErr
+		})
+		w.st.update(func(s *DatabaseStats) { s.MaintOps += int64(calls) })
+		if tickErr != nil {
+			return tickErr
+		}
+		if err != nil {
+			if err := w.softError("maintenance "+opString(op), conn, err); err != nil {
+				return err
+			}
+			continue
+		}
+		w.log.Debug("ticker: maintenance", "op", opString(op), "calls", calls)
+	}
+	return nil
+}
+
+// softError records a failed maintenance step. SQL errors are logged and
+// the session goes on (ticking matters more); a broken connection or a
+// cancelled ctx ends the session.
+func (w *worker) softError(what string, conn *pgx.Conn, err error) error {
+	var pe *pgconn.PgError
+	if conn.IsClosed() || !errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	w.st.fail(fmt.Errorf("%s: %w", what, err))
+	w.log.Error("ticker: maintenance step failed", "op", what, "error", err)
+	return nil
+}
