@@ -141,6 +141,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 // isFatal reports errors that retrying cannot fix.
 func isFatal(err error) bool {
+	if IsFatal(err) {
+		return true
+	}
 	var se *stepError
 	if !errors.As(err, &se) || !se.fatalable {
 		return false
