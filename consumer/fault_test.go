@@ -1,0 +1,212 @@
+package consumer_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/internal/pgtest"
+	"github.com/pgq-go/pgq/pgq"
+	"github.com/stretchr/testify/require"
+)
+
+// helperEnv holds the DSN when the test binary runs as a consumer
+// subprocess (see helperProcess).
+const helperEnv = "PGQ_CONSUMER_HELPER_DSN"
+
+// helperProcess is a consumer in its own process: it prints "ev <batch>
+// <id>" for each event it reads and, after the third event of a batch,
+// "hang <batch>", then blocks mid-batch until it is killed.
+func helperProcess() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	pool, err := pgxpool.New(ctx, os.Getenv(helperEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer pool.Close()
+	h := consumer.BatchHandlerFunc(func(ctx context.Context, b *pgq.Batch) error {
+		n := 0
+		for ev, err := range b.Events(ctx) {
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stdout, "ev %d %d\n", b.ID(), ev.ID)
+			if n++; n == 3 {
+				fmt.Fprintf(os.Stdout, "hang %d\n", b.ID())
+				<-ctx.Done()
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	c, err := consumer.New(pool, consumer.Config{Queue: "q", Name: "c", LazyFetch: 2,
+		PollInterval: 20 * time.Millisecond}, h)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := c.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func TestKilledMidBatch(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	first := e.produce(t, 8, nil)
+	e.tick(t)
+	second := e.produce(t, 5, nil)
+	e.tick(t)
+
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"="+e.db.DSN)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	var (
+		sub     []int64
+		batch   int64
+		timeout = time.After(60 * time.Second)
+	)
+wait:
+	for {
+		select {
+		case l, ok := <-lines:
+			require.True(t, ok, "subprocess ended early")
+			f := strings.Fields(l)
+			b, _ := strconv.ParseInt(f[1], 10, 64)
+			batch = b
+			if f[0] == "hang" {
+				break wait
+			}
+			id, _ := strconv.ParseInt(f[2], 10, 64)
+			sub = append(sub, id)
+		case <-timeout:
+			t.Fatal("subprocess did not reach the middle of a batch")
+		}
+	}
+	require.Equal(t, first[:3], sub, "the subprocess was mid-batch")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	killed = true
+	_ = cmd.Wait()
+	for range lines { // drain
+	}
+	require.Equal(t, batch, e.info(t).CurrentBatch, "the killed consumer's batch stays open")
+
+	col := &collector{}
+	e.start(t, e.cfg(t), col)
+	all := append(slices.Clone(first), second...)
+	col.waitIDs(t, all, 30*time.Second)
+	got, batches := col.snapshot()
+	require.Equal(t, batch, batches[0].ID, "the same batch is delivered again after the crash")
+	require.Equal(t, batch, got[0].batch)
+	require.Equal(t, all, col.ids(), "every event once after restart, nothing skipped")
+}
+
+func TestPostgresRestartMidBatch(t *testing.T) {
+	t.Parallel()
+	pc := pgtest.NewCluster(t)
+	e := setupOn(t, pc)
+	// The consumer gets its own pool: the test's producer must not share
+	// its broken connections.
+	cpool, err := pgxpool.New(e.ctx, e.db.DSN)
+	require.NoError(t, err)
+	t.Cleanup(cpool.Close)
+
+	var (
+		holdOnce sync.Once
+		inBatch  = make(chan int64, 1)
+		release  = make(chan struct{})
+		mu       sync.Mutex
+		attempts = map[int64]int{}
+	)
+	col := &collector{before: func(ctx context.Context, b *pgq.Batch) error {
+		mu.Lock()
+		attempts[b.ID()]++
+		mu.Unlock()
+		// Hold the second batch open while PostgreSQL restarts.
+		if b.Info.PrevTickID > 1 {
+			holdOnce.Do(func() {
+				inBatch <- b.ID()
+				<-release
+			})
+		}
+		return nil
+	}}
+	var failures counter
+	cfg := e.cfg(t)
+	cfg.Hooks.OnError = func(consumer.ErrorInfo) { failures.inc() }
+	startOn(t, e.ctx, cpool, cfg, col)
+
+	before := e.produce(t, 50, nil)
+	e.tick(t)
+	col.waitIDs(t, before, 30*time.Second)
+
+	during := e.produce(t, 50, nil)
+	e.tick(t)
+	var held int64
+	select {
+	case held = <-inBatch:
+	case <-time.After(30 * time.Second):
+		t.Fatal("second batch not delivered")
+	}
+	require.NoError(t, pc.Restart())
+	close(release) // the handler returns nil, but finish_batch cannot reach the server
+
+	// The producer's pool may hand out a broken connection first.
+	var after []int64
+	require.Eventually(t, func() bool {
+		ids, err := e.tryProduce(50, nil)
+		if err != nil {
+			return false
+		}
+		after = ids
+		_, err = pgq.Tick(e.ctx, e.pool, e.queue)
+		return err == nil
+	}, 30*time.Second, 50*time.Millisecond)
+
+	all := slices.Concat(before, during, after)
+	col.waitIDs(t, all, 60*time.Second)
+	require.Positive(t, failures.get(), "the restart was noticed")
+	mu.Lock()
+	require.GreaterOrEqual(t, attempts[held], 2, "the held batch was processed again after the restart")
+	mu.Unlock()
+	got := col.ids()
+	// At-least-once: the interrupted batch repeats, nothing is missing.
+	for _, id := range all {
+		require.Contains(t, got, id)
+	}
+	require.Subset(t, all, got)
+}

@@ -1,0 +1,277 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/internal/pgtest"
+	"github.com/pgq-go/pgq/pgq"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+var cluster *pgtest.Cluster
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(helperProcess()) // a consumer subprocess for TestKilledMidBatch
+	}
+	cluster = pgtest.MustStart()
+	code := func() int {
+		// The Example functions read DATABASE_URL, like the programs users
+		// copy them into.
+		name, err := exampleDB()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "examples database:", err)
+			return 2
+		}
+		os.Setenv("DATABASE_URL", cluster.DSN(name))
+		return m.Run()
+	}()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/pgq-go/pgq/internal/pgtest.(*Cluster).Start.func1")); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	cluster.Close()
+	os.Exit(code)
+}
+
+func exampleDB() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const name = "consumer_examples"
+	admin, err := pgx.Connect(ctx, cluster.DSN("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "create database "+name); err != nil {
+		return "", err
+	}
+	conn, err := pgx.Connect(ctx, cluster.DSN(name))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "create extension pgq")
+	return name, err
+}
+
+type env struct {
+	ctx   context.Context
+	db    *pgtest.DB
+	pool  *pgxpool.Pool
+	queue string
+	cons  string
+}
+
+// setup gives a test its own database with a queue and a registered consumer.
+func setup(t *testing.T) *env {
+	t.Helper()
+	return setupOn(t, cluster)
+}
+
+func setupOn(t *testing.T, c *pgtest.Cluster) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	db := c.NewDB(t)
+	e := &env{ctx: ctx, db: db, pool: db.Pool, queue: "q", cons: "c"}
+	_, err := pgq.CreateQueue(ctx, e.pool, e.queue)
+	require.NoError(t, err)
+	_, err = pgq.RegisterConsumer(ctx, e.pool, e.queue, e.cons)
+	require.NoError(t, err)
+	return e
+}
+
+// cfg is a consumer config for tests: fast polls and backoff.
+func (e *env) cfg(t *testing.T) consumer.Config {
+	return consumer.Config{
+		Queue:        e.queue,
+		Name:         e.cons,
+		PollInterval: 20 * time.Millisecond,
+		ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
+		Logger:       testLogger(t),
+	}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// produce inserts n events (data = prefix+index) in one transaction and
+// returns their ids.
+func (e *env) produce(t *testing.T, n int, mk func(i int) pgq.EventData) []int64 {
+	t.Helper()
+	ids, err := e.tryProduce(n, mk)
+	require.NoError(t, err)
+	return ids
+}
+
+func (e *env) tryProduce(n int, mk func(i int) pgq.EventData) ([]int64, error) {
+	if mk == nil {
+		mk = func(i int) pgq.EventData { return pgq.EventData{Type: pgq.T("t"), Data: pgq.T(fmt.Sprint(i))} }
+	}
+	evs := make([]pgq.EventData, n)
+	for i := range evs {
+		evs[i] = mk(i)
+	}
+	var ids []int64
+	err := pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error {
+		var err error
+		ids, err = pgq.InsertEventsPipelined(e.ctx, tx, e.queue, evs)
+		return err
+	})
+	return ids, err
+}
+
+func (e *env) tick(t *testing.T) int64 {
+	t.Helper()
+	id, err := pgq.Tick(e.ctx, e.pool, e.queue)
+	require.NoError(t, err)
+	return id
+}
+
+func (e *env) info(t *testing.T) pgq.ConsumerInfo {
+	t.Helper()
+	ci, err := pgq.GetConsumerInfo(e.ctx, e.pool, e.queue, e.cons)
+	require.NoError(t, err)
+	return ci
+}
+
+// start runs a consumer until the returned stop is called (or the test
+// ends); stop returns Run's result.
+func (e *env) start(t *testing.T, cfg consumer.Config, h consumer.BatchHandler) (stop func() error) {
+	t.Helper()
+	return startOn(t, e.ctx, e.pool, cfg, h)
+}
+
+func startOn(t *testing.T, ctx context.Context, pool *pgxpool.Pool, cfg consumer.Config, h consumer.BatchHandler) func() error {
+	t.Helper()
+	c, err := consumer.New(pool, cfg, h)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	var res error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case res = <-done:
+			case <-time.After(60 * time.Second):
+				res = fmt.Errorf("Run did not return within 60s of cancel")
+			}
+		})
+		return res
+	}
+	t.Cleanup(func() { require.NoError(t, stop()) })
+	return stop
+}
+
+// seen is one delivered event.
+type seen struct {
+	batch int64
+	id    int64
+	retry int32
+	data  string
+	extra pgq.Text
+}
+
+// collector is a BatchHandler recording what it is given.
+type collector struct {
+	mu      sync.Mutex
+	events  []seen
+	batches []pgq.BatchInfo
+	before  func(ctx context.Context, b *pgq.Batch) error // optional, runs first
+	each    func(ev *pgq.Event)                          // optional, per event
+}
+
+func (c *collector) ProcessBatch(ctx context.Context, b *pgq.Batch) error {
+	if c.before != nil {
+		if err := c.before(ctx, b); err != nil {
+			return err
+		}
+	}
+	var got []seen
+	for ev, err := range b.Events(ctx) {
+		if err != nil {
+			return err
+		}
+		if c.each != nil {
+			c.each(ev)
+		}
+		got = append(got, seen{batch: b.ID(), id: ev.ID, retry: ev.Retry, data: ev.Data.String, extra: ev.Extra1})
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.events = append(c.events, got...)
+	c.batches = append(c.batches, b.Info)
+	return nil
+}
+
+func (c *collector) snapshot() ([]seen, []pgq.BatchInfo) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.events), slices.Clone(c.batches)
+}
+
+func (c *collector) ids() []int64 {
+	evs, _ := c.snapshot()
+	out := make([]int64, len(evs))
+	for i, e := range evs {
+		out[i] = e.id
+	}
+	return out
+}
+
+// waitIDs waits until the collector has seen every id in want.
+func (c *collector) waitIDs(t *testing.T, want []int64, timeout time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		got := c.ids()
+		for _, id := range want {
+			if !slices.Contains(got, id) {
+				return false
+			}
+		}
+		return true
+	}, timeout, 10*time.Millisecond, "events not delivered: want %v, got %v", want, c.ids())
+}
+
+// counter counts calls of a hook; wait blocks until it reaches n.
+type counter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *counter) inc() { c.mu.Lock(); c.n++; c.mu.Unlock() }
+func (c *counter) get() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+func (c *counter) waitAbove(t *testing.T, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return c.get() > n }, 30*time.Second, 5*time.Millisecond)
+}
+
+type pgqTx = pgx.Tx
+
+// pgxBegin runs fn in a transaction on the test pool.
+func pgxBegin(e *env, fn func(ctx context.Context, tx pgqTx) error) (struct{}, error) {
+	return struct{}{}, pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error { return fn(e.ctx, tx) })
+}
