@@ -196,7 +196,7 @@ type collector struct {
 	events  []seen
 	batches []pgq.BatchInfo
 	before  func(ctx context.Context, b *pgq.Batch) error // optional, runs first
-	each    func(ev *pgq.Event)                          // optional, per event
+	each    func(ev *pgq.Event)                           // optional, per event
 }
 
 func (c *collector) ProcessBatch(ctx context.Context, b *pgq.Batch) error {
