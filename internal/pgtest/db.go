@@ -2,13 +2,16 @@ package pgtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -69,17 +72,33 @@ func (c *Cluster) CreateDB(ctx context.Context, name string, withPgq bool) (stri
 	}
 	dsn := c.DSN(name)
 	if withPgq {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return "", fmt.Errorf("connect %s: %w", name, err)
-		}
-		_, err = conn.Exec(ctx, "create extension pgq")
-		conn.Close(ctx)
-		if err != nil {
+		if err := createExtension(ctx, dsn); err != nil {
 			return "", fmt.Errorf("create extension pgq in %s: %w", name, err)
 		}
 	}
 	return dsn, nil
+}
+
+// extMu serialises create extension pgq: it creates cluster-wide roles
+// (pgq_reader, ...), and two concurrent creations race on them.
+var extMu sync.Mutex
+
+func createExtension(ctx context.Context, dsn string) error {
+	extMu.Lock()
+	defer extMu.Unlock()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	for attempt := 1; ; attempt++ {
+		_, err = conn.Exec(ctx, "create extension if not exists pgq")
+		var pe *pgconn.PgError
+		// Another test process on a shared server (PGQ_TEST_DSN) may win the role race.
+		if err == nil || !errors.As(err, &pe) || pe.Code != "23505" || attempt == 5 {
+			return err
+		}
+	}
 }
 
 func (c *Cluster) dropDB(name string) {
