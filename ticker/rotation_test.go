@@ -120,8 +120,8 @@ func TestRotationBoundedAndLossless(t *testing.T) {
 	}()
 
 	type sample struct {
-		rows   int64
-		table  int
+		rows    int64
+		table   int
 		switch_ time.Time
 	}
 	probe := func() sample {
