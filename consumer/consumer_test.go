@@ -467,3 +467,24 @@ func TestStopDuringBatch(t *testing.T) {
 		})
 	}
 }
+
+func TestFatalHandlerErrorStopsRun(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	lost := errors.New("lost position")
+	calls := 0
+	h := consumer.BatchHandlerFunc(func(ctx context.Context, b *pgq.Batch) error {
+		calls++
+		return consumer.Fatal(lost)
+	})
+	e.produce(t, 1, nil)
+	e.tick(t)
+	c, err := consumer.New(e.pool, e.cfg(t), h)
+	require.NoError(t, err)
+	err = c.Run(e.ctx)
+	require.ErrorIs(t, err, lost)
+	require.True(t, consumer.IsFatal(err))
+	require.Equal(t, 1, calls, "no retry after a fatal error")
+	require.NotZero(t, e.info(t).CurrentBatch, "the batch stays unfinished")
+	require.NoError(t, consumer.Fatal(nil))
+}

@@ -1,0 +1,76 @@
+// Package consumer runs a PgQ consumer: the loop that Skytools' Python
+// pgq.Consumer runs, with Go ergonomics.
+//
+// A Consumer reads one queue as one registered consumer. For each batch it
+//
+//  1. opens the batch with pgq.next_batch_custom in its own, committed
+//     statement (so a failure later gets the same batch id back, never a
+//     new id for the same events);
+//  2. begins a transaction and gives the handler a *pgq.Batch whose events
+//     stream through a cursor, LazyFetch rows at a time;
+//  3. when the handler returns nil, sends in one round trip the retry of
+//     every event tagged with Event.TagRetry (pgq.event_retry_raw: O(1)
+//     each) and pgq.finish_batch, then commits.
+//
+// Every event is done by default. A handler error or panic rolls back, is
+// logged with queue, consumer and batch_id, and after an exponential,
+// capped backoff the same batch is processed again, as a fresh *pgq.Batch
+// (earlier retry tags are gone). Database errors — a connection cut, a
+// PostgreSQL restart — are handled the same way: nothing is finished that
+// was not processed, so no event is lost or skipped (delivery is
+// at-least-once; see the remote package for exactly-once into another
+// database). A handler error wrapped with Fatal stops Run instead.
+//
+// When no batch is ready the consumer waits for a tick notification on
+// pgq.NotifyChannel(queue), sent by the ticker package after each tick, or
+// for PollInterval, whichever comes first. Notifications only shorten the
+// wait: a consumer whose ticks come from pgqd, which does not notify,
+// simply polls.
+//
+// Cancelling the context given to Run stops the consumer. A batch being
+// processed is finished if the handler still returns nil, and left
+// untouched otherwise (it is delivered again on the next run). Run returns
+// only after every goroutine it started has ended.
+//
+// # Coming from Skytools
+//
+// Every python-pgq consumer setting and behaviour, and its counterpart here:
+//
+//	Skytools (pgq.Consumer)              consumer package
+//	-----------------------------------  --------------------------------------------------
+//	queue_name                           Config.Queue
+//	consumer_name (default: job_name)    Config.Name
+//	pgq_lazy_fetch = 300 (0 = all)       Config.LazyFetch (default 300); Config.NoLazyFetch
+//	pgq_autocommit                       not needed: batches are read in a transaction,
+//	                                     which the cursor and the atomic finish require
+//	pgq_batch_collect_events             Config.MinCount
+//	pgq_batch_collect_interval           Config.MinInterval
+//	pgq_keep_lag                         Config.KeepLag
+//	table_filter (ev_extra1 in (...))    Config.Filter = pgq.In(pgq.FieldExtra1, ...);
+//	                                     any typed pgq.Filter, evaluated by the server
+//	loop_delay = 1.0                     Config.PollInterval (default 1s), shortened by
+//	                                     LISTEN wake-ups (Config.DisableListen turns off)
+//	exception_sleep = 20                 Config.ErrorBackoff (1s, doubling, capped at 20s)
+//	connection_lifetime = 1200           the pool's pgxpool.Config.MaxConnLifetime
+//	keepalive_stats = 300                Hooks.OnBatch runs for every batch, empty ones
+//	                                     included (the ticker makes one per idle period)
+//	stats: count, duration, idle,        BatchStats.Events, .Duration, .Idle, .Retries
+//	  retry-events                         (+ .Lag, .Attempts, tick ids)
+//	--register                           Config.Register (on start) or Consumer.Register
+//	--unregister                         Consumer.Unregister
+//	--rewind / --reset to a tick         Consumer.RegisterAt(ctx, tickID)
+//	status (lag, last seen, pending)     Consumer.Info
+//	process_batch(db, batch_id, evs)     BatchHandler.ProcessBatch(ctx, *pgq.Batch)
+//	process_event(db, ev)                Events(EventHandler): EventHandler.ProcessEvent
+//	self.batch_info                      Batch.Info (pgq.BatchInfo: ids, tick ids/times)
+//	ev.tag_retry(60)                     ev.TagRetry(time.Minute); ev.TagRetryAt(t)
+//	ev.tag_done()                        ev.TagDone() (undoes TagRetry; done is default)
+//	ev.retry                             ev.Retry (ev_retry: earlier delivery attempts)
+//	exception -> sleep, same batch       error or panic -> backoff, same batch
+//	SIGINT / SIGTERM                     cancel the context given to Run
+//
+// Two behaviours differ on purpose: retries use pgq.event_retry_raw (one
+// cheap insert per retried event, pipelined with finish_batch) instead of
+// pgq.event_retry, which rescans the batch for every retried event; and
+// the filter is built from typed, quoted values, never from SQL text.
+package consumer
