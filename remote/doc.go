@@ -1,2 +1,51 @@
-// Package remote applies PgQ events to a second database exactly once.
+// Package remote applies PgQ events read from a queue in one database to
+// another database exactly once, across crashes, restarts and cut
+// connections.
+//
+// # RemoteConsumer or SerialConsumer
+//
+// Both run a consumer.Consumer on the source and give the handler a
+// transaction on the destination in which the batch's position is recorded,
+// so the apply and the record commit together or not at all.
+//
+//   - RemoteConsumer records the last applied batch id
+//     (pgq_ext.completed_batch). It may tag events for retry: the tags are
+//     stored in the same destination transaction and re-issued if the
+//     process dies between the destination commit and finish_batch on the
+//     source. Pick it by default.
+//   - SerialConsumer records the last applied tick id
+//     (pgq_ext.completed_tick). It knows where the destination stands in the
+//     queue's tick order: it detects a destination that is behind or ahead
+//     of the consumer (lost position, for example after restoring a
+//     backup) and can Rewind the consumer to the destination's tick. It
+//     cannot use the retry queue. Pick it when the destination must apply
+//     batches strictly in order and you want position checks.
+//
+// # Guarantees
+//
+//	event on the source queue, batch committed by next_batch
+//	→ applied on the destination exactly once (handler + record in one tx)
+//	→ finished on the source after the destination commit.
+//
+//	crash before the destination commit:   nothing applied; batch redone.
+//	crash after it, before finish_batch:   batch skipped as done; retry tags re-issued.
+//	source or destination restart, cut:    the step fails, backs off, redone.
+//	two processes with the same name:      serialised by an advisory lock on the destination.
+//
+// Side effects outside the destination transaction (mail, HTTP) are not
+// covered: they may happen more than once.
+//
+// # Tracking schema
+//
+// Install (run by Run unless Config.SkipInstall) creates schema pgq_ext,
+// compatible with Skytools pgq_ext 3.x (tables completed_batch,
+// completed_tick, completed_event, partial_batch keyed by (consumer_id,
+// subconsumer_id); functions is_batch_done, set_batch_done, get_last_tick,
+// set_last_tick, is_event_done, set_event_done, version), so a Python
+// RemoteConsumer or SerialConsumer can be replaced by ours with the same
+// consumer name without re-applying or skipping anything. A pgq_ext that
+// already exists is verified and used as-is. pgq-go's own tables live in
+// schema pgq_go (remote_retry, parked_event, migration). The destination
+// needs no pgq extension. pgq_ext keys have no queue name: a consumer name
+// must be unique per destination database.
 package remote
