@@ -210,3 +210,48 @@ func TestPostgresRestartMidBatch(t *testing.T) {
 	}
 	require.Subset(t, all, got)
 }
+
+// TestConnectionCutListenerRecovers: after a network cut the tick listener
+// reconnects, so notifications wake the consumer again (its poll interval
+// is far too long to be what delivers the events).
+func TestConnectionCutListenerRecovers(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	proxy := pgtest.NewProxy(t, cluster.Addr())
+	cpool, err := pgxpool.New(e.ctx, cluster.DSNVia(proxy.Addr(), e.db.Name))
+	require.NoError(t, err)
+	t.Cleanup(cpool.Close)
+
+	col := &collector{}
+	var idle, failures counter
+	cfg := e.cfg(t)
+	cfg.PollInterval = 10 * time.Minute
+	cfg.Hooks.OnIdle = idle.inc
+	cfg.Hooks.OnError = func(consumer.ErrorInfo) { failures.inc() }
+	startOn(t, e.ctx, cpool, cfg, col)
+	idle.waitAbove(t, 0)
+
+	notifyUntil := func(ids []int64, tick int64) {
+		require.Eventually(t, func() bool {
+			_, err := e.pool.Exec(e.ctx, "select pg_notify($1, $2)", pgq.NotifyChannel(e.queue), strconv.FormatInt(tick, 10))
+			require.NoError(t, err)
+			got := col.ids()
+			for _, id := range ids {
+				if !slices.Contains(got, id) {
+					return false
+				}
+			}
+			return true
+		}, 30*time.Second, 50*time.Millisecond)
+	}
+	first := e.produce(t, 2, nil)
+	notifyUntil(first, e.tick(t))
+
+	proxy.Cut()
+	// The events of this tick wait for the network.
+	second := e.produce(t, 2, nil)
+	tick := e.tick(t)
+	proxy.Restore()
+	notifyUntil(second, tick)
+	require.Equal(t, slices.Concat(first, second), col.ids())
+}
