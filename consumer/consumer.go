@@ -181,7 +181,9 @@ type loop struct {
 func (l *loop) fail(err error) time.Duration {
 	l.failures++
 	var se *stepError
-	errors.As(err, &se)
+	if !errors.As(err, &se) {
+		se = &stepError{err: err}
+	}
 	if se.batchID != 0 {
 		if se.batchID != l.failBatch {
 			l.failBatch, l.attempts = se.batchID, 0
