@@ -1,0 +1,428 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgq-go/pgq/pgq"
+)
+
+// Applier applies one targeted event on the node it was addressed to. It
+// is called inside the pull's destination transaction, once per event
+// whose target (ev.Extra1) is this node; ev.Extra2 is the row payload and
+// ev.Type is "copy" or a londiste-style "I:…", "U:…", "D:…". Whatever it
+// writes through tx commits together with the record that the event was
+// applied, or not at all. An error wrapping ErrBadPayload means the event
+// can never be applied and is parked at once; any other error is retried.
+type Applier interface {
+	Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error
+}
+
+// ApplierFunc adapts a function to Applier.
+type ApplierFunc func(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error
+
+// Apply calls f.
+func (f ApplierFunc) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error {
+	return f(ctx, tx, ev)
+}
+
+// FuncApplier calls a user SQL function for every event, like the seed's
+// __data_copier(target, data), as
+//
+//	select <Func>($1::text, $2::text)
+//
+// with the event's target node (ev_extra1) and payload (ev_extra2) bound as
+// parameters: the data reaches the function verbatim, whatever quotes or
+// SQL it holds. The function must accept (text, text); its result is
+// discarded, and an exception it raises fails the event (retried, then
+// parked).
+type FuncApplier struct {
+	// Func is the function's name, optionally schema-qualified
+	// ("copy.__data_copier"; split at the first '.'). It is quoted as it
+	// is, not case-folded. Required.
+	Func string
+	// MaxPayload is the largest ev_extra2 accepted, in bytes; larger
+	// events fail with ErrBadPayload. Default MaxPayload (1 MiB).
+	MaxPayload int
+}
+
+// NewFuncApplier returns a FuncApplier calling fn, after checking the name.
+func NewFuncApplier(fn string) (*FuncApplier, error) {
+	a := &FuncApplier{Func: fn}
+	if _, err := a.sql(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a FuncApplier) sql() (string, error) {
+	id, err := applierIdent("FuncApplier.Func", a.Func)
+	if err != nil {
+		return "", err
+	}
+	return "select " + id + "($1::text, $2::text)", nil
+}
+
+// Apply calls the function with ev's target and payload.
+func (a FuncApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error {
+	sql, err := a.sql()
+	if err != nil {
+		return fmt.Errorf("event %d: %w", ev.ID, err)
+	}
+	if err := applierCheckSize(ev, a.MaxPayload); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, sql, ev.Extra1, ev.Extra2); err != nil {
+		return fmt.Errorf("remote: apply event %d with %s: %w", ev.ID, a.Func, err)
+	}
+	return nil
+}
+
+// applierIdent splits a possibly schema-qualified name at its first '.'
+// and quotes it.
+func applierIdent(field, name string) (string, error) {
+	parts := strings.SplitN(name, ".", 2)
+	for _, p := range parts {
+		if p == "" || strings.IndexByte(p, 0) >= 0 {
+			return "", fmt.Errorf("remote: %s: invalid name %q", field, name)
+		}
+	}
+	return pgx.Identifier(parts).Sanitize(), nil
+}
+
+func applierCheckSize(ev *pgq.Event, limit int) error {
+	if limit <= 0 {
+		limit = MaxPayload
+	}
+	if n := len(ev.Extra2.String); n > limit {
+		return fmt.Errorf("%w: event %d: payload is %d bytes, more than %d", ErrBadPayload, ev.ID, n, limit)
+	}
+	return nil
+}
+
+// RowApplier writes urlencoded rows (Fields, or Skytools' db_urlencode)
+// into one table with parameterised SQL:
+//
+//	ins  insert … on conflict (Keys) do update set <other columns> = excluded.…
+//	     (do nothing when the row has only key columns)
+//	upd  update … set <other columns> where <Keys>; no such row is an error
+//	     that is retried (the insert may not have arrived yet)
+//	del  delete … where <Keys>; no such row is fine
+//
+// The action is the event type's londiste-style prefix "I:", "U:" or "D:"
+// when it has one; then the payload is pure row data (a field named
+// "action" is a column if the table has one, else ignored). Otherwise the
+// action is the payload's "action" field (ins, upd or del, as in the
+// seed), which is not a column.
+//
+// Column names come from the payload, so they are checked against the
+// table's catalog (read once and cached; re-read when the table changes)
+// and quoted; every value is bound as text and cast to the column's
+// catalog type, NULL as NULL. Unknown columns, missing or NULL key values,
+// a missing or unknown action, malformed encoding and oversized payloads
+// fail with errors wrapping ErrBadPayload; a missing table or key column
+// (configuration, fixable by DDL) and database errors do not. Every error
+// names the event id.
+//
+// ON CONFLICT needs a unique index or constraint on exactly Keys.
+type RowApplier struct {
+	// Table is the table's name, optionally schema-qualified
+	// ("app.items"; split at the first '.'), quoted as it is, not
+	// case-folded. Required.
+	Table string
+	// Keys are the key columns identifying a row. Required.
+	Keys []string
+	// MaxPayload is the largest ev_extra2 accepted, in bytes. Default
+	// MaxPayload (1 MiB).
+	MaxPayload int
+
+	mu     sync.Mutex
+	tables map[string]*rowTable // by quoted table name
+}
+
+// rowTable is a table's writable columns: name → type to cast text to.
+type rowTable struct {
+	cols map[string]string
+}
+
+// NewRowApplier returns a RowApplier for table keyed by keys, after
+// checking the names.
+func NewRowApplier(table string, keys ...string) (*RowApplier, error) {
+	a := &RowApplier{Table: table, Keys: keys}
+	if _, err := a.validate(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *RowApplier) validate() (string, error) {
+	table, err := applierIdent("RowApplier.Table", a.Table)
+	if err != nil {
+		return "", err
+	}
+	if len(a.Keys) == 0 {
+		return "", errors.New("remote: RowApplier.Keys: at least one key column is required")
+	}
+	for i, k := range a.Keys {
+		if k == "" || strings.IndexByte(k, 0) >= 0 {
+			return "", fmt.Errorf("remote: RowApplier.Keys: invalid column name %q", k)
+		}
+		if slices.Contains(a.Keys[:i], k) {
+			return "", fmt.Errorf("remote: RowApplier.Keys: column %q listed twice", k)
+		}
+	}
+	return table, nil
+}
+
+// Row actions.
+const (
+	rowIns = "ins"
+	rowUpd = "upd"
+	rowDel = "del"
+)
+
+// Apply writes ev's row into the table.
+func (a *RowApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error {
+	table, err := a.validate()
+	if err != nil {
+		return fmt.Errorf("event %d: %w", ev.ID, err)
+	}
+	if err := applierCheckSize(ev, a.MaxPayload); err != nil {
+		return err
+	}
+	if !ev.Extra2.Valid {
+		return fmt.Errorf("%w: event %d: no payload (ev_extra2 is NULL)", ErrBadPayload, ev.ID)
+	}
+	fields, err := ParseFieldsOrdered(ev.Extra2.String)
+	if err != nil {
+		return fmt.Errorf("event %d: %w", ev.ID, err)
+	}
+
+	action, londiste := "", false
+	if ev.Type.Valid && len(ev.Type.String) >= 2 && ev.Type.String[1] == ':' {
+		switch ev.Type.String[0] {
+		case 'I':
+			action, londiste = rowIns, true
+		case 'U':
+			action, londiste = rowUpd, true
+		case 'D':
+			action, londiste = rowDel, true
+		}
+	}
+	if !londiste {
+		i := slices.IndexFunc(fields, func(f Field) bool { return f.Key == "action" })
+		if i < 0 {
+			return fmt.Errorf("%w: event %d: no action (neither an I:/U:/D: event type nor an action field; type %q)",
+				ErrBadPayload, ev.ID, ev.Type.String)
+		}
+		action = fields[i].Value.String
+		if !fields[i].Value.Valid || (action != rowIns && action != rowUpd && action != rowDel) {
+			return fmt.Errorf("%w: event %d: unknown action %q (want ins, upd or del)", ErrBadPayload, ev.ID, action)
+		}
+		fields = slices.Delete(fields, i, i+1)
+	}
+
+	t, err := a.columns(ctx, tx, table, false)
+	if err != nil {
+		return fmt.Errorf("remote: apply event %d to %s: %w", ev.ID, table, err)
+	}
+	if cerr := a.checkColumns(t, fields, londiste, ev.ID, table); cerr != nil {
+		// A column added since we read the catalog is not an error: read
+		// it again before blaming the payload.
+		if t, err = a.columns(ctx, tx, table, true); err != nil {
+			return fmt.Errorf("remote: apply event %d to %s: %w", ev.ID, table, err)
+		}
+		if cerr = a.checkColumns(t, fields, londiste, ev.ID, table); cerr != nil {
+			return cerr
+		}
+	}
+	if londiste {
+		// "action" in a londiste row the table has no column for.
+		fields = slices.DeleteFunc(fields, func(f Field) bool { _, ok := t.cols[f.Key]; return !ok })
+	}
+
+	sql, args, keyDesc := a.statement(action, table, t, fields)
+	tag, err := tx.Exec(ctx, sql, args...)
+	if err != nil {
+		// The table may have changed under the cached columns
+		// (undefined_column, undefined_table, datatype_mismatch, a cached
+		// plan gone stale...): re-read the catalog next time. A failed
+		// event is rare enough for that to cost nothing.
+		if _, ok := errors.AsType[*pgconn.PgError](err); ok {
+			a.forget(table)
+		}
+		return fmt.Errorf("remote: apply event %d (%s) to %s: %w", ev.ID, action, table, err)
+	}
+	if action == rowUpd && tag.RowsAffected() == 0 {
+		return fmt.Errorf("remote: apply event %d (upd) to %s: no row with key %s", ev.ID, table, keyDesc)
+	}
+	return nil
+}
+
+// checkColumns checks fields against the table: known columns, every key
+// present and not NULL.
+func (a *RowApplier) checkColumns(t *rowTable, fields []Field, londiste bool, id int64, table string) error {
+	for _, f := range fields {
+		if _, ok := t.cols[f.Key]; !ok && !(londiste && f.Key == "action") {
+			return fmt.Errorf("%w: event %d: unknown column %q (not a writable column of %s)", ErrBadPayload, id, f.Key, table)
+		}
+	}
+	for _, k := range a.Keys {
+		i := slices.IndexFunc(fields, func(f Field) bool { return f.Key == k })
+		if i < 0 {
+			return fmt.Errorf("%w: event %d: key column %q missing", ErrBadPayload, id, k)
+		}
+		if !fields[i].Value.Valid {
+			return fmt.Errorf("%w: event %d: key column %q is NULL", ErrBadPayload, id, k)
+		}
+	}
+	return nil
+}
+
+// statement builds the SQL for action. Columns are in sorted order so
+// equal column sets share one prepared statement.
+func (a *RowApplier) statement(action, table string, t *rowTable, fields []Field) (sql string, args []any, keyDesc string) {
+	slices.SortFunc(fields, func(x, y Field) int { return strings.Compare(x.Key, y.Key) })
+	isKey := func(c string) bool { return slices.Contains(a.Keys, c) }
+	param := func(f Field) string {
+		if f.Value.Valid {
+			args = append(args, f.Value.String)
+		} else {
+			args = append(args, nil)
+		}
+		return fmt.Sprintf("$%d::text::%s", len(args), t.cols[f.Key])
+	}
+	ident := func(c string) string { return pgx.Identifier{c}.Sanitize() }
+
+	var b strings.Builder
+	var keys, kd []string
+	for _, k := range a.Keys {
+		keys = append(keys, ident(k))
+	}
+	where := func() {
+		b.WriteString(" where ")
+		n := 0
+		for _, f := range fields {
+			if !isKey(f.Key) {
+				continue
+			}
+			if n > 0 {
+				b.WriteString(" and ")
+			}
+			n++
+			b.WriteString(ident(f.Key) + " = " + param(f))
+			kd = append(kd, fmt.Sprintf("%s=%q", f.Key, f.Value.String))
+		}
+	}
+
+	switch action {
+	case rowIns:
+		var cols, vals, set []string
+		for _, f := range fields {
+			cols = append(cols, ident(f.Key))
+			vals = append(vals, param(f))
+			if !isKey(f.Key) {
+				set = append(set, ident(f.Key)+" = excluded."+ident(f.Key))
+			}
+		}
+		b.WriteString("insert into " + table + " (" + strings.Join(cols, ", ") + ") values (" +
+			strings.Join(vals, ", ") + ") on conflict (" + strings.Join(keys, ", ") + ") do ")
+		if len(set) == 0 {
+			b.WriteString("nothing")
+		} else {
+			b.WriteString("update set " + strings.Join(set, ", "))
+		}
+		for _, f := range fields {
+			if isKey(f.Key) {
+				kd = append(kd, fmt.Sprintf("%s=%q", f.Key, f.Value.String))
+			}
+		}
+	case rowUpd:
+		var set []string
+		for _, f := range fields {
+			if !isKey(f.Key) {
+				set = append(set, ident(f.Key)+" = "+param(f))
+			}
+		}
+		if len(set) == 0 {
+			// Only keys: touch the row (and so still check it exists).
+			for _, k := range keys {
+				set = append(set, k+" = "+k)
+			}
+		}
+		b.WriteString("update " + table + " set " + strings.Join(set, ", "))
+		where()
+	case rowDel:
+		b.WriteString("delete from " + table)
+		where()
+	}
+	keyDesc = strings.Join(kd, ", ")
+	if len(keyDesc) > 500 {
+		keyDesc = keyDesc[:500] + "…"
+	}
+	return b.String(), args, keyDesc
+}
+
+// sqlRowColumns lists a table's writable columns and the types to cast
+// text to: the type without its modifier, so that a length is checked by
+// the assignment (an error) rather than by the explicit cast (which would
+// silently truncate varchar(n), char(n), bit(n)). The modifier is -1, not
+// NULL: format_type(t, NULL) names char and bit as "character" and "bit",
+// which in a cast mean char(1) and bit(1); with -1 it gives "bpchar" and
+// "bit" quoted, the unconstrained types.
+const sqlRowColumns = `select a.attname, format_type(a.atttypid, -1)
+	from pg_catalog.pg_attribute a
+	where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''`
+
+// columns returns the table's columns, from the cache unless reload.
+func (a *RowApplier) columns(ctx context.Context, tx pgx.Tx, table string, reload bool) (*rowTable, error) {
+	a.mu.Lock()
+	t := a.tables[table]
+	a.mu.Unlock()
+	if t != nil && !reload {
+		return t, nil
+	}
+	rows, err := tx.Query(ctx, sqlRowColumns, table)
+	if err != nil {
+		return nil, fmt.Errorf("read columns: %w", err)
+	}
+	cols := map[string]string{}
+	var name, typ string
+	_, err = pgx.ForEachRow(rows, []any{&name, &typ}, func() error {
+		cols[name] = typ
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read columns: %w", err)
+	}
+	if len(cols) == 0 {
+		a.forget(table)
+		return nil, fmt.Errorf("table %s does not exist (or has no columns)", table)
+	}
+	for _, k := range a.Keys {
+		if _, ok := cols[k]; !ok {
+			a.forget(table)
+			return nil, fmt.Errorf("key column %q is not a writable column of %s", k, table)
+		}
+	}
+	t = &rowTable{cols: cols}
+	a.mu.Lock()
+	if a.tables == nil {
+		a.tables = map[string]*rowTable{}
+	}
+	a.tables[table] = t
+	a.mu.Unlock()
+	return t, nil
+}
+
+func (a *RowApplier) forget(table string) {
+	a.mu.Lock()
+	delete(a.tables, table)
+	a.mu.Unlock()
+}
