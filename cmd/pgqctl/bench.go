@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/pgq-go/pgq/internal/bench"
+)
+
+func init() {
+	register("bench", "measure throughput, latency and memory beside the PostgreSQL ceiling", runBench)
+}
+
+const benchUsage = `usage: pgqctl bench [flags]
+
+Measures pgq-go on one server and prints each figure beside the raw
+PostgreSQL ceiling measured in the same run (median of --runs runs), then
+writes the results as JSON (bench/results.json). "make bench" runs it.
+
+Without --dsn it starts a throwaway PostgreSQL cluster (initdb in a temp
+directory, fsync off; needs the server and its pgq extension installed:
+scripts/ensure-deps) and removes it afterwards.
+
+With --dsn it uses that server: it creates scratch databases named
+pgq_bench_<pid>_<case> (create database + create extension pgq, so the
+role needs CREATEDB and the right to create the pgq extension, which must
+be installed on the server), runs an in-process ticker on them only, and
+drops them (drop database ... with (force)) when it ends. It touches no
+other database. Hub CPU figures need the server on this machine (/proc).
+
+Case families (--cases): insert, consume, latency, ticker, targeted.
+
+flags:
+`
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// The peak-RSS case re-executes this binary in child mode.
+	if ran, code := bench.ChildMain(); ran {
+		return code
+	}
+	fs := flag.NewFlagSet("pgqctl bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	dsn := fs.String("dsn", "", "server to use (superuser or CREATEDB role); default: a throwaway cluster")
+	runs := fs.Int("runs", 3, "measurements per case; the median is reported")
+	scale := fs.Float64("scale", 1, "multiply event counts (1: 1M-event batches)")
+	cases := fs.String("cases", "", "comma-separated case families to run (default: all)")
+	out := fs.String("out", "bench/results.json", "where to write the JSON results (\"\" for none)")
+	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "pgqctl bench: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	o := bench.Options{DSN: *dsn, Runs: *runs, Scale: *scale, Out: *out, Log: stderr,
+		Command: "pgqctl bench " + strings.Join(args, " ")}
+	if *quiet {
+		o.Log = nil
+	}
+	if *cases != "" {
+		o.Cases = strings.Split(*cases, ",")
+	}
+	if exe, err := os.Executable(); err == nil {
+		o.Child = []string{exe, "bench"}
+	}
+	if _, err := bench.Run(ctx, o, stdout); err != nil {
+		fmt.Fprintf(stderr, "pgqctl bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
