@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgq-go/pgq/metrics"
 	"github.com/pgq-go/pgq/ticker"
 )
 
@@ -59,6 +60,7 @@ type tickerFlags struct {
 	verbose            bool
 	quiet              bool
 	daemonize          bool
+	metricsAddr        string
 }
 
 func newTickerFlags(stderr io.Writer) *tickerFlags {
@@ -90,6 +92,7 @@ func newTickerFlags(stderr io.Writer) *tickerFlags {
 	fs.BoolVar(&f.verbose, "v", false, "verbose (debug) log")
 	fs.BoolVar(&f.quiet, "q", false, "do not log to stderr (pgqd -q)")
 	fs.BoolVar(&f.daemonize, "d", false, "pgqd's daemonize: not supported, run under a service manager")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://`address`/metrics (e.g. :9187)")
 	return f
 }
 
@@ -319,6 +322,14 @@ func runTicker(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		fmt.Fprintf(stderr, "pgqctl ticker: %v\n", err)
 		return 1
+	}
+	if f.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(f.metricsAddr, log, metrics.NewTickerCollector(tk))
+		if err != nil {
+			fmt.Fprintf(stderr, "pgqctl ticker: %v\n", err)
+			return 1
+		}
+		defer stopMetrics()
 	}
 	if dc.pidfile != "" {
 		if err := writePidfile(dc.pidfile); err != nil {
