@@ -11,10 +11,22 @@ import (
 // metrics, labelled queue and consumer), then call next's hooks:
 //
 //	cfg.Hooks = metrics.ConsumerHooks(sink, cfg.Queue, cfg.Name, cfg.Hooks)
+//
+// Batches and errors are labelled with the queue and consumer they report
+// (so one set of hooks can serve the relay and pull consumers of a
+// remote.TargetedCopier); queue and name label idle waits, which carry no
+// names, and stand in when a report has none.
 func ConsumerHooks(s Sink, queue, name string, next consumer.Hooks) consumer.Hooks {
-	labels := Labels{"queue": queue, "consumer": name}
+	def := Labels{"queue": queue, "consumer": name}
+	labelsOf := func(q, c string) Labels {
+		if q == "" && c == "" || q == queue && c == name {
+			return def
+		}
+		return Labels{"queue": q, "consumer": c}
+	}
 	return consumer.Hooks{
 		OnBatch: func(b consumer.BatchStats) {
+			labels := labelsOf(b.Queue, b.Consumer)
 			s.Add(ConsumerBatches, 1, labels)
 			s.Add(ConsumerEvents, float64(b.Events), labels)
 			s.Add(ConsumerRetries, float64(b.Retries), labels)
@@ -28,6 +40,7 @@ func ConsumerHooks(s Sink, queue, name string, next consumer.Hooks) consumer.Hoo
 			}
 		},
 		OnError: func(e consumer.ErrorInfo) {
+			labels := labelsOf(e.Queue, e.Consumer)
 			s.Add(ConsumerErrors, 1, labels)
 			s.Set(ConsumerFailing, float64(e.Attempt), labels)
 			if next.OnError != nil {
@@ -35,7 +48,7 @@ func ConsumerHooks(s Sink, queue, name string, next consumer.Hooks) consumer.Hoo
 			}
 		},
 		OnIdle: func() {
-			s.Add(ConsumerIdle, 1, labels)
+			s.Add(ConsumerIdle, 1, def)
 			if next.OnIdle != nil {
 				next.OnIdle()
 			}

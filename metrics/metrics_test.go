@@ -103,8 +103,11 @@ func TestConsumerHooks(t *testing.T) {
 	require.Equal(t, 2.0, s.get(k(metrics.ConsumerFailing)))
 	h.OnBatch(consumer.BatchStats{Events: 5})
 	h.OnIdle()
+	// A report naming another consumer is labelled with its names.
+	h.OnBatch(consumer.BatchStats{Queue: "push", Consumer: "relay.n1", Events: 7})
+	require.Equal(t, 7.0, s.get(key(metrics.ConsumerEvents, metrics.Labels{"queue": "push", "consumer": "relay.n1"})))
 
-	require.Equal(t, 2, nextBatches)
+	require.Equal(t, 3, nextBatches)
 	require.Equal(t, 2, nextErrors)
 	require.Equal(t, 1, nextIdle)
 	require.Equal(t, 2.0, s.get(k(metrics.ConsumerBatches)))

@@ -153,7 +153,9 @@ func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s/%s: %w", cfg.Host, cfg.Database, err)
+		// pgx lists every address tried on its own line: keep it one line.
+		msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n\t", "; ")
+		return nil, fmt.Errorf("connect to %s/%s: %s", cfg.Host, cfg.Database, msg)
 	}
 	return conn, nil
 }

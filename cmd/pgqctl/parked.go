@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pgq-go/pgq/remote"
+)
+
+func init() {
+	register("parked", "list, replay or purge events a targeted copier parked", runParked)
+}
+
+const parkedUsage = `usage: pgqctl parked <list|replay|purge> --dsn NODE [flags]
+
+Events a targeted copier could not apply (bad payload, or still failing
+after its retries) are parked in pgq_go.parked_event on the node they were
+meant for, with the error. Fix the cause, then replay them; or purge them.
+
+  list     show parked events (--consumer, --id, --limit; --json)
+  replay   apply them again, each in its own transaction that also removes
+           it from the parked table; one that fails again stays parked
+           with its new error. Needs the applier the copier uses:
+             --applier row --table T --keys id[,id2]
+             --applier func --func schema.fn
+  purge    delete them for good (--consumer or --id required)
+
+--consumer is the pull consumer, "pull.<node>"; relay-side parked events
+(bad targets) are on the hub under "relay.<node>".
+`
+
+func runParked(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return subcommands(ctx, "parked", parkedUsage, map[string]runFunc{
+		"list":   runParkedList,
+		"replay": runParkedReplay,
+		"purge":  runParkedPurge,
+	}, args, stdout, stderr)
+}
+
+// parkedFilterFlags adds --consumer, --id and optionally --limit.
+func parkedFilterFlags(f *cmdFlags, pf *remote.ParkedFilter, withLimit bool) {
+	f.StringVar(&pf.Consumer, "consumer", "", "only events parked by this `consumer` (e.g. pull.node1)")
+	f.Var(int64List{&pf.IDs}, "id", "only these park `ids` (repeatable or comma-separated)")
+	if withLimit {
+		f.IntVar(&pf.Limit, "limit", 1000, "at most this many events")
+	}
+}
+
+// parkedJSON is one event in "parked list --json".
+type parkedJSON struct {
+	ParkID   int64     `json:"park_id"`
+	Consumer string    `json:"consumer"`
+	Queue    string    `json:"queue"`
+	ParkedAt time.Time `json:"parked_at"`
+	Error    string    `json:"error"`
+	EventID  int64     `json:"ev_id"`
+	Time     time.Time `json:"ev_time"`
+	Retry    int32     `json:"ev_retry"`
+	Type     *string   `json:"ev_type"`
+	Data     *string   `json:"ev_data"`
+	Extra1   *string   `json:"ev_extra1"`
+	Extra2   *string   `json:"ev_extra2"`
+	Extra3   *string   `json:"ev_extra3"`
+	Extra4   *string   `json:"ev_extra4"`
+}
+
+func runParkedList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f := newCmdFlags("parked list", "usage: pgqctl parked list --dsn NODE [flags]\n\nLists parked events, oldest first.", stderr)
+	f.dsnFlag()
+	f.jsonFlag()
+	var pf remote.ParkedFilter
+	parkedFilterFlags(f, &pf, true)
+	if code, ok := noArgs(f, args); !ok {
+		return code
+	}
+	if pf.Limit < 1 {
+		return f.fail(usagef("--limit must be at least 1"))
+	}
+	conn, err := connect(ctx, f.dsn)
+	if err != nil {
+		return f.fail(err)
+	}
+	defer conn.Close(context.Background())
+	evs, err := remote.ListParked(ctx, conn, pf)
+	if err != nil {
+		return f.fail(err)
+	}
+	if f.json {
+		out := make([]parkedJSON, 0, len(evs))
+		for _, p := range evs {
+			e := p.Event
+			out = append(out, parkedJSON{
+				ParkID: p.ParkID, Consumer: p.Consumer, Queue: p.Queue, ParkedAt: p.ParkedAt, Error: p.Error,
+				EventID: e.ID, Time: e.Time, Retry: e.Retry, Type: textPtr(e.Type.String, e.Type.Valid),
+				Data: textPtr(e.Data.String, e.Data.Valid), Extra1: textPtr(e.Extra1.String, e.Extra1.Valid),
+				Extra2: textPtr(e.Extra2.String, e.Extra2.Valid), Extra3: textPtr(e.Extra3.String, e.Extra3.Valid),
+				Extra4: textPtr(e.Extra4.String, e.Extra4.Valid),
+			})
+		}
+		if err := writeJSON(stdout, out); err != nil {
+			return f.fail(err)
+		}
+		return 0
+	}
+	if len(evs) == 0 {
+		fmt.Fprintln(stdout, "no parked events")
+		return 0
+	}
+	t := newTable(stdout)
+	fmt.Fprintln(t, "PARK ID\tCONSUMER\tQUEUE\tPARKED\tEV ID\tTYPE\tTARGET\tERROR")
+	for _, p := range evs {
+		fmt.Fprintf(t, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.ParkID, p.Consumer, p.Queue,
+			p.ParkedAt.Local().Format("2006-01-02 15:04:05"), p.Event.ID, clip(p.Event.Type.String, 20),
+			clip(p.Event.Extra1.String, 20), clip(p.Error, 100))
+	}
+	t.Flush()
+	if len(evs) == pf.Limit {
+		fmt.Fprintf(stdout, "(first %d; raise --limit for more)\n", pf.Limit)
+	}
+	return 0
+}
+
+func textPtr(s string, valid bool) *string {
+	if !valid {
+		return nil
+	}
+	return &s
+}
+
+// clip shortens s to n runes on one line for a table cell.
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f := newCmdFlags("parked replay", "usage: pgqctl parked replay --dsn NODE --applier row|func [flags]\n\nApplies parked events again; those that fail again stay parked.\nExit status 1 when any failed.", stderr)
+	f.dsnFlag()
+	var pf remote.ParkedFilter
+	parkedFilterFlags(f, &pf, true)
+	var kind, table, keys, fn string
+	f.StringVar(&kind, "applier", "", "how to apply: `row` (upsert into --table by --keys) or func (call --func)")
+	f.StringVar(&table, "table", "", "row applier: the `table` (optionally schema.table)")
+	f.StringVar(&keys, "keys", "", "row applier: key `columns`, comma-separated")
+	f.StringVar(&fn, "func", "", "func applier: the SQL `function` called as fn(target text, payload text)")
+	if code, ok := noArgs(f, args); !ok {
+		return code
+	}
+	var applier remote.Applier
+	switch kind {
+	case "row":
+		if table == "" || keys == "" || fn != "" {
+			return f.fail(usagef("--applier row needs --table and --keys (and no --func)"))
+		}
+		a, err := remote.NewRowApplier(table, splitComma(keys)...)
+		if err != nil {
+			return f.fail(usagef("%v", err))
+		}
+		applier = a
+	case "func":
+		if fn == "" || table != "" || keys != "" {
+			return f.fail(usagef("--applier func needs --func (and no --table/--keys)"))
+		}
+		a, err := remote.NewFuncApplier(fn)
+		if err != nil {
+			return f.fail(usagef("%v", err))
+		}
+		applier = a
+	case "":
+		return f.fail(usagef("--applier row|func is required"))
+	default:
+		return f.fail(usagef("--applier %q: want row or func", kind))
+	}
+	conn, err := connect(ctx, f.dsn)
+	if err != nil {
+		return f.fail(err)
+	}
+	defer conn.Close(context.Background())
+	res, err := remote.ReplayParked(ctx, conn, applier, pf)
+	if err != nil {
+		return f.fail(err)
+	}
+	fmt.Fprintf(stdout, "replayed %d, still parked %d\n", res.Replayed, len(res.Failed))
+	if len(res.Failed) == 0 {
+		return 0
+	}
+	ids := make([]int64, 0, len(res.Failed))
+	for id := range res.Failed {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		fmt.Fprintf(stdout, "  park id %d: %s\n", id, clip(res.Failed[id].Error(), 200))
+	}
+	return 1
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func runParkedPurge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f := newCmdFlags("parked purge", "usage: pgqctl parked purge --dsn NODE (--consumer C | --id N,...)\n\nDeletes parked events for good.", stderr)
+	f.dsnFlag()
+	var pf remote.ParkedFilter
+	parkedFilterFlags(f, &pf, false)
+	if code, ok := noArgs(f, args); !ok {
+		return code
+	}
+	if pf.Consumer == "" && len(pf.IDs) == 0 {
+		return f.fail(usagef("name what to purge: --consumer and/or --id"))
+	}
+	conn, err := connect(ctx, f.dsn)
+	if err != nil {
+		return f.fail(err)
+	}
+	defer conn.Close(context.Background())
+	n, err := remote.PurgeParked(ctx, conn, pf)
+	if err != nil {
+		return f.fail(err)
+	}
+	fmt.Fprintf(stdout, "purged %d parked event(s)\n", n)
+	return 0
+}
