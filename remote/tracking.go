@@ -46,6 +46,11 @@ var ErrTrackingSchema = errors.New("remote: tracking schema")
 // left alone) and pgq-go's own pgq_go schema. It is idempotent and safe to
 // run concurrently; the destination needs no pgq extension.
 func Install(ctx context.Context, dst pgq.DB) error {
+	// Fast path, no DDL and no lock: everything is there already. This lets
+	// a least-privilege role run against a schema installed by its owner.
+	if current, err := installed(ctx, dst); err == nil && current {
+		return verify(ctx, dst)
+	}
 	tx, err := beginner(dst)
 	if err != nil {
 		return err
@@ -62,6 +67,22 @@ func Install(ctx context.Context, dst pgq.DB) error {
 		return fmt.Errorf("remote: install tracking schema: %w", err)
 	}
 	return nil
+}
+
+// installed reports whether every migration this package ships is recorded.
+func installed(ctx context.Context, db pgq.DB) (bool, error) {
+	var want []string
+	for _, m := range ownMigrations {
+		want = append(want, m.name)
+	}
+	var ok bool
+	err := db.QueryRow(ctx, `select to_regclass('pgq_go.migration') is not null
+		and to_regnamespace('pgq_ext') is not null`).Scan(&ok)
+	if err != nil || !ok {
+		return false, err
+	}
+	err = db.QueryRow(ctx, "select count(*) = cardinality($1::text[]) from pgq_go.migration where name = any($1)", want).Scan(&ok)
+	return ok, err
 }
 
 type txBeginner interface {

@@ -1,0 +1,67 @@
+package remote
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+)
+
+// MaxNodeLen bounds node ids, so that names derived from them (consumer
+// names, per-target queue names) stay well inside PgQ's limits.
+const MaxNodeLen = 63
+
+// ErrInvalidNode is returned for a node id outside the documented set.
+var ErrInvalidNode = errors.New("remote: invalid node id")
+
+// ValidateNode checks a node id: 1..63 bytes of ASCII letters, digits,
+// '_', '-' and '.', starting with a letter or digit.
+func ValidateNode(node string) error {
+	if node == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidNode)
+	}
+	if len(node) > MaxNodeLen {
+		return fmt.Errorf("%w: %q is %d bytes, limit %d", ErrInvalidNode, node, len(node), MaxNodeLen)
+	}
+	for i := 0; i < len(node); i++ {
+		c := node[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '-' && c != '.') {
+			return fmt.Errorf("%w: %q (allowed: letters, digits, '_', '-', '.'; first a letter or digit)", ErrInvalidNode, node)
+		}
+	}
+	return nil
+}
+
+// ShardOf maps a target node to one of n hub shards with a stable hash
+// (FNV-1a, 32 bit): every process of a cluster agrees without talking, and
+// the mapping never depends on PostgreSQL internals. Changing the number
+// of shards moves targets; drain the pull queues first.
+func ShardOf(node string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(node))
+	return int(h.Sum32() % uint32(n))
+}
+
+// Consumer names derived from the node id (documented in the README):
+//
+//	relay: "relay.<node>" on the node's push queue, one per hub shard
+//	       ("relay.<node>.s<i>" when there are several shards); the same
+//	       name keys its tracking row on the hub.
+//	pull:  "pull.<node>" on the hub's pull queue; keys its tracking row
+//	       on the node.
+func RelayConsumerName(node string, shard, shards int) string {
+	if shards <= 1 {
+		return "relay." + node
+	}
+	return fmt.Sprintf("relay.%s.s%d", node, shard)
+}
+
+// PullConsumerName is the pull consumer's name for node.
+func PullConsumerName(node string) string { return "pull." + node }
+
+// PerTargetQueue is the hub queue of target in per-target routing:
+// "<pull queue>.<target>".
+func PerTargetQueue(pullQueue, target string) string { return pullQueue + "." + target }

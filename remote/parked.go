@@ -1,0 +1,177 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/pgq"
+)
+
+// ParkedEvent is an event a targeted copier could not apply, kept in
+// pgq_go.parked_event on the database it was meant for.
+type ParkedEvent struct {
+	ParkID   int64
+	Consumer string
+	Queue    string
+	ParkedAt time.Time
+	Error    string
+	Event    pgq.Event
+}
+
+const sqlPark = `insert into pgq_go.parked_event (consumer_id, queue_name, error,
+	ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)
+	values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+	on conflict (consumer_id, queue_name, ev_id) do update
+	set error = excluded.error, parked_at = now(), ev_retry = excluded.ev_retry`
+
+// park stores ev with the error that stopped it, in tx.
+func park(ctx context.Context, tx pgx.Tx, consumer, queue string, ev *pgq.Event, cause error) error {
+	msg := cause.Error()
+	if len(msg) > 8000 {
+		msg = msg[:8000] + "…"
+	}
+	_, err := tx.Exec(ctx, sqlPark, consumer, queue, msg, ev.ID, ev.Time, ev.TxID, ev.Retry,
+		ev.Type, ev.Data, ev.Extra1, ev.Extra2, ev.Extra3, ev.Extra4)
+	return err
+}
+
+// ParkedFilter selects parked events; zero fields match everything.
+type ParkedFilter struct {
+	Consumer string
+	IDs      []int64 // park ids
+	Limit    int     // default 1000
+}
+
+const sqlListParked = `select park_id, consumer_id, queue_name, parked_at, error,
+	ev_id, ev_time, coalesce(ev_txid, 0), coalesce(ev_retry, 0), ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4
+	from pgq_go.parked_event
+	where ($1::text is null or consumer_id = $1)
+	  and ($2::bigint[] is null or park_id = any($2))
+	order by park_id limit $3`
+
+// ListParked returns parked events in park order.
+func ListParked(ctx context.Context, db pgq.DB, f ParkedFilter) ([]ParkedEvent, error) {
+	rows, err := db.Query(ctx, sqlListParked, nullIfEmpty(f.Consumer), nullIDs(f.IDs), limit(f.Limit))
+	if err != nil {
+		return nil, fmt.Errorf("remote: list parked events: %w", err)
+	}
+	defer rows.Close()
+	var out []ParkedEvent
+	for rows.Next() {
+		var p ParkedEvent
+		e := &p.Event
+		if err := rows.Scan(&p.ParkID, &p.Consumer, &p.Queue, &p.ParkedAt, &p.Error,
+			&e.ID, &e.Time, &e.TxID, &e.Retry, &e.Type, &e.Data, &e.Extra1, &e.Extra2, &e.Extra3, &e.Extra4); err != nil {
+			return nil, fmt.Errorf("remote: list parked events: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("remote: list parked events: %w", err)
+	}
+	return out, nil
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullIDs(ids []int64) any {
+	if ids == nil {
+		return nil
+	}
+	return ids
+}
+
+func limit(n int) int {
+	if n <= 0 {
+		return 1000
+	}
+	return n
+}
+
+// CountParked returns how many events are parked for consumer ("" = all).
+func CountParked(ctx context.Context, db pgq.DB, consumer string) (int64, error) {
+	var n int64
+	err := db.QueryRow(ctx, "select count(*) from pgq_go.parked_event where ($1::text is null or consumer_id = $1)",
+		nullIfEmpty(consumer)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("remote: count parked events: %w", err)
+	}
+	return n, nil
+}
+
+// ReplayResult reports a replay.
+type ReplayResult struct {
+	Replayed int
+	Failed   map[int64]error // park id → why it stays parked
+}
+
+// ReplayParked applies parked events again with applier, each in its own
+// transaction that also removes it from the parked table; an event that
+// fails again stays parked with its new error. db must be the database the
+// events were meant for (the node).
+func ReplayParked(ctx context.Context, db txBeginner, applier Applier, f ParkedFilter) (ReplayResult, error) {
+	res := ReplayResult{Failed: map[int64]error{}}
+	q, ok := db.(pgq.DB)
+	if !ok {
+		return res, errors.New("remote: replay parked events needs a pool or connection")
+	}
+	parked, err := ListParked(ctx, q, f)
+	if err != nil {
+		return res, err
+	}
+	for _, p := range parked {
+		if err := replayOne(ctx, db, applier, p); err != nil {
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			res.Failed[p.ParkID] = err
+			_, _ = q.Exec(ctx, "update pgq_go.parked_event set error = $2, parked_at = now() where park_id = $1",
+				p.ParkID, "replay: "+err.Error())
+			continue
+		}
+		res.Replayed++
+	}
+	return res, nil
+}
+
+func replayOne(ctx context.Context, db txBeginner, applier Applier, p ParkedEvent) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	tag, err := tx.Exec(ctx, "delete from pgq_go.parked_event where park_id = $1", p.ParkID)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("parked event %d is gone (replayed or purged concurrently)", p.ParkID)
+	}
+	ev := p.Event
+	if err := applier.Apply(ctx, tx, &ev); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// PurgeParked deletes parked events for good and returns how many.
+func PurgeParked(ctx context.Context, db pgq.DB, f ParkedFilter) (int64, error) {
+	if f.Consumer == "" && f.IDs == nil {
+		return 0, errors.New("remote: purge parked events: name a consumer or ids (refusing to purge everything implicitly)")
+	}
+	tag, err := db.Exec(ctx, `delete from pgq_go.parked_event
+		where ($1::text is null or consumer_id = $1) and ($2::bigint[] is null or park_id = any($2))`,
+		nullIfEmpty(f.Consumer), nullIDs(f.IDs))
+	if err != nil {
+		return 0, fmt.Errorf("remote: purge parked events: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

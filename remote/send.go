@@ -1,0 +1,116 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/pgq"
+)
+
+// CopyEventType is the event type of a targeted row (the seed's 'copy').
+const CopyEventType = "copy"
+
+// Message is one targeted row for SendTargetedBulk.
+type Message struct {
+	Targets []string
+	Row     Payload
+	// Type overrides the event type (default "copy"); londiste-style
+	// "I:", "U:", "D:" types select the row applier's action.
+	Type string
+}
+
+// targetedEvent builds the event the seed's producer writes: ev_type
+// 'copy', ev_data ”, ev_extra1 the target node, ev_extra2 the row;
+// ev_extra3 carries the origin node when known.
+func targetedEvent(typ, target, row, origin string) pgq.EventData {
+	if typ == "" {
+		typ = CopyEventType
+	}
+	ev := pgq.EventData{Type: pgq.T(typ), Data: pgq.T(""), Extra1: pgq.T(target), Extra2: pgq.T(row)}
+	if origin != "" {
+		ev.Extra3 = pgq.T(origin)
+	}
+	return ev
+}
+
+func checkTargets(targets []string) error {
+	if len(targets) == 0 {
+		return fmt.Errorf("%w: no targets", ErrInvalidNode)
+	}
+	seen := make(map[string]struct{}, len(targets))
+	for _, t := range targets {
+		if err := ValidateNode(t); err != nil {
+			return err
+		}
+		if _, dup := seen[t]; dup {
+			return fmt.Errorf("%w: target %q listed twice", ErrInvalidNode, t)
+		}
+		seen[t] = struct{}{}
+	}
+	return nil
+}
+
+// SendTargeted queues row for every target node, one event per target, in
+// the caller's transaction on its own node: the row is sent iff tx commits.
+// It returns the event ids.
+func SendTargeted(ctx context.Context, tx pgx.Tx, queue string, targets []string, row Payload) ([]int64, error) {
+	return Sender{Queue: queue}.Send(ctx, tx, targets, row)
+}
+
+// Sender sends targeted rows into a node's push queue.
+type Sender struct {
+	Queue  string // the node's push queue
+	Origin string // this node's id, stored in ev_extra3; optional
+	Type   string // event type; default "copy"
+}
+
+// Send is SendTargeted with the sender's settings.
+func (s Sender) Send(ctx context.Context, tx pgx.Tx, targets []string, row Payload) ([]int64, error) {
+	if err := checkTargets(targets); err != nil {
+		return nil, err
+	}
+	data, err := row.Encode()
+	if err != nil {
+		return nil, err
+	}
+	evs := make([]pgq.EventData, len(targets))
+	for i, t := range targets {
+		evs[i] = targetedEvent(s.Type, t, data, s.Origin)
+	}
+	return pgq.InsertEventsPipelined(ctx, tx, s.Queue, evs)
+}
+
+// SendBulk sends many targeted rows with one COPY, in the caller's
+// transaction. Every message is validated before anything is sent.
+func (s Sender) SendBulk(ctx context.Context, tx pgx.Tx, msgs []Message) (int64, error) {
+	encoded := make([]string, len(msgs))
+	for i, m := range msgs {
+		if err := checkTargets(m.Targets); err != nil {
+			return 0, fmt.Errorf("message %d: %w", i, err)
+		}
+		d, err := m.Row.Encode()
+		if err != nil {
+			return 0, fmt.Errorf("message %d: %w", i, err)
+		}
+		encoded[i] = d
+	}
+	return pgq.InsertEventsFrom(ctx, tx, s.Queue, func(yield func(pgq.EventData) bool) {
+		for i, m := range msgs {
+			typ := m.Type
+			if typ == "" {
+				typ = s.Type
+			}
+			for _, t := range m.Targets {
+				if !yield(targetedEvent(typ, t, encoded[i], s.Origin)) {
+					return
+				}
+			}
+		}
+	})
+}
+
+// SendTargetedBulk is SendBulk without an origin.
+func SendTargetedBulk(ctx context.Context, tx pgx.Tx, queue string, msgs []Message) (int64, error) {
+	return Sender{Queue: queue}.SendBulk(ctx, tx, msgs)
+}
