@@ -103,6 +103,7 @@ func (cc *copyCluster) produce(origin string, k int, rng *rand.Rand) {
 	cc.mu.Unlock()
 	tx, err := cc.local[origin].Pool.Begin(cc.ctx)
 	require.NoError(t, err)
+	defer tx.Rollback(context.Background()) // a failed require must not leak the connection
 	_, err = remote.Sender{Queue: "push_queue", Origin: origin}.SendBulk(cc.ctx, tx, msgs)
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(cc.ctx))
@@ -210,6 +211,7 @@ func TestTargetedCopyFourNodes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cc := newCopyCluster(t, 4, tc.hubs, tc.routing, func(int) *pgtest.Cluster { return cluster }, cluster)
+			cc.setupAll()
 			cc.startTicker()
 			var copiers []*remote.TargetedCopier
 			for _, n := range cc.nodes {
@@ -347,6 +349,7 @@ func TestTargetedCopyHostilePayloadsParked(t *testing.T) {
 	}
 	tx, err := cc.local["n1"].Pool.Begin(cc.ctx)
 	require.NoError(t, err)
+	defer tx.Rollback(context.Background())
 	for _, p := range good {
 		_, err := remote.SendTargeted(cc.ctx, tx, "push_queue", []string{"n2"}, p)
 		require.NoError(t, err)
