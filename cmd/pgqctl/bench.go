@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/pgq-go/pgq/internal/bench"
@@ -52,6 +53,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	runs := fs.Int("runs", 3, "measurements per case; the median is reported")
 	scale := fs.Float64("scale", 1, "multiply event counts (1: 1M-event batches)")
 	cases := fs.String("cases", "", "comma-separated case families to run (default: all)")
+	nodes := fs.String("nodes", "4,16,64", "targeted-copy cluster sizes (comma-separated)")
 	out := fs.String("out", "bench/results.json", "where to write the JSON results (\"\" for none)")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -71,6 +73,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if *cases != "" {
 		o.Cases = strings.Split(*cases, ",")
+	}
+	for _, f := range strings.Split(*nodes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 2 {
+			fmt.Fprintf(stderr, "pgqctl bench: --nodes: %q is not a node count >= 2\n", f)
+			return exitUsage
+		}
+		o.Nodes = append(o.Nodes, n)
 	}
 	if exe, err := os.Executable(); err == nil {
 		o.Child = []string{exe, "bench"}

@@ -37,6 +37,8 @@ type Options struct {
 	Scale float64
 	// Cases are the families to run (see Families); nil runs all.
 	Cases []string
+	// Nodes are the targeted-copy cluster sizes; nil: 4, 16, 64.
+	Nodes []int
 	// Out is the results.json path; "" writes none.
 	Out string
 	// Command is recorded in the report ("make bench").

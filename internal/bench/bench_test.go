@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/pgq-go/pgq/remote"
 )
 
 // The Benchmark functions run the measurements of pgqctl bench under
@@ -104,6 +106,11 @@ func BenchmarkConsume(b *testing.B) {
 	b.Run("one-batch", func(b *testing.B) {
 		measure(b, f.n, func() (time.Duration, error) { return f.consumeOurs(ctx, bigQueue, f.bigT0, f.n) })
 	})
+	for _, lf := range []int{1000, 5000} {
+		b.Run(fmt.Sprintf("one-batch-lazyfetch-%d", lf), func(b *testing.B) {
+			measure(b, f.n, func() (time.Duration, error) { return f.consumeWith(ctx, bigQueue, f.bigT0, f.n, lf) })
+		})
+	}
 	b.Run("ticks-of-500", func(b *testing.B) {
 		measure(b, f.ticksN, func() (time.Duration, error) { return f.consumeOurs(ctx, ticksQueue, f.ticksT0, f.ticksN) })
 	})
@@ -213,4 +220,47 @@ func BenchmarkTicker1000Queues(b *testing.B) {
 		}
 		b.ReportMetric(ms/float64(b.N), "ms/round")
 	})
+}
+
+// BenchmarkTargetedCopy reports delivered rows/s and hub CPU per row of
+// a targeted-copy cluster (all nodes and the hub on the test server).
+func BenchmarkTargetedCopy(b *testing.B) {
+	ctx := context.Background()
+	s := &suite{o: Options{Runs: 1}.withDefaults(), env: testEnv, logf: func(string, ...any) {}, rep: &Report{}}
+	if err := s.ensureConnections(ctx, connsPerNode*16+60); err != nil {
+		b.Fatal(err)
+	}
+	nodes, err := s.newTargetedNodes(ctx, 16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nodes.drop(testEnv)
+	rows := benchN(targetedRows)
+	for _, routing := range []remote.Routing{remote.RoutingShared, remote.RoutingPerTarget} {
+		for _, n := range []int{4, 16} {
+			b.Run(fmt.Sprintf("%v/N=%d", routing, n), func(b *testing.B) {
+				c, err := s.newTargetedConfig(ctx, nodes, n, routing)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.close()
+				if err := c.warmUp(ctx); err != nil {
+					b.Fatal(err)
+				}
+				var total time.Duration
+				var hub float64
+				for i := range b.N {
+					r, err := c.run(ctx, i, rows)
+					if err != nil {
+						b.Fatal(err)
+					}
+					total += time.Duration(float64(r.rows) / r.rate * float64(time.Second))
+					hub += r.hubCPU / float64(r.rows) * 1e6
+				}
+				b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
+				b.ReportMetric(float64(rows)*float64(b.N)/total.Seconds(), "events/s")
+				b.ReportMetric(hub/float64(b.N), "hub-µs/event")
+			})
+		}
+	}
 }

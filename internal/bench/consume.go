@@ -162,6 +162,11 @@ func runUntil(ctx context.Context, want int, mk func(hooks consumer.Hooks) (inte
 // consumeOurs runs a consumer.Consumer with its default configuration
 // (LazyFetch 300, LISTEN on) from tick t0 until want events are consumed.
 func (f *consumeFixture) consumeOurs(ctx context.Context, queue string, t0 int64, want int) (time.Duration, error) {
+	return f.consumeWith(ctx, queue, t0, want, 0)
+}
+
+// consumeWith is consumeOurs with a LazyFetch (0: the default).
+func (f *consumeFixture) consumeWith(ctx context.Context, queue string, t0 int64, want, lazyFetch int) (time.Duration, error) {
 	name, err := f.register(ctx, queue, "ours", t0)
 	if err != nil {
 		return 0, err
@@ -173,7 +178,7 @@ func (f *consumeFixture) consumeOurs(ctx context.Context, queue string, t0 int64
 		return nil
 	}))
 	return runUntil(ctx, want, func(hooks consumer.Hooks) (interface{ Run(context.Context) error }, error) {
-		return consumer.New(f.db.Pool, consumer.Config{Queue: queue, Name: name, Hooks: hooks}, h)
+		return consumer.New(f.db.Pool, consumer.Config{Queue: queue, Name: name, LazyFetch: lazyFetch, Hooks: hooks}, h)
 	})
 }
 

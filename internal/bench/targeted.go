@@ -1,9 +1,511 @@
 package bench
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
 
-// targetedFamily measures remote.TargetedCopier (not landed yet).
-func (s *suite) targetedFamily(ctx context.Context) error {
-	s.note("targeted copy: not measured yet (remote.TargetedCopier has not landed)")
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/ticker"
+)
+
+// Targeted copy settings: cluster sizes, rows delivered per run at scale
+// 1 (spread evenly over the producing nodes, one random other node each),
+// the ticker period serving the hub and every node, and the queues'
+// ticker_max_lag.
+var targetedSizes = []int{4, 16, 64}
+
+const (
+	targetedRows   = 40_000
+	targetedTick   = 200 * time.Millisecond
+	targetedMaxLag = 200 * time.Millisecond
+)
+
+// tickerAppName is the application_name of the ticker package's connections.
+const tickerAppName = "pgq-go ticker"
+
+// nodeDDL is each node's table the rows are applied to.
+const nodeDDL = `create table rows (id text primary key, origin text not null, payload text)`
+
+// connsPerNode is the server connections one node's copier may hold:
+// relay batch + destination, pull batch + destination, two listeners,
+// and one ticker connection.
+const connsPerNode = 7
+
+// targetedNodes holds the node databases, shared by every configuration
+// (each configuration uses its own node ids, queues and hub, so their
+// tracking rows never meet).
+type targetedNodes struct {
+	dbs []*DB
+}
+
+func (s *suite) newTargetedNodes(ctx context.Context, n int) (*targetedNodes, error) {
+	t := &targetedNodes{}
+	for i := range n {
+		db, err := s.env.CreateDB(ctx, "node"+strconv.Itoa(i+1), true, 2)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := db.Pool.Exec(ctx, nodeDDL); err != nil {
+			return nil, err
+		}
+		t.dbs = append(t.dbs, db)
+	}
+	return t, nil
+}
+
+func (t *targetedNodes) drop(env *Env) {
+	for _, db := range t.dbs {
+		env.DropDB(db)
+	}
+}
+
+// targetedRun is one measurement of one configuration.
+type targetedRun struct {
+	rate          float64 // rows applied per second, production commit → last apply
+	hubCPU        float64 // seconds of the hub database's backends
+	hubTicker     float64 // of which the ticker's backend
+	clusterCPU    float64 // seconds of the whole server
+	events, rows  int
+	relayed       int64
+	copierStarted time.Duration
+}
+
+// targetedConfig is one cluster: N nodes, one hub, one routing.
+type targetedConfig struct {
+	s        *suite
+	n        int
+	routing  remote.Routing
+	code     string // "s4", "p64": node id and queue prefix
+	hub      *DB
+	nodes    []string
+	local    []*pgxpool.Pool
+	hubPools []*pgxpool.Pool
+	copiers  []*remote.TargetedCopier
+	push     string
+	probe    *cpuProbe
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+	errs   int64  // failed consumer attempts (relay or pull)
+	errMsg string // the first one
+}
+
+func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n int, routing remote.Routing) (*targetedConfig, error) {
+	code := "p"
+	if routing == remote.RoutingShared {
+		code = "s"
+	}
+	code += strconv.Itoa(n)
+	hub, err := s.env.CreateDB(ctx, "hub_"+code, true, 4)
+	if err != nil {
+		return nil, err
+	}
+	c := &targetedConfig{s: s, n: n, routing: routing, code: code, hub: hub, push: "push_" + code}
+	c.probe = newCPUProbe(ctx, hub.Pool)
+	quiet := slog.New(slog.DiscardHandler)
+	ra, err := remote.NewRowApplier("rows", "id")
+	if err != nil {
+		return nil, err
+	}
+	hubCfg, err := pgxpool.ParseConfig(hub.DSN)
+	if err != nil {
+		return nil, err
+	}
+	hubCfg.MaxConns = 3
+	dbNames := []string{hub.Name}
+	for i := range n {
+		node := code + "n" + strconv.Itoa(i+1)
+		c.nodes = append(c.nodes, node)
+		lc, err := pgxpool.ParseConfig(nodes.dbs[i].DSN)
+		if err != nil {
+			return nil, err
+		}
+		lc.MaxConns = 3
+		local, err := pgxpool.NewWithConfig(ctx, lc)
+		if err != nil {
+			return nil, err
+		}
+		hp, err := pgxpool.NewWithConfig(ctx, hubCfg.Copy())
+		if err != nil {
+			return nil, err
+		}
+		c.local, c.hubPools = append(c.local, local), append(c.hubPools, hp)
+		dbNames = append(dbNames, nodes.dbs[i].Name)
+		tc, err := remote.NewTargetedCopier(remote.CopierConfig{
+			Node: node, Local: local, Hubs: []*pgxpool.Pool{hp}, Routing: routing,
+			PushQueue: c.push, Applier: ra,
+			// Every node registers itself in Setup before any row is
+			// produced, so the relays need not register targets (see
+			// the note: with it on, relays deadlock on the hub).
+			NoTargetRegistration: true,
+			QueueConfig:          pgq.QueueConfig{TickerMaxLag: pgq.Ptr(targetedMaxLag)},
+			Consumer: consumer.Config{Logger: quiet, Hooks: consumer.Hooks{OnError: func(ei consumer.ErrorInfo) {
+				c.mu.Lock()
+				c.errs++
+				if c.errMsg == "" {
+					c.errMsg = fmt.Sprintf("%s/%s: %v", ei.Queue, ei.Consumer, ei.Err)
+				}
+				c.mu.Unlock()
+			}}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := tc.Setup(ctx); err != nil {
+			return nil, fmt.Errorf("setup %s: %w", node, err)
+		}
+		c.copiers = append(c.copiers, tc)
+	}
+	tk, err := ticker.New(ticker.Config{
+		Servers:    []ticker.Server{{ConnString: s.env.BaseDSN(), Databases: dbNames}},
+		TickPeriod: targetedTick,
+		Logger:     quiet,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	for _, r := range append([]interface{ Run(context.Context) error }{tk}, toRunners(c.copiers)...) {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := r.Run(rctx); err != nil {
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+			}
+		}()
+	}
+	return c, nil
+}
+
+func toRunners(cs []*remote.TargetedCopier) []interface{ Run(context.Context) error } {
+	out := make([]interface{ Run(context.Context) error }, len(cs))
+	for i, c := range cs {
+		out[i] = c
+	}
+	return out
+}
+
+func (c *targetedConfig) close() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+	for _, p := range append(c.local, c.hubPools...) {
+		p.Close()
+	}
+	c.s.env.DropDB(c.hub)
+}
+
+func (c *targetedConfig) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// consumerErrors returns the failed attempts so far and the first error.
+func (c *targetedConfig) consumerErrors() (int64, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.errs, c.errMsg
+}
+
+func (c *targetedConfig) stats() (applied, relayed, parked int64) {
+	for _, tc := range c.copiers {
+		st := tc.Stats()
+		applied += st.Applied
+		relayed += st.Relayed
+		parked += st.Parked
+	}
+	return
+}
+
+// run produces rows on every node (each row to one random other node, one
+// transaction per node) and waits until all are applied on their targets.
+func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, error) {
+	per := max(1, rows/c.n)
+	total := per * c.n
+	rng := rand.New(rand.NewPCG(uint64(c.n), uint64(run)))
+	msgs := make([][]remote.Message, c.n)
+	for i := range c.n {
+		msgs[i] = make([]remote.Message, per)
+		for j := range per {
+			t := rng.IntN(c.n - 1)
+			if t >= i {
+				t++
+			}
+			msgs[i][j] = remote.Message{Targets: []string{c.nodes[t]}, Row: remote.Fields{
+				"action": "ins", "id": fmt.Sprintf("%s-%d-%d-%d", c.code, run, i, j),
+				"origin": c.nodes[i], "payload": payloadPad,
+			}}
+		}
+	}
+	applied0, relayed0, parked0 := c.stats()
+	hub0, err := c.probe.dbTicks(ctx, c.hub.Pool, c.hub.Name)
+	if err != nil {
+		return targetedRun{}, err
+	}
+	cl0 := c.probe.clusterTicks()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, c.n)
+	for i := range c.n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tx, err := c.local[i].Begin(ctx)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+			if _, err := (remote.Sender{Queue: c.push, Origin: c.nodes[i]}).SendBulk(ctx, tx, msgs[i]); err != nil {
+				errs[i] = err
+				return
+			}
+			errs[i] = tx.Commit(ctx)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return targetedRun{}, fmt.Errorf("produce: %w", err)
+		}
+	}
+	if err := c.wait(ctx, applied0, int64(total), parked0); err != nil {
+		return targetedRun{}, err
+	}
+	d := time.Since(start)
+	hub1, err := c.probe.dbTicks(ctx, c.hub.Pool, c.hub.Name)
+	if err != nil {
+		return targetedRun{}, err
+	}
+	cl1 := c.probe.clusterTicks()
+	applied, relayed, _ := c.stats()
+	if applied-applied0 != int64(total) {
+		return targetedRun{}, fmt.Errorf("%d rows applied, want %d", applied-applied0, total)
+	}
+	return targetedRun{
+		rate:       rate(total, d),
+		hubCPU:     ticksToSeconds(ticksBetween(hub0, hub1, func(string) bool { return true })),
+		hubTicker:  ticksToSeconds(ticksBetween(hub0, hub1, func(app string) bool { return app == tickerAppName })),
+		clusterCPU: ticksToSeconds(cl1 - cl0),
+		rows:       total,
+		relayed:    relayed - relayed0,
+	}, nil
+}
+
+// warmUp sends one row from every node to the next and waits until all
+// are applied.
+func (c *targetedConfig) warmUp(ctx context.Context) error {
+	applied0, _, _ := c.stats()
+	for i := range c.n {
+		tx, err := c.local[i].Begin(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = (remote.Sender{Queue: c.push, Origin: c.nodes[i]}).SendBulk(ctx, tx, []remote.Message{{
+			Targets: []string{c.nodes[(i+1)%c.n]},
+			Row:     remote.Fields{"action": "ins", "id": fmt.Sprintf("%s-w-%d", c.code, i), "origin": c.nodes[i]},
+		}})
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		if err != nil {
+			return err
+		}
+	}
+	return c.wait(ctx, applied0, int64(c.n), 0)
+}
+
+// wait waits until want more rows than applied0 are applied.
+func (c *targetedConfig) wait(ctx context.Context, applied0, want, parked0 int64) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		applied, _, parked := c.stats()
+		if parked > parked0 {
+			return fmt.Errorf("%d rows parked", parked-parked0)
+		}
+		if applied-applied0 >= want {
+			return nil
+		}
+		if err := c.failed(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			k, msg := c.consumerErrors()
+			return fmt.Errorf("only %d of %d rows applied after 5 minutes (%d failed consumer attempts, first: %s)", applied-applied0, want, k, msg)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// checkDelivered verifies every node holds exactly the rows addressed to
+// it: as many as were applied in all, none duplicated (the primary key),
+// none misaddressed (origin differs from the node).
+func (c *targetedConfig) checkDelivered(ctx context.Context, nodes *targetedNodes, want int) error {
+	got := 0
+	for i := range c.n {
+		var k int
+		if err := nodes.dbs[i].Pool.QueryRow(ctx, "select count(*) from rows where id like $1 || '-%'", c.code).Scan(&k); err != nil {
+			return err
+		}
+		got += k
+	}
+	if got != want {
+		return fmt.Errorf("%d rows on the nodes, want %d", got, want)
+	}
 	return nil
+}
+
+func (s *suite) targetedFamily(ctx context.Context) error {
+	sizes := targetedSizes
+	if len(s.o.Nodes) > 0 {
+		sizes = slices.Sorted(slices.Values(s.o.Nodes))
+	}
+	maxN := sizes[len(sizes)-1]
+	if err := s.ensureConnections(ctx, connsPerNode*maxN+60); err != nil {
+		// Keep the sizes that fit.
+		s.note("targeted copy: %v", err)
+		var fit []int
+		limit := s.maxConnections(ctx)
+		for _, n := range sizes {
+			if connsPerNode*n+60 <= limit {
+				fit = append(fit, n)
+			}
+		}
+		sizes = fit
+		if len(sizes) == 0 {
+			return err
+		}
+		maxN = sizes[len(sizes)-1]
+	}
+	start := time.Now()
+	nodes, err := s.newTargetedNodes(ctx, maxN)
+	if err != nil {
+		return err
+	}
+	defer nodes.drop(s.env)
+	s.logf("targeted: %d node databases in %.1fs", maxN, time.Since(start).Seconds())
+	rows := s.o.n(targetedRows)
+	type figures struct{ rate, hub, hubTicker, cluster []float64 }
+	results := map[string]*figures{}
+	local := true
+	for _, routing := range []remote.Routing{remote.RoutingShared, remote.RoutingPerTarget} {
+		for _, n := range sizes {
+			start := time.Now()
+			c, err := s.newTargetedConfig(ctx, nodes, n, routing)
+			if err != nil {
+				if c != nil {
+					c.close()
+				}
+				return fmt.Errorf("N=%d %v: %w", n, routing, err)
+			}
+			local = local && c.probe.local()
+			setup := time.Since(start)
+			// Warm up: one row from every node to the next one needs every
+			// relay and every pull running (tracking schema installed,
+			// consumers looping), so start-up stays out of the runs.
+			if err := c.warmUp(ctx); err != nil {
+				c.close()
+				return fmt.Errorf("N=%d %v warm-up: %w", n, routing, err)
+			}
+			startup := time.Since(start) - setup
+			s.logf("targeted N=%d %v: set up in %.1fs, copiers started in %.1fs", n, routing, setup.Seconds(), startup.Seconds())
+			f := &figures{}
+			delivered := 0
+			runs := s.o.Runs
+			if n >= 64 {
+				runs = 1 // a run takes tens of seconds on 2 cores
+			}
+			for run := range runs {
+				r, err := c.run(ctx, run, rows)
+				if err != nil {
+					c.close()
+					return fmt.Errorf("N=%d %v run %d: %w", n, routing, run+1, err)
+				}
+				delivered += r.rows
+				f.rate = append(f.rate, r.rate)
+				f.hub = append(f.hub, r.hubCPU/float64(r.rows)*1e6)
+				f.hubTicker = append(f.hubTicker, r.hubTicker/float64(r.rows)*1e6)
+				f.cluster = append(f.cluster, r.clusterCPU/float64(r.rows)*1e6)
+				s.logf("targeted N=%d %v run %d: %s delivered, hub CPU %.0f µs/row (ticker %.0f), server CPU %.0f µs/row", n, routing, run+1,
+					formatRate(r.rate), f.hub[run], f.hubTicker[run], f.cluster[run])
+				if k, msg := c.consumerErrors(); k > 0 {
+					s.logf("targeted N=%d %v: %d failed consumer attempts so far, first: %s", n, routing, k, msg)
+				}
+			}
+			if err := c.checkDelivered(ctx, nodes, delivered+n); err != nil {
+				c.close()
+				return fmt.Errorf("N=%d %v: %w", n, routing, err)
+			}
+			c.close()
+			results[fmt.Sprintf("%v/%d", routing, n)] = f
+			r := Result{Case: fmt.Sprintf("targeted copy, N = %d nodes, %v routing", n, routing), Unit: "events/s",
+				Ours: median(f.rate), OursRuns: f.rate, Target: "report", Events: rows,
+				Values: map[string]float64{
+					"hub_cpu_us_per_event":        median(f.hub),
+					"hub_ticker_cpu_us_per_event": median(f.hubTicker),
+					"startup_seconds":             startup.Seconds(),
+					"server_cpu_us_per_event":     median(f.cluster),
+				}}
+			if local {
+				r.oursText = fmt.Sprintf("%s; hub CPU %.0f µs/ev (ticker %.0f); server %.0f µs/ev", formatRate(r.Ours), median(f.hub), median(f.hubTicker), median(f.cluster))
+			}
+			s.add(r)
+		}
+	}
+	cpuNote := "hub CPU = utime+stime from /proc/<pid>/stat of the hub database's backends (pids from pg_stat_activity: relay inserts, pulls, the hub's ticker) per delivered row; server CPU = the whole cluster (postmaster and all its children, exited ones included) per delivered row, which also counts the nodes' side"
+	if !local {
+		cpuNote = "CPU not measured: the server is not on this machine"
+	}
+	s.note("targeted copy: %s rows per run, each produced on a node for one random other node (one event), all nodes producing at once in one transaction each; "+
+		"delivered events/s = rows / (production start → last row applied on its target); one hub, one process running every node's TargetedCopier (relay + pull, RowApplier upsert), "+
+		"ticker library serving the hub and every node at %v, queues ticker_max_lag %v; %s",
+		count(rows), targetedTick, targetedMaxLag, cpuNote)
+	return nil
+}
+
+// maxConnections is the server's max_connections minus reserved slots.
+func (s *suite) maxConnections(ctx context.Context) int {
+	db, err := s.env.CreateDB(ctx, "conns", false, 1)
+	if err != nil {
+		return 0
+	}
+	defer s.env.DropDB(db)
+	var mc, reserved int
+	_ = db.Pool.QueryRow(ctx, "select current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int").Scan(&mc, &reserved)
+	return mc - reserved
+}
+
+// ensureConnections raises max_connections on a throwaway cluster (a
+// restart) when the largest cluster needs more; on a user's server it
+// only reports the shortfall.
+func (s *suite) ensureConnections(ctx context.Context, need int) error {
+	have := s.maxConnections(ctx)
+	if have >= need {
+		return nil
+	}
+	if !s.env.Throwaway {
+		return fmt.Errorf("the server allows %d connections, the largest cluster needs %d: larger sizes skipped", have, need)
+	}
+	return s.env.setMaxConnections(ctx, need+50)
 }
