@@ -20,14 +20,16 @@ import (
 type Routing int
 
 const (
+	// RoutingShared is the seed's layout and the default: one pull queue
+	// for every target, each pull selecting its events server-side by
+	// ev_extra1. Measured faster at N = 4, 16 and 64 nodes, with less hub
+	// CPU per row (bench/README.md).
+	RoutingShared Routing = iota + 1
 	// RoutingPerTarget gives each target node its own queue on the hub
-	// ("<PullQueue>.<node>"); a node's pull reads only its own events.
-	// The default: it keeps a pull's work proportional to its own events
-	// (see the README's routing figures).
-	RoutingPerTarget Routing = iota + 1
-	// RoutingShared is the seed's layout: one pull queue for every target,
-	// each pull selecting its events server-side by ev_extra1.
-	RoutingShared
+	// ("<PullQueue>.<node>"); a node's pull reads only its own events, but
+	// every relay batch writes one COPY per target queue and the hub ticks
+	// N queues.
+	RoutingPerTarget
 )
 
 func (r Routing) String() string {
@@ -61,8 +63,8 @@ type CopierConfig struct {
 	// PullQueue is the hub queue (RoutingShared) or the prefix of the
 	// per-target queues (RoutingPerTarget). Default "pull_queue".
 	PullQueue string
-	// Routing chooses the hub layout. Default RoutingPerTarget. Every node
-	// of a cluster must use the same.
+	// Routing chooses the hub layout. Default RoutingShared. Every node of
+	// a cluster must use the same.
 	Routing Routing
 	// Applier applies one pulled row inside the node's transaction. Required.
 	Applier Applier
@@ -103,7 +105,7 @@ func (c CopierConfig) withDefaults() CopierConfig {
 		c.PullQueue = "pull_queue"
 	}
 	if c.Routing == 0 {
-		c.Routing = RoutingPerTarget
+		c.Routing = RoutingShared
 	}
 	if c.Accept == nil {
 		c.Accept = DefaultAccept
@@ -200,13 +202,6 @@ func NewTargetedCopier(cfg CopierConfig) (*TargetedCopier, error) {
 		r := &relay{tc: tc, shard: s, name: RelayConsumerName(cfg.Node, s, shards), ensured: map[string]bool{}}
 		cc := cfg.Consumer
 		cc.Queue, cc.Name, cc.Register = cfg.PushQueue, r.name, true
-		userOnError := cc.Hooks.OnError
-		cc.Hooks.OnError = func(ei consumer.ErrorInfo) {
-			r.forget() // a failed attempt may have rolled back a registration
-			if userOnError != nil {
-				userOnError(ei)
-			}
-		}
 		rc, err := New(cfg.Local, hub, Config{Consumer: cc}, r)
 		if err != nil {
 			return nil, err
@@ -246,12 +241,19 @@ func (tc *TargetedCopier) Stats() CopierStats {
 		Parked: tc.parked.Load(), Ignored: tc.ignored.Load()}
 }
 
-// Setup creates the queues this node needs and registers its consumers:
-// the push queue on the node, and this node's pull queue (per-target) or
-// the shared pull queue on its hub shard, with its pull consumer. It is
-// idempotent; Run calls it. Register every node before producing rows for
-// it (or leave target registration on, the default).
+// Setup installs the tracking schema on the node and the hubs, creates the
+// queues this node needs and registers its consumers: the push queue on
+// the node, and this node's pull queue (per-target) or the shared pull
+// queue on its hub shard, with its pull consumer. It is idempotent; Run
+// calls it. Run Setup before producing on a node (its relay must be
+// registered to see the rows), and register every target before rows are
+// produced for it (or leave target registration on, the default).
 func (tc *TargetedCopier) Setup(ctx context.Context) error {
+	for _, db := range append([]*pgxpool.Pool{tc.cfg.Local}, tc.cfg.Hubs...) {
+		if err := Install(ctx, db); err != nil {
+			return err
+		}
+	}
 	created, err := pgq.CreateQueue(ctx, tc.cfg.Local, tc.cfg.PushQueue)
 	if err != nil {
 		return err
@@ -266,21 +268,30 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 			return err
 		}
 	}
-	hub := tc.hubOf(tc.cfg.Node)
+	return ensureTarget(ctx, tc.hubOf(tc.cfg.Node), tc.pullQueue(), tc.cfg.Node, tc.cfg.QueueConfig)
+}
+
+// ensureTarget creates target's pull queue if needed and registers its
+// pull consumer, in a short transaction of its own, serialised with other
+// nodes doing the same. It never runs inside a relay's transaction: that
+// would hold one queue lock while waiting for another (deadlock between
+// relays), and registering early is harmless.
+func ensureTarget(ctx context.Context, hub *pgxpool.Pool, queue, target string, qc pgq.QueueConfig) error {
+	// Lock-free check first: at start-up every relay meets every target.
+	var registered bool
+	if err := hub.QueryRow(ctx, `select exists (select 1 from pgq.subscription s
+		join pgq.queue q on q.queue_id = s.sub_queue join pgq.consumer c on c.co_id = s.sub_consumer
+		where q.queue_name = $1 and c.co_name = $2)`, queue, PullConsumerName(target)).Scan(&registered); err != nil {
+		return err
+	}
+	if registered {
+		return nil
+	}
 	tx, err := hub.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err = ensureTarget(ctx, tx, tc.pullQueue(), tc.cfg.Node, tc.cfg.QueueConfig); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
-}
-
-// ensureTarget creates target's pull queue if needed and registers its
-// pull consumer, in tx, serialised with other nodes doing the same.
-func ensureTarget(ctx context.Context, tx pgx.Tx, queue, target string, qc pgq.QueueConfig) error {
 	if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock(hashtextextended('pgq_go.queue:' || $1, 0))", queue); err != nil {
 		return err
 	}
@@ -293,8 +304,10 @@ func ensureTarget(ctx context.Context, tx pgx.Tx, queue, target string, qc pgq.Q
 			return err
 		}
 	}
-	_, err = pgq.RegisterConsumer(ctx, tx, queue, PullConsumerName(target))
-	return err
+	if _, err = pgq.RegisterConsumer(ctx, tx, queue, PullConsumerName(target)); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // Run sets up the queues, then runs the relays, the pull and the Also
@@ -361,13 +374,7 @@ type relay struct {
 	name  string
 
 	mu      sync.Mutex
-	ensured map[string]bool // targets registered on the hub (committed)
-}
-
-func (r *relay) forget() {
-	r.mu.Lock()
-	clear(r.ensured)
-	r.mu.Unlock()
+	ensured map[string]bool // targets whose registration on the hub is committed
 }
 
 // relayFlush is how many events per hub queue are buffered before a COPY.
@@ -408,12 +415,12 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 		}
 		queue := tc.queueFor(target)
 		if !tc.cfg.NoTargetRegistration && !r.isEnsured(target) {
-			if err := ensureTarget(ctx, hub, queue, target, tc.cfg.QueueConfig); err != nil {
+			if err := ensureTarget(ctx, tc.cfg.Hubs[r.shard], queue, target, tc.cfg.QueueConfig); err != nil {
 				return fmt.Errorf("register target %s on hub: %w", target, err)
 			}
 			newTargets = append(newTargets, target)
 			r.mu.Lock()
-			r.ensured[target] = true // forgotten again if this attempt fails (OnError)
+			r.ensured[target] = true
 			r.mu.Unlock()
 		}
 		bufs[queue] = append(bufs[queue], ev.EventData)

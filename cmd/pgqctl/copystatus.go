@@ -81,7 +81,7 @@ func runCopyStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var hubs, nodeArgs []string
 	f.Var(stringList{&hubs}, "hub", "a hub shard's `dsn` (repeatable, in shard order)")
 	f.Var(stringList{&nodeArgs}, "node", "a node as `name=dsn` (repeatable)")
-	routing := f.String("routing", "per-target", "hub layout: per-target or shared (as the copiers' Routing)")
+	routing := f.String("routing", "shared", "hub layout: shared or per-target (as the copiers' Routing)")
 	pullQueue := f.String("pull-queue", "pull_queue", "the copiers' PullQueue")
 	pushQueue := f.String("push-queue", "push_queue", "the copiers' PushQueue")
 	maxLag := defaultMaxConsumerLag

@@ -49,7 +49,7 @@ func main() {
 	var nodeList nodeFlags
 	hub := flag.String("hub", os.Getenv("PGQ_DSN_HUB"), "hub database DSN (env PGQ_DSN_HUB)")
 	flag.Var(&nodeList, "node", "name=DSN of a node database, repeatable (default: PGQ_DSN_N1..N4)")
-	rows := flag.Int("rows", 500, "rows each node produces")
+	rows := flag.Int("rows", 2000, "rows each node produces")
 	timeout := flag.Duration("timeout", 50*time.Second, "give up after this long")
 	flag.Parse()
 	if len(nodeList) == 0 {
@@ -166,33 +166,39 @@ func run(ctx context.Context, hubDSN string, specs []string, rows int, timeout t
 		cmd.Stderr = os.Stderr
 		go func() { prodErr <- cmd.Run() }()
 	}
-	for range nodes {
-		if err := <-prodErr; err != nil {
-			return false, fmt.Errorf("producer: %w", err)
-		}
-	}
-	fmt.Printf("produced in %v\n", time.Since(started).Round(time.Millisecond))
-
-	expected, err := expectedRows(ctx, nodes)
-	if err != nil {
-		return false, err
-	}
+	produced := 0
 	deadline := time.Now().Add(timeout)
+	var expected map[string]map[string]bool
 	for {
+		select {
+		case err := <-prodErr:
+			if err != nil {
+				return false, fmt.Errorf("producer: %w", err)
+			}
+			if produced++; produced == len(nodes) {
+				fmt.Printf("produced in %v\n", time.Since(started).Round(time.Millisecond))
+			}
+			continue
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+		// What the producers committed so far, from their sent tables.
+		if expected, err = expectedRows(ctx, nodes); err != nil {
+			return false, err
+		}
 		done, err := progress(ctx, hub, nodes, expected)
 		if err != nil {
 			fmt.Println("progress:", err)
 		}
-		if done || time.Now().After(deadline) {
+		if done && produced == len(nodes) || time.Now().After(deadline) {
 			break
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 	fmt.Printf("delivered in %v\n\n", time.Since(started).Round(time.Millisecond))
+	if expected, err = expectedRows(ctx, nodes); err != nil {
+		return false, err
+	}
 	return verify(ctx, nodes, expected)
 }
 
@@ -243,7 +249,7 @@ func progress(ctx context.Context, hub *pgxpool.Pool, nodes []*node, exp map[str
 			return false, err
 		}
 		pending := int64(-1)
-		if ci, err := pgq.GetConsumerInfo(ctx, hub, remote.PerTargetQueue("pull_queue", n.name), remote.PullConsumerName(n.name)); err == nil {
+		if ci, err := pgq.GetConsumerInfo(ctx, hub, "pull_queue", remote.PullConsumerName(n.name)); err == nil {
 			pending = ci.PendingEvents
 		}
 		parts = append(parts, fmt.Sprintf("%s applied %d/%d pending %d parked %d", n.name, applied, len(exp[n.name]), pending, parked))

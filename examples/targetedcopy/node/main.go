@@ -52,7 +52,7 @@ func main() {
 	table := flag.String("table", env("PGQ_TABLE", "rows"), "row applier: target table")
 	keys := flag.String("keys", env("PGQ_KEYS", "id"), "row applier: key columns, comma-separated")
 	fn := flag.String("func", env("PGQ_FUNC", "__data_copier"), "func applier: SQL function (target text, data text)")
-	routing := flag.String("routing", env("PGQ_ROUTING", "per-target"), "per-target | shared")
+	routing := flag.String("routing", env("PGQ_ROUTING", "shared"), "shared | per-target")
 	runTicker := flag.Bool("ticker", env("PGQ_TICKER", "") == "1", "also tick the node's database and the hubs (env PGQ_TICKER=1)")
 	tickPeriod := flag.Duration("tick-period", 100*time.Millisecond, "ticker period with --ticker")
 	maxLag := flag.Duration("max-lag", 100*time.Millisecond, "ticker_max_lag of the queues this node creates")
