@@ -255,14 +255,14 @@ func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error
 			return err
 		}
 		if got < b.fetchSize {
-			break
+			// Exhausted: the cursor closes with the transaction; a close
+			// here would cost a round trip per batch.
+			return nil
 		}
 		if rows, err = db.Query(ctx, fetchSQL); err != nil {
 			return err
 		}
 	}
-	_, err = db.Exec(ctx, "close "+cname)
-	return err
 }
 
 func (b *Batch) scan(rows pgx.Rows) (*Event, error) {

@@ -378,6 +378,10 @@ func TestQueueAndConsumerAdmin(t *testing.T) {
 	_, err = pgq.Tick(e.ctx, e.pool, e.queue)
 	require.ErrorContains(t, err, "paused", "paused queue does not tick")
 	require.NoError(t, pgq.SetQueueConfig(e.ctx, e.pool, e.queue, pgq.QueueConfig{TickerPaused: pgq.Ptr(false)}))
+	require.NoError(t, pgq.SetQueueConfig(e.ctx, e.pool, e.queue, pgq.QueueConfig{DisableInsert: pgq.Ptr(true)}))
+	_, err = pgq.InsertEvent(e.ctx, e.pool, e.queue, pgq.EventData{})
+	require.ErrorContains(t, err, "disallowed")
+	require.NoError(t, pgq.SetQueueConfig(e.ctx, e.pool, e.queue, pgq.QueueConfig{DisableInsert: pgq.Ptr(false)}))
 	require.ErrorIs(t, pgq.SetQueueConfig(e.ctx, e.pool, e.queue, pgq.QueueConfig{TickerMaxCount: pgq.Ptr(0)}), pgq.ErrInvalidArgument)
 
 	created, err := pgq.CreateQueue(e.ctx, e.pool, e.queue)

@@ -81,17 +81,22 @@ func SetQueueConfig(ctx context.Context, db DB, queue string, cfg QueueConfig) e
 	for _, b := range []struct {
 		name string
 		v    *bool
-	}{{"ticker_paused", cfg.TickerPaused}, {"external_ticker", cfg.ExternalTicker}, {"disable_insert", cfg.DisableInsert}} {
+	}{{"ticker_paused", cfg.TickerPaused}, {"external_ticker", cfg.ExternalTicker}} {
 		if b.v != nil {
 			set = append(set, kv{b.name, strconv.FormatBool(*b.v)})
 		}
 	}
-	if len(set) == 0 {
-		return nil
-	}
 	batch := &pgx.Batch{}
 	for _, s := range set {
 		batch.Queue("select pgq.set_queue_config($1, $2, $3)", queue, s.k, s.v)
+	}
+	if cfg.DisableInsert != nil {
+		// pgq 3.5's set_queue_config refuses this key (its check looks for
+		// "disable_inserts"), so set the column it stands for directly.
+		batch.Queue("update pgq.queue set queue_disable_insert = $2 where queue_name = $1", queue, *cfg.DisableInsert)
+	}
+	if batch.Len() == 0 {
+		return nil
 	}
 	if err := sendAll(ctx, db, batch); err != nil {
 		return opErr("set queue config", queue, "", err)
