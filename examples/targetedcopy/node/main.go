@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,6 +24,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/metrics"
+	"github.com/pgq-go/pgq/metrics/prom"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/remote"
 	"github.com/pgq-go/pgq/ticker"
@@ -56,6 +59,7 @@ func main() {
 	runTicker := flag.Bool("ticker", env("PGQ_TICKER", "") == "1", "also tick the node's database and the hubs (env PGQ_TICKER=1)")
 	tickPeriod := flag.Duration("tick-period", 100*time.Millisecond, "ticker period with --ticker")
 	maxLag := flag.Duration("max-lag", 100*time.Millisecond, "ticker_max_lag of the queues this node creates")
+	metricsAddr := flag.String("metrics-addr", env("PGQ_METRICS_ADDR", ""), "serve Prometheus /metrics on this address, e.g. :9187")
 	verbose := flag.Bool("v", false, "log at info level")
 	flag.Parse()
 
@@ -66,7 +70,7 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("node", *node)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, options{*node, *local, hubList, *applier, *table, *keys, *fn, *routing, *runTicker, *tickPeriod, *maxLag}); err != nil {
+	if err := run(ctx, log, options{*node, *local, hubList, *applier, *table, *keys, *fn, *routing, *runTicker, *tickPeriod, *maxLag, *metricsAddr}); err != nil {
 		log.Error("node failed", "err", err)
 		os.Exit(1)
 	}
@@ -80,6 +84,7 @@ type options struct {
 	routing            string
 	ticker             bool
 	tickPeriod, maxLag time.Duration
+	metricsAddr        string
 }
 
 func run(ctx context.Context, log *slog.Logger, o options) error {
@@ -134,9 +139,24 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		}
 		cfg.Also = append(cfg.Also, tk)
 	}
+	var sink *prom.Sink
+	if o.metricsAddr != "" {
+		sink = prom.New(nil)
+		cfg.Consumer.Hooks = metrics.ConsumerHooks(sink, "", "node."+o.node, cfg.Consumer.Hooks)
+	}
 	tc, err := remote.NewTargetedCopier(cfg)
 	if err != nil {
 		return err
+	}
+	if sink != nil {
+		sink.AddCollector(metrics.NewCopierCollector(o.node, tc))
+		srv := &http.Server{Addr: o.metricsAddr, Handler: sink.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+		defer srv.Close()
 	}
 	log.Info("node running", "hubs", len(o.hubs), "routing", cfg.Routing)
 	return tc.Run(ctx)
