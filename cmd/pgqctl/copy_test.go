@@ -177,7 +177,7 @@ func TestCopyStatusAndParked(t *testing.T) {
 		rep = r
 		return code == 0 && r.Nodes[0].Pending == 0 && r.Nodes[1].Pending == 0 && r.Nodes[0].RelayPending == 0 && r.Nodes[1].RelayPending == 0
 	}, 30*time.Second, 50*time.Millisecond, "%+v", rep)
-	require.Equal(t, "per-target", rep.Routing)
+	require.Equal(t, "shared", rep.Routing)
 	require.Len(t, rep.Nodes, 2)
 	for i, n := range []string{"n1", "n2"} {
 		require.Equal(t, n, rep.Nodes[i].Node)
