@@ -112,6 +112,7 @@ func (s *copySetup) config(t *testing.T, node string) remote.CopierConfig {
 	require.NoError(t, err)
 	return remote.CopierConfig{
 		Node: node, Local: s.nodes[node].Pool, Hubs: []*pgxpool.Pool{s.hub.Pool}, Applier: ra,
+		Routing:    remote.RoutingPerTarget, // per-node pending counts are exact with one queue per node
 		RetryDelay: 10 * time.Millisecond, MaxRetries: 1,
 		QueueConfig: pgq.QueueConfig{TickerMaxLag: pgq.Ptr(time.Duration(0))},
 		Consumer: consumer.Config{PollInterval: 20 * time.Millisecond,
@@ -154,7 +155,7 @@ func (s *copySetup) rows(t *testing.T, node string) int {
 
 func (s *copySetup) status(t *testing.T, extra ...string) (int, copyReport) {
 	t.Helper()
-	args := append([]string{"copy", "status", "--json", "--hub", s.hub.DSN,
+	args := append([]string{"copy", "status", "--json", "--routing", "per-target", "--hub", s.hub.DSN,
 		"--node", "n1=" + s.nodes["n1"].DSN, "--node", "n2=" + s.nodes["n2"].DSN}, extra...)
 	code, out, errOut := pgqctl(t, args...)
 	var rep copyReport
@@ -177,7 +178,7 @@ func TestCopyStatusAndParked(t *testing.T) {
 		rep = r
 		return code == 0 && r.Nodes[0].Pending == 0 && r.Nodes[1].Pending == 0 && r.Nodes[0].RelayPending == 0 && r.Nodes[1].RelayPending == 0
 	}, 30*time.Second, 50*time.Millisecond, "%+v", rep)
-	require.Equal(t, "shared", rep.Routing)
+	require.Equal(t, "per-target", rep.Routing)
 	require.Len(t, rep.Nodes, 2)
 	for i, n := range []string{"n1", "n2"} {
 		require.Equal(t, n, rep.Nodes[i].Node)
@@ -187,7 +188,7 @@ func TestCopyStatusAndParked(t *testing.T) {
 		require.Zero(t, rep.Nodes[i].Parked)
 		require.Empty(t, rep.Nodes[i].Problems)
 	}
-	code, out, _ := pgqctl(t, "copy", "status", "--hub", s.hub.DSN, "--node", "n1="+s.nodes["n1"].DSN, "--node", "n2="+s.nodes["n2"].DSN)
+	code, out, _ := pgqctl(t, "copy", "status", "--routing", "per-target", "--hub", s.hub.DSN, "--node", "n1="+s.nodes["n1"].DSN, "--node", "n2="+s.nodes["n2"].DSN)
 	require.Equal(t, 0, code, out)
 	require.Regexp(t, `(?m)^n2\s+0\s+0\s+\S+\s+batch \d+\s+0\s+\S+\s+0\s+ok$`, out)
 
@@ -211,7 +212,7 @@ func TestCopyStatusAndParked(t *testing.T) {
 	require.Equal(t, 5, s.rows(t, "n2"))
 	require.Contains(t, rep.Nodes[1].Problems, "2 event(s) parked on the node, 0 on the hub (pgqctl parked list)")
 	require.Empty(t, rep.Nodes[0].Problems)
-	code, out, _ = pgqctl(t, "copy", "status", "--hub", s.hub.DSN, "--node", "n1="+s.nodes["n1"].DSN, "--node", "n2="+s.nodes["n2"].DSN)
+	code, out, _ = pgqctl(t, "copy", "status", "--routing", "per-target", "--hub", s.hub.DSN, "--node", "n1="+s.nodes["n1"].DSN, "--node", "n2="+s.nodes["n2"].DSN)
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "status: UNHEALTHY")
 	require.Contains(t, out, "  - n2: 2 event(s) parked on the node")
@@ -264,7 +265,7 @@ func TestCopyStatusAndParked(t *testing.T) {
 	require.Equal(t, 0, code)
 
 	// An unknown, unreachable node is reported, not fatal to the others.
-	code, out, _ = pgqctl(t, "copy", "status", "--json", "--hub", s.hub.DSN, "--node", "n1="+s.nodes["n1"].DSN,
+	code, out, _ = pgqctl(t, "copy", "status", "--json", "--routing", "per-target", "--hub", s.hub.DSN, "--node", "n1="+s.nodes["n1"].DSN,
 		"--node", "n3=postgres://nobody@127.0.0.1:1/none?connect_timeout=5")
 	require.Equal(t, 1, code)
 	require.NoError(t, json.Unmarshal([]byte(out), &rep))
