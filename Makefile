@@ -12,7 +12,7 @@ test: deps vet
 	$(GO) test -race -count=1 -timeout 14m ./...
 
 demo: deps
-	$(GO) run ./internal/sandbox -db demo -- $(GO) run ./examples/quickstart
+	$(GO) run ./internal/sandbox -db demo,hub,n1,n2,n3,n4 -- sh -c '$(GO) run ./examples/quickstart && $(GO) run ./examples/targetedcopy/demo'
 
 bench: deps
 	$(GO) run ./cmd/pgqctl bench
