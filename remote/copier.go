@@ -116,9 +116,6 @@ func (c CopierConfig) withDefaults() CopierConfig {
 	if c.RetryDelay == 0 {
 		c.RetryDelay = 5 * time.Second
 	}
-	if c.Consumer.Logger == nil {
-		c.Consumer.Logger = slog.New(slog.DiscardHandler)
-	}
 	return c
 }
 
@@ -185,6 +182,7 @@ type TargetedCopier struct {
 	cfg    CopierConfig
 	log    *slog.Logger
 	relays []*RemoteConsumer
+	movers []*relay // the relays' handlers, which own a registration connection
 	pull   *RemoteConsumer
 
 	relayed, applied, retried, parked, ignored atomic.Int64
@@ -196,7 +194,11 @@ func NewTargetedCopier(cfg CopierConfig) (*TargetedCopier, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	tc := &TargetedCopier{cfg: cfg, log: cfg.Consumer.Logger.With("node", cfg.Node)}
+	log := cfg.Consumer.Logger // nil: the consumers' default (Warn and above to slog.Default)
+	if log == nil {
+		log = slog.Default()
+	}
+	tc := &TargetedCopier{cfg: cfg, log: log.With("node", cfg.Node)}
 	shards := len(cfg.Hubs)
 	for s, hub := range cfg.Hubs {
 		r := &relay{tc: tc, shard: s, name: RelayConsumerName(cfg.Node, s, shards), ensured: map[string]bool{}}
@@ -206,7 +208,7 @@ func NewTargetedCopier(cfg CopierConfig) (*TargetedCopier, error) {
 		if err != nil {
 			return nil, err
 		}
-		tc.relays = append(tc.relays, rc)
+		tc.relays, tc.movers = append(tc.relays, rc), append(tc.movers, r)
 	}
 	p := &puller{tc: tc}
 	cc := cfg.Consumer
@@ -271,12 +273,18 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 	return ensureTarget(ctx, tc.hubOf(tc.cfg.Node), tc.pullQueue(), tc.cfg.Node, tc.cfg.QueueConfig)
 }
 
+// hubDB is a pool or a connection to a hub.
+type hubDB interface {
+	pgq.DB
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
 // ensureTarget creates target's pull queue if needed and registers its
 // pull consumer, in a short transaction of its own, serialised with other
 // nodes doing the same. It never runs inside a relay's transaction: that
 // would hold one queue lock while waiting for another (deadlock between
 // relays), and registering early is harmless.
-func ensureTarget(ctx context.Context, hub *pgxpool.Pool, queue, target string, qc pgq.QueueConfig) error {
+func ensureTarget(ctx context.Context, hub hubDB, queue, target string, qc pgq.QueueConfig) error {
 	// Lock-free check first: at start-up every relay meets every target.
 	var registered bool
 	if err := hub.QueryRow(ctx, `select exists (select 1 from pgq.subscription s
@@ -364,6 +372,9 @@ func (tc *TargetedCopier) Run(ctx context.Context) error {
 		launch(fmt.Sprintf("runner %d", i), a.Run)
 	}
 	wg.Wait()
+	for _, r := range tc.movers {
+		r.close()
+	}
 	return first
 }
 
@@ -375,21 +386,30 @@ type relay struct {
 
 	mu      sync.Mutex
 	ensured map[string]bool // targets whose registration on the hub is committed
+	regConn *pgx.Conn       // registration connection to the hub, opened on first use
 }
 
-// relayFlush is how many events per hub queue are buffered before a COPY.
+// relayFlush bounds the events buffered for COPY, over all hub queues of a
+// relay batch: memory stays bounded however many targets a batch has.
 const relayFlush = 5000
 
 func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx) error {
 	tc := r.tc
 	shards := len(tc.cfg.Hubs)
 	bufs := map[string][]pgq.EventData{}
-	flush := func(queue string) error {
-		if _, err := pgq.InsertEvents(ctx, hub, queue, bufs[queue]); err != nil {
-			return err
+	buffered := 0
+	flushAll := func() error {
+		for queue, buf := range bufs {
+			if len(buf) == 0 {
+				continue
+			}
+			if _, err := pgq.InsertEvents(ctx, hub, queue, buf); err != nil {
+				return err
+			}
+			tc.relayed.Add(int64(len(buf)))
+			bufs[queue] = buf[:0]
 		}
-		tc.relayed.Add(int64(len(bufs[queue])))
-		bufs[queue] = bufs[queue][:0]
+		buffered = 0
 		return nil
 	}
 	var newTargets []string
@@ -415,32 +435,60 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 		}
 		queue := tc.queueFor(target)
 		if !tc.cfg.NoTargetRegistration && !r.isEnsured(target) {
-			if err := ensureTarget(ctx, tc.cfg.Hubs[r.shard], queue, target, tc.cfg.QueueConfig); err != nil {
+			if err := r.register(ctx, queue, target); err != nil {
 				return fmt.Errorf("register target %s on hub: %w", target, err)
 			}
 			newTargets = append(newTargets, target)
-			r.mu.Lock()
-			r.ensured[target] = true
-			r.mu.Unlock()
 		}
 		bufs[queue] = append(bufs[queue], ev.EventData)
-		if len(bufs[queue]) >= relayFlush {
-			if err := flush(queue); err != nil {
+		if buffered++; buffered >= relayFlush {
+			if err := flushAll(); err != nil {
 				return err
 			}
 		}
 	}
-	for q := range bufs {
-		if len(bufs[q]) > 0 {
-			if err := flush(q); err != nil {
-				return err
-			}
-		}
+	if err := flushAll(); err != nil {
+		return err
 	}
 	if len(newTargets) > 0 {
-		tc.log.Info("targets registered on hub", "shard", r.shard, "targets", newTargets)
+		tc.log.Debug("targets registered on hub", "shard", r.shard, "targets", newTargets)
 	}
 	return nil
+}
+
+// register ensures target on the relay's hub through a connection of its
+// own: the relay already holds one of the hub pool's connections for its
+// batch, and taking a second from the pool can deadlock when every
+// connection is held by a relay waiting for another.
+func (r *relay) register(ctx context.Context, queue, target string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.regConn == nil {
+		conn, err := pgx.ConnectConfig(ctx, r.tc.cfg.Hubs[r.shard].Config().ConnConfig.Copy())
+		if err != nil {
+			return err
+		}
+		r.regConn = conn
+	}
+	if err := ensureTarget(ctx, r.regConn, queue, target, r.tc.cfg.QueueConfig); err != nil {
+		r.closeLocked()
+		return err
+	}
+	r.ensured[target] = true
+	return nil
+}
+
+func (r *relay) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closeLocked()
+}
+
+func (r *relay) closeLocked() {
+	if r.regConn != nil {
+		_ = r.regConn.Close(context.Background())
+		r.regConn = nil
+	}
 }
 
 func (r *relay) isEnsured(target string) bool {

@@ -145,11 +145,7 @@ func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n i
 		tc, err := remote.NewTargetedCopier(remote.CopierConfig{
 			Node: node, Local: local, Hubs: []*pgxpool.Pool{hp}, Routing: routing,
 			PushQueue: c.push, Applier: ra,
-			// Every node registers itself in Setup before any row is
-			// produced, so the relays need not register targets (see
-			// the note: with it on, relays deadlock on the hub).
-			NoTargetRegistration: true,
-			QueueConfig:          pgq.QueueConfig{TickerMaxLag: pgq.Ptr(targetedMaxLag)},
+			QueueConfig: pgq.QueueConfig{TickerMaxLag: pgq.Ptr(targetedMaxLag)},
 			Consumer: consumer.Config{Logger: quiet, Hooks: consumer.Hooks{OnError: func(ei consumer.ErrorInfo) {
 				c.mu.Lock()
 				c.errs++
