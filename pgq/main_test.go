@@ -15,10 +15,7 @@ import (
 var cluster *pgtest.Cluster
 
 func TestMain(m *testing.M) {
-	cluster = pgtest.MustStart()
-	code := m.Run()
-	cluster.Close()
-	os.Exit(code)
+	os.Exit(pgtest.Main(m, &cluster))
 }
 
 type env struct {

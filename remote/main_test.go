@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/pgq-go/pgq/internal/pgtest"
-	"go.uber.org/goleak"
 )
 
 var cluster *pgtest.Cluster
@@ -14,14 +13,5 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelperProcess())
 	}
-	cluster = pgtest.MustStart()
-	code := m.Run()
-	cluster.Close()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			println("goleak:", err.Error())
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(pgtest.Main(m, &cluster))
 }

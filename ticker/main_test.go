@@ -2,7 +2,6 @@ package ticker_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -14,22 +13,12 @@ import (
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/ticker"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 var cluster *pgtest.Cluster
 
 func TestMain(m *testing.M) {
-	cluster = pgtest.MustStart()
-	code := m.Run()
-	cluster.Close()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(pgtest.Main(m, &cluster))
 }
 
 // fast is a Config with test-sized periods for one database.

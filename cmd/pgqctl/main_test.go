@@ -10,23 +10,13 @@ import (
 
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 // cluster is the test server shared by every pgqctl command's tests.
 var cluster *pgtest.Cluster
 
 func TestMain(m *testing.M) {
-	cluster = pgtest.MustStart()
-	code := m.Run()
-	cluster.Close()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(pgtest.Main(m, &cluster))
 }
 
 func TestRegistry(t *testing.T) {
