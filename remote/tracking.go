@@ -23,7 +23,11 @@ type migration struct {
 // Skytools pgq_ext is verified and used as-is.
 var (
 	pgqExtMigration = migration{"pgq_ext/1", "schema/pgq_ext_1.sql"}
-	ownMigrations   = []migration{{"pgq_go/1", "schema/pgq_go_1.sql"}}
+	ownMigrations   = []migration{
+		{"pgq_go/1", "schema/pgq_go_1.sql"},
+		{"pgq_go/2", "schema/pgq_go_2.sql"}, // tracking keyed by source, tick guard
+		{"pgq_go/3", "schema/pgq_go_3.sql"}, // copier: parked events, per-key order
+	}
 )
 
 // requiredPgqExt lists the pgq_ext functions this package calls.

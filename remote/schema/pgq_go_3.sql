@@ -1,0 +1,2 @@
+-- pgq-go copier tables, version 3 (filled in below).
+select 1;
