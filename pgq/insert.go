@@ -83,16 +83,22 @@ func InsertEvents(ctx context.Context, tx Copier, queue string, evs []EventData)
 
 // InsertEventsFrom is InsertEvents reading events from an iterator, so huge
 // loads never sit in memory.
+//
+// The transaction must be READ COMMITTED (PostgreSQL's default): under
+// REPEATABLE READ or SERIALIZABLE the event table would be read from a
+// snapshot older than the transaction's id, and a table rotation in between
+// could hide the events from every consumer, so such a transaction is
+// refused with ErrInvalidArgument before anything is written.
 func InsertEventsFrom(ctx context.Context, tx Copier, queue string, evs iter.Seq[EventData]) (int64, error) {
 	if err := ValidateName("queue", queue); err != nil {
 		return 0, err
 	}
-	var (
-		table string
-		now   time.Time
-	)
-	if err := tx.QueryRow(ctx, "select pgq.current_event_table($1), now()", queue).Scan(&table, &now); err != nil {
-		return 0, opErr("bulk insert", queue, "", err)
+	table, now, err := currentEventTable(ctx, tx, queue)
+	if err != nil {
+		return 0, err
+	}
+	if testHookBeforeCopy != nil {
+		testHookBeforeCopy(ctx, queue, table)
 	}
 	schema, name, ok := strings.Cut(table, ".")
 	if !ok {
@@ -110,6 +116,67 @@ func InsertEventsFrom(ctx context.Context, tx Copier, queue string, evs iter.Seq
 	}
 	return n, nil
 }
+
+const (
+	sqlOwnTxid    = "select txid_current()"
+	sqlEventTable = "select pgq.current_event_table($1), now(), current_setting('transaction_isolation')"
+)
+
+// currentEventTable returns the table to COPY into and the transaction's
+// now(), after making sure the transaction owns a txid.
+//
+// Why the txid must come first (pgq--3.5.sql): rotation step1 switches
+// queue_cur_table and records its txid as queue_switch_step1; step2, in a
+// later transaction, records queue_switch_step2. batch_event_tables reads
+// only the new table for a batch whose start tick has
+// xmin(snapshot) > queue_switch_step2. Our txid X is assigned before the
+// statement that reads the table takes its snapshot (READ COMMITTED: one
+// snapshot per statement, so a separate, earlier statement). If that
+// snapshot sees step1, we write the new table, which every batch that can
+// contain X reads (its end tick saw us commit after step1 did, so its xmax
+// exceeds queue_switch_step1). If not, step1 committed after the snapshot,
+// so step2's txid was assigned later still: X < queue_switch_step2. A batch
+// containing us starts at a tick that did not see us commit, so that
+// tick's xmin is at most X, hence not above queue_switch_step2, and the
+// previous table - where we wrote - is read too. Without the earlier txid,
+// X is assigned by the COPY itself, possibly after step2, and the rows land
+// in the previous table with X > queue_switch_step2: never delivered.
+// (pgq.insert_event avoids this by reading and inserting in one statement.)
+func currentEventTable(ctx context.Context, tx Copier, queue string) (string, time.Time, error) {
+	var (
+		table, iso string
+		now        time.Time
+		txid       int64
+	)
+	var err error
+	if bs, ok := tx.(batchSender); ok {
+		// One round trip, still two statements (two snapshots).
+		pb := &pgx.Batch{}
+		pb.Queue(sqlOwnTxid)
+		pb.Queue(sqlEventTable, queue)
+		res := bs.SendBatch(ctx, pb)
+		if err = res.QueryRow().Scan(&txid); err == nil {
+			err = res.QueryRow().Scan(&table, &now, &iso)
+		}
+		if cerr := res.Close(); err == nil {
+			err = cerr
+		}
+	} else if err = tx.QueryRow(ctx, sqlOwnTxid).Scan(&txid); err == nil {
+		err = tx.QueryRow(ctx, sqlEventTable, queue).Scan(&table, &now, &iso)
+	}
+	if err != nil {
+		return "", time.Time{}, opErr("bulk insert", queue, "", err)
+	}
+	if iso != "read committed" {
+		return "", time.Time{}, fmt.Errorf("pgq: bulk insert %s: transaction isolation is %s; COPY into the event table "+
+			"needs read committed (a rotation could otherwise hide the events): %w", queue, iso, ErrInvalidArgument)
+	}
+	return table, now, nil
+}
+
+// testHookBeforeCopy, set by tests only, runs between the event table read
+// and the COPY.
+var testHookBeforeCopy func(ctx context.Context, queue, table string)
 
 type eventSource struct {
 	now  time.Time
