@@ -85,7 +85,10 @@ func TestTickerInProcess(t *testing.T) {
 	}()
 	ticked := tick()
 	require.Eventually(t, ticked, 20*time.Second, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "ticker: stats") }, 10*time.Second, 10*time.Millisecond)
+	// Wait for the line asserted, not for any stats line: the first ones
+	// can be logged before the worker connected (state=connecting).
+	require.Eventually(t, func() bool { return logged(out.String(), "ticker: stats", "state=ticking") }, 20*time.Second, 10*time.Millisecond,
+		"a stats line with state=ticking; log: %s", &out)
 	stop()
 	select {
 	case code := <-done:
@@ -93,7 +96,21 @@ func TestTickerInProcess(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("pgqctl ticker did not stop")
 	}
-	require.Contains(t, out.String(), "state=ticking")
+	require.Contains(t, out.String(), "ticker stopped")
+}
+
+// logged reports whether one line of log contains every one of parts.
+func logged(log string, parts ...string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // TestTickerDaemon builds pgqctl and runs it as pgqd users would: with an
