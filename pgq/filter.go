@@ -1,7 +1,6 @@
 package pgq
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -94,13 +93,17 @@ func HasPrefix(field Field, prefix string) Filter {
 	if !field.valid() {
 		return Filter{err: fmt.Errorf("unknown field %q: %w", field, ErrInvalidArgument)}
 	}
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-	lit, err := QuoteLiteral(r.Replace(prefix) + "%")
+	// The escape character is '!', not a backslash: an ordinary '\'
+	// literal is an unterminated string when standard_conforming_strings
+	// is off, and no emitted literal should depend on that setting.
+	lit, err := QuoteLiteral(likeEscaper.Replace(prefix) + "%")
 	if err != nil {
 		return Filter{err: err}
 	}
-	return Filter{sql: string(field) + " like " + lit + ` escape '\'`}
+	return Filter{sql: string(field) + " like " + lit + " escape '!'"}
 }
+
+var likeEscaper = strings.NewReplacer(`!`, `!!`, `%`, `!%`, `_`, `!_`)
 
 // And selects events matching every filter.
 func And(fs ...Filter) Filter { return combine(" and ", fs) }
@@ -137,11 +140,14 @@ func combine(op string, fs []Filter) Filter {
 }
 
 // QuoteLiteral quotes s as an SQL string literal that means s whatever
-// standard_conforming_strings is set to. NUL bytes are refused (PostgreSQL
-// text cannot hold them).
+// standard_conforming_strings is set to: a value with a backslash becomes
+// an escape string (E'...', backslashes doubled), read the same way under
+// either setting; any other value is a plain '...' literal, which holds no
+// backslash. NUL bytes are refused with ErrInvalidArgument (PostgreSQL text
+// cannot hold them).
 func QuoteLiteral(s string) (string, error) {
 	if strings.IndexByte(s, 0) >= 0 {
-		return "", errors.New("pgq: value contains a NUL byte: " + ErrInvalidArgument.Error())
+		return "", fmt.Errorf("pgq: value contains a NUL byte: %w", ErrInvalidArgument)
 	}
 	q := "'" + strings.ReplaceAll(s, "'", "''") + "'"
 	if strings.Contains(s, `\`) {
