@@ -21,21 +21,32 @@ type ParkedEvent struct {
 	Event    pgq.Event
 }
 
+// sqlPark adds a parked row. It is a plain insert: event ids repeat (a
+// rebuilt hub, a node moved to another shard), and a parked row must never
+// be overwritten by another event.
 const sqlPark = `insert into pgq_go.parked_event (consumer_id, queue_name, error,
-	ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)
-	values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-	on conflict (consumer_id, queue_name, ev_id) do update
-	set error = excluded.error, parked_at = now(), ev_retry = excluded.ev_retry`
+	ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4, order_key)
+	values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
 
-// park stores ev with the error that stopped it, in tx.
+// park stores ev with the error that stopped it, in tx, without an order
+// key.
 func park(ctx context.Context, tx pgx.Tx, consumer, queue string, ev *pgq.Event, cause error) error {
-	msg := cause.Error()
+	return parkKeyed(ctx, tx, consumer, queue, ev, cause, nil)
+}
+
+// parkKeyed is park recording ev's order key (nil: none).
+func parkKeyed(ctx context.Context, tx pgx.Tx, consumer, queue string, ev *pgq.Event, cause error, key *string) error {
+	_, err := tx.Exec(ctx, sqlPark, consumer, queue, clipError(cause.Error()), ev.ID, ev.Time, ev.TxID, ev.Retry,
+		ev.Type, ev.Data, ev.Extra1, ev.Extra2, ev.Extra3, ev.Extra4, key)
+	return err
+}
+
+// clipError bounds an error message stored in the database.
+func clipError(msg string) string {
 	if len(msg) > 8000 {
 		msg = msg[:8000] + "…"
 	}
-	_, err := tx.Exec(ctx, sqlPark, consumer, queue, msg, ev.ID, ev.Time, ev.TxID, ev.Retry,
-		ev.Type, ev.Data, ev.Extra1, ev.Extra2, ev.Extra3, ev.Extra4)
-	return err
+	return msg
 }
 
 // ParkedFilter selects parked events; zero fields match everything.

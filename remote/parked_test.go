@@ -1,0 +1,78 @@
+package remote_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/internal/pgtest"
+	"github.com/pgq-go/pgq/remote"
+	"github.com/stretchr/testify/require"
+)
+
+// installV1 leaves db as a release that shipped only pgq_ext/1 and
+// pgq_go/1 left it: the same DDL and migration records install() writes.
+func installV1(t *testing.T, ctx context.Context, db *pgxpool.Pool) {
+	t.Helper()
+	_, err := db.Exec(ctx, `create schema pgq_go;
+		create table pgq_go.migration (name text primary key, applied_at timestamptz not null default now())`)
+	require.NoError(t, err)
+	for _, f := range []string{"schema/pgq_ext_1.sql", "schema/pgq_go_1.sql"} {
+		sql, err := os.ReadFile(f)
+		require.NoError(t, err)
+		_, err = db.Exec(ctx, string(sql))
+		require.NoError(t, err, f)
+	}
+	_, err = db.Exec(ctx, "insert into pgq_go.migration (name) values ('pgq_ext/1'), ('pgq_go/1')")
+	require.NoError(t, err)
+}
+
+// TestParkKeepsEventsWithRepeatedIDs: a node upgraded in place from a
+// pgq_go/1 install, with parked events whose ids the rebuilt hub hands out
+// again. Parking the new events must keep both the old rows and the new
+// payloads (B5: the upsert kept the old payload and a replay applied it).
+func TestParkKeepsEventsWithRepeatedIDs(t *testing.T) {
+	t.Parallel()
+	cc := newCopyCluster(t, 2, 1, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	n2 := cc.local["n2"].Pool
+	installV1(t, cc.ctx, n2)
+	// Parked by the old release for event ids 1..20 of the hub's pull queue.
+	const old = 20
+	for id := 1; id <= old; id++ {
+		_, err := n2.Exec(cc.ctx, `insert into pgq_go.parked_event (consumer_id, queue_name, error, ev_id, ev_time,
+			ev_type, ev_extra1, ev_extra2) values ($1, 'pull_queue', 'old error', $2, now(), 'copy', 'n2', $3)`,
+			remote.PullConsumerName("n2"), id, fmt.Sprintf("old-%d", id))
+		require.NoError(t, err)
+	}
+	cc.setupAll() // upgrades n2's tracking schema in place
+	cc.startTicker()
+	_, c2 := runCopier(t, cc.ctx, cc.config("n2"))
+
+	// The hub was rebuilt: its new pull queue hands out ids 1, 2, 3 again,
+	// for three events that can never be applied.
+	for i := 1; i <= 3; i++ {
+		_, err := cc.hubs[0].Pool.Exec(cc.ctx, `select pgq.insert_event_raw('pull_queue', $1, now(), null, null,
+			'copy', null, 'n2', $2, null, null)`, i, fmt.Sprintf("action=ins&id=%%zz&new=%d", i))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return c2.Stats().Parked >= 3 }, 60*time.Second, 20*time.Millisecond)
+
+	parked, err := remote.ListParked(cc.ctx, n2, remote.ParkedFilter{})
+	require.NoError(t, err)
+	payloads := map[string]int64{}
+	for _, p := range parked {
+		payloads[p.Event.Extra2.String] = p.Event.ID
+	}
+	for id := 1; id <= old; id++ {
+		require.Equal(t, int64(id), payloads[fmt.Sprintf("old-%d", id)], "old parked row %d kept", id)
+	}
+	for i := 1; i <= 3; i++ {
+		got, ok := payloads[fmt.Sprintf("action=ins&id=%%zz&new=%d", i)]
+		require.True(t, ok, "new event %d parked with its own payload (parked: %d rows)", i, len(parked))
+		require.Equal(t, int64(i), got)
+	}
+	require.Len(t, parked, old+3)
+}
