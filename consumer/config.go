@@ -46,9 +46,10 @@ type Config struct {
 	// Default 0: off.
 	KeepLag time.Duration
 
-	// Filter selects events server-side (Skytools table_filter, and more);
-	// events it rejects are never sent to this process and count as done.
-	// Default: every event.
+	// Filter selects events server-side (Skytools table_filter is
+	// pgq.TableIn(tables...), which schema-qualifies bare names like
+	// Skytools; and more); events it rejects are never sent to this process
+	// and count as done. Default: every event.
 	Filter pgq.Filter
 
 	// PollInterval is the longest wait between two looks for a batch when

@@ -46,8 +46,12 @@
 //	pgq_batch_collect_events             Config.MinCount
 //	pgq_batch_collect_interval           Config.MinInterval
 //	pgq_keep_lag                         Config.KeepLag
-//	table_filter (ev_extra1 in (...))    Config.Filter = pgq.In(pgq.FieldExtra1, ...);
-//	                                     any typed pgq.Filter, evaluated by the server
+//	table_filter = orders, s.t           Config.Filter = pgq.TableIn("orders", "s.t"):
+//	  (ev_extra1 in (fq_name(...)))        bare names get "public." as with fq_name, so
+//	                                     "orders" matches the "public.orders" that
+//	                                     trigger producers write (pgq.In(FieldExtra1,
+//	                                     ...) compares literally); any typed pgq.Filter
+//	                                     is evaluated by the server
 //	loop_delay = 1.0                     Config.PollInterval (default 1s), shortened by
 //	                                     LISTEN wake-ups (Config.DisableListen turns off)
 //	exception_sleep = 20                 Config.ErrorBackoff (1s, doubling, capped at 20s)

@@ -80,6 +80,35 @@ func In(field Field, vs ...string) Filter {
 	return Filter{sql: sb.String()}
 }
 
+// TableIn selects events whose ev_extra1 names one of tables, the way
+// Skytools' table_filter does: each name is normalised as skytools.fq_name
+// does it, so a bare name gets the "public" schema ("orders" matches
+// ev_extra1 "public.orders", which trigger-based producers such as
+// pgq.logutriga write) and a name with a dot is kept as written (no case
+// folding, no quote handling: match what the producer wrote). The names are
+// quoted literals, never SQL. An empty name is invalid; no names select
+// nothing (Skytools' empty table_filter means no filter: use the zero
+// Filter).
+func TableIn(tables ...string) Filter {
+	fq := make([]string, len(tables))
+	for i, t := range tables {
+		if t == "" {
+			return Filter{err: fmt.Errorf("pgq: table filter: empty table name: %w", ErrInvalidArgument)}
+		}
+		fq[i] = fqName(t)
+	}
+	return In(FieldExtra1, fq...)
+}
+
+// fqName schema-qualifies a table name the way Skytools' fq_name does: a
+// name without a dot gets "public."; any other name is returned unchanged.
+func fqName(table string) string {
+	if strings.Contains(table, ".") {
+		return table
+	}
+	return "public." + table
+}
+
 // IsNull selects events whose field is NULL.
 func IsNull(field Field) Filter {
 	if !field.valid() {

@@ -64,3 +64,69 @@ func TestFilterLiteralsWithoutStandardConformingStrings(t *testing.T) {
 	}
 	require.ErrorIs(t, pgq.HasPrefix(pgq.FieldExtra1, "nul\x00").Err(), pgq.ErrInvalidArgument)
 }
+
+// TestTableInMatchesSkytoolsTableFilter: a bare table name matches the
+// schema-qualified ev_extra1 a trigger-based producer writes (Skytools
+// fq_name), qualified names match as written, hostile names are literals.
+func TestTableInMatchesSkytoolsTableFilter(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	_, err := e.pool.Exec(e.ctx, `create schema sales;
+		create table public.orders (id int primary key, note text);
+		create table sales.orders (id int primary key);
+		create trigger pgq_ins after insert on public.orders for each row execute procedure pgq.logutriga('q');
+		create trigger pgq_ins after insert on sales.orders for each row execute procedure pgq.logutriga('q');
+		insert into public.orders values (1, 'a');
+		insert into sales.orders values (2);`)
+	require.NoError(t, err)
+	hostile := []string{`x'); drop table orders; --`, `a\'b`, `public.a'b`, `"Q".t`, `x'); drop table public.orders; --`}
+	for _, v := range append([]string{"orders", "public.customers"}, hostile...) {
+		_, err := pgq.InsertEvent(e.ctx, e.pool, e.queue, pgq.EventData{Type: pgq.T("x"), Extra1: pgq.T(v)})
+		require.NoError(t, err)
+	}
+	for _, v := range []string{`public.x'); drop table orders; --`, `public.a\'b`} {
+		_, err = pgq.InsertEvent(e.ctx, e.pool, e.queue, pgq.EventData{Type: pgq.T("x"), Extra1: pgq.T(v)})
+		require.NoError(t, err)
+	}
+	e.tick(t)
+	info := e.next(t)
+	all := e.events(t, info, pgq.ReadOptions{})
+	require.Equal(t, "public.orders", all[0].Extra1.String, "what the trigger writes")
+	require.Equal(t, "sales.orders", all[1].Extra1.String)
+
+	cases := []struct {
+		name   string
+		tables []string
+		want   []string
+	}{
+		{"bare name is public", []string{"orders"}, []string{"public.orders"}},
+		{"qualified", []string{"public.orders"}, []string{"public.orders"}},
+		{"other schema", []string{"sales.orders"}, []string{"sales.orders"}},
+		{"several", []string{"orders", "sales.orders", "customers"}, []string{"public.orders", "sales.orders", "public.customers"}},
+		{"hostile bare", []string{`x'); drop table orders; --`, `a\'b`}, []string{`public.x'); drop table orders; --`, `public.a\'b`}},
+		// fq_name splits at the first dot: this one counts as qualified.
+		{"hostile with a dot", []string{`x'); drop table public.orders; --`}, []string{`x'); drop table public.orders; --`}},
+		{"hostile qualified", []string{`public.a'b`, `"Q".t`}, []string{`public.a'b`, `"Q".t`}},
+		{"none", nil, nil},
+	}
+	for _, c := range cases {
+		f := pgq.TableIn(c.tables...)
+		require.NoError(t, f.Err())
+		for _, fetch := range []int{0, 2} {
+			var got []string
+			for _, ev := range e.events(t, info, pgq.ReadOptions{FetchSize: fetch, Filter: f}) {
+				got = append(got, ev.Extra1.String)
+			}
+			require.Equal(t, c.want, got, "%s fetch %d (%s)", c.name, fetch, f)
+		}
+	}
+	require.ErrorIs(t, pgq.TableIn("orders", "").Err(), pgq.ErrInvalidArgument)
+	// The literal match misses what triggers write: why TableIn exists.
+	literal := e.events(t, info, pgq.ReadOptions{Filter: pgq.In(pgq.FieldExtra1, "orders")})
+	require.Len(t, literal, 1)
+	require.Equal(t, "orders", literal[0].Extra1.String)
+	require.Equal(t, "ev_extra1 in ('public.orders', 's.t.u')", pgq.TableIn("orders", "s.t.u").String())
+	var n int
+	require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from public.orders").Scan(&n))
+	require.Equal(t, 1, n)
+}
