@@ -182,7 +182,10 @@ func TestNotify(t *testing.T) {
 	insert(t, ctx, db.Pool, long, "x")
 	id, _ := wait(long, before)
 	require.Greater(t, id, before)
-	require.Greater(t, r.stats(db.Name).Notifies, int64(20))
+	// The worker counts a NOTIFY after its statement returns, which can be
+	// after the listener already received it: wait for the count.
+	require.Eventually(t, func() bool { return r.stats(db.Name).Notifies > 20 }, 10*time.Second, 5*time.Millisecond,
+		"every NOTIFY received is counted")
 }
 
 // consumeOnce opens, reads and finishes one batch; nil when none is ready.
