@@ -66,7 +66,9 @@ type Config struct {
 	ErrorBackoff Backoff
 
 	// Register registers the consumer on the queue when Run starts, if it
-	// is not registered yet (Skytools --register, done by hand there).
+	// is not registered yet (Skytools --register, done by hand there). A
+	// missing queue still ends Run with pgq.ErrQueueNotFound, and a
+	// consumer unregistered while Run goes on is not registered again.
 	// Default false: Run fails with pgq.ErrNotRegistered.
 	Register bool
 

@@ -62,8 +62,12 @@ func New(pool *pgxpool.Pool, cfg Config, h BatchHandler) (*Consumer, error) {
 func (c *Consumer) Config() Config { return c.cfg }
 
 // Run consumes batches until ctx is cancelled (then it returns nil) or a
-// fatal error occurs: the consumer is not registered (and Config.Register
-// is off), the queue or the pgq extension is missing. Handler errors,
+// fatal error occurs, logged at error level and returned: the consumer is
+// not registered (pgq.ErrNotRegistered; at start with Config.Register off,
+// or unregistered while running: it is never re-registered behind the
+// operator's back), the queue is missing (pgq.ErrQueueNotFound, at start
+// or dropped while running, also with Config.Register), or the pgq
+// extension is missing (pgq.ErrNoExtension). Handler errors,
 // panics and database errors are logged and retried after a backoff; they
 // never end Run. A batch being processed when ctx is cancelled is finished
 // if the handler returns nil, and left untouched (delivered again on the
@@ -85,6 +89,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			c.log.Error(stopMessage(err), "err", err)
 			return err
 		}
 	}
@@ -115,7 +120,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return nil
 			}
 			if isFatal(err) {
-				c.log.Error("consumer stopped", "err", err)
+				c.log.Error(stopMessage(err), "err", err)
 				return err
 			}
 			if !sleepCtx(ctx, l.fail(err)) {
@@ -155,6 +160,19 @@ func isFatal(err error) bool {
 		}
 	}
 	return false
+}
+
+// stopMessage is the log message for an error that ends Run.
+func stopMessage(err error) string {
+	switch {
+	case errors.Is(err, pgq.ErrQueueNotFound):
+		return "consumer stopped: the queue does not exist"
+	case errors.Is(err, pgq.ErrNotRegistered):
+		return "consumer stopped: the consumer is not registered on the queue (register it, or set Config.Register)"
+	case errors.Is(err, pgq.ErrNoExtension):
+		return "consumer stopped: the pgq extension is missing"
+	}
+	return "consumer stopped"
 }
 
 // stepError carries what the loop needs to log and count a failed step.

@@ -71,10 +71,21 @@
 //	ev.tag_done()                        ev.TagDone() (undoes TagRetry; done is default)
 //	ev.retry                             ev.Retry (ev_retry: earlier delivery attempts)
 //	exception -> sleep, same batch       error or panic -> backoff, same batch
+//	"Not subscriber to queue" (consumer  Run logs and returns pgq.ErrNotRegistered; with
+//	  not registered): logged, retried     Config.Register it registers at start only, never
+//	  every exception_sleep forever        again while running (that would skip events)
+//	same message for a missing queue,    Run logs "the queue does not exist" and returns
+//	  retried forever                      pgq.ErrQueueNotFound (at start, with Register
+//	                                       too, or when the queue is dropped while running)
 //	SIGINT / SIGTERM                     cancel the context given to Run
 //
-// Two behaviours differ on purpose: retries use pgq.event_retry_raw (one
-// cheap insert per retried event, pipelined with finish_batch) instead of
-// pgq.event_retry, which rescans the batch for every retried event; and
-// the filter is built from typed, quoted values, never from SQL text.
+// Three behaviours differ on purpose. A consumer that is not registered,
+// or whose queue is missing, ends Run with an error naming queue and
+// consumer instead of retrying forever: neither heals without an operator,
+// and a supervisor shows a stopped process where a retry loop only logs
+// (nothing is lost: the consumer's position stays where it was). Retries
+// use pgq.event_retry_raw (one cheap insert per retried event, pipelined
+// with finish_batch) instead of pgq.event_retry, which rescans the batch
+// for every retried event. And the filter is built from typed, quoted
+// values, never from SQL text.
 package consumer

@@ -35,14 +35,23 @@ type BatchOptions struct {
 	MinInterval time.Duration // wait until batches span this long (pgq_batch_collect_interval)
 }
 
-const sqlNextBatch = `select batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time,
-	cur_tick_event_seq, prev_tick_event_seq
-	from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)`
+// sqlNextBatch calls next_batch_custom once per row of pgq.queue named $1:
+// for a missing queue it is never called and no row comes back. PgQ itself
+// raises "Not subscriber to queue" for a missing queue and an unknown
+// consumer alike; this tells them apart in the same round trip, inside a
+// transaction too (where a failed statement leaves nothing to ask with).
+const sqlNextBatch = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
+	b.cur_tick_event_seq, b.prev_tick_event_seq
+	from pgq.queue q,
+	lateral pgq.next_batch_custom(q.queue_name, $2, $3::interval, $4::int4, $5::interval) b
+	where q.queue_name = $1`
 
 // NextBatch opens the consumer's next batch (or returns its open one again:
 // the same batch comes back until FinishBatch). It returns nil when no
 // batch is ready. Commit the transaction that ran it before processing the
 // batch: a rolled-back next batch gives the same events a new batch id.
+// A missing queue is [ErrQueueNotFound], an unknown consumer on an
+// existing queue [ErrNotRegistered].
 func NextBatch(ctx context.Context, db DB, queue, consumer string) (*BatchInfo, error) {
 	return NextBatchCustom(ctx, db, queue, consumer, BatchOptions{})
 }
@@ -71,6 +80,9 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 	)
 	err := db.QueryRow(ctx, sqlNextBatch, queue, consumer, minLag, minCount, minInterval).
 		Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("pgq: next batch %s/%s: %w", queue, consumer, ErrQueueNotFound)
+	}
 	if err != nil {
 		return nil, opErr("next batch", queue, consumer, err)
 	}

@@ -71,7 +71,8 @@ const sqlConsumerInfo = `select queue_name, consumer_name, lag, last_seen, last_
 	coalesce(current_batch, 0), coalesce(next_tick, 0), coalesce(pending_events, 0)
 	from pgq.get_consumer_info($1, $2)`
 
-// GetConsumerInfo returns the info of one consumer ([ErrNotRegistered] if absent).
+// GetConsumerInfo returns the info of one consumer ([ErrNotRegistered] if
+// absent, [ErrQueueNotFound] if the queue is).
 func GetConsumerInfo(ctx context.Context, db DB, queue, consumer string) (ConsumerInfo, error) {
 	if err := validateQC(queue, consumer); err != nil {
 		return ConsumerInfo{}, err
@@ -81,9 +82,22 @@ func GetConsumerInfo(ctx context.Context, db DB, queue, consumer string) (Consum
 		return ConsumerInfo{}, opErr("consumer info", queue, consumer, err)
 	}
 	if len(cs) == 0 {
-		return ConsumerInfo{}, fmt.Errorf("pgq: consumer info %s/%s: %w", queue, consumer, ErrNotRegistered)
+		return ConsumerInfo{}, notRegistered(ctx, db, "consumer info", queue, consumer)
 	}
 	return cs[0], nil
+}
+
+// notRegistered reports a consumer missing from queue as ErrQueueNotFound
+// when the queue itself is missing, ErrNotRegistered otherwise.
+func notRegistered(ctx context.Context, db DB, op, queue, consumer string) error {
+	var exists bool
+	if err := db.QueryRow(ctx, "select exists (select 1 from pgq.queue where queue_name = $1)", queue).Scan(&exists); err != nil {
+		return opErr(op, queue, consumer, err)
+	}
+	if !exists {
+		return fmt.Errorf("pgq: %s %s/%s: %w", op, queue, consumer, ErrQueueNotFound)
+	}
+	return fmt.Errorf("pgq: %s %s/%s: %w", op, queue, consumer, ErrNotRegistered)
 }
 
 // ListConsumers returns the consumers of queue, or of every queue when
