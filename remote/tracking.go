@@ -168,7 +168,8 @@ func verify(ctx context.Context, db pgq.DB) error {
 
 // TrackingStatus describes a destination's tracking schema.
 type TrackingStatus struct {
-	PgqExtVersion string   // pgq_ext.version(), "" when absent
+	PgqExt        bool     // a pgq_ext schema exists
+	PgqExtVersion string   // pgq_ext.version(); "" when absent or unknown (pgq_ext installed as plain SQL)
 	PgqExtOurs    bool     // installed by this package (false: a Skytools pgq_ext)
 	Migrations    []string // pgq_go migrations applied
 }
@@ -176,15 +177,25 @@ type TrackingStatus struct {
 // Status reports the tracking schema of a destination without changing it.
 func Status(ctx context.Context, dst pgq.DB) (TrackingStatus, error) {
 	var st TrackingStatus
-	var hasExt, hasOwn bool
+	var hasVersion, hasOwn bool
 	err := dst.QueryRow(ctx, `select exists (select 1 from pg_namespace where nspname = 'pgq_ext'),
-		to_regclass('pgq_go.migration') is not null`).Scan(&hasExt, &hasOwn)
+		to_regprocedure('pgq_ext.version()') is not null,
+		to_regclass('pgq_go.migration') is not null`).Scan(&st.PgqExt, &hasVersion, &hasOwn)
 	if err != nil {
 		return st, fmt.Errorf("remote: tracking status: %w", err)
 	}
-	if hasExt {
-		if err := dst.QueryRow(ctx, "select pgq_ext.version()").Scan(&st.PgqExtVersion); err != nil {
-			return st, fmt.Errorf("remote: tracking status: %w", err)
+	if hasVersion {
+		// Skytools' pgq_ext.version() returns pg_extension.extversion
+		// (pgq/pgq-ext, functions/pgq_ext.version.sql): NULL when pgq_ext
+		// was installed as plain SQL rather than with CREATE EXTENSION, as
+		// Skytools' "noext" install does. The version is then unknown; that
+		// is no error.
+		var v *string
+		if err := dst.QueryRow(ctx, "select pgq_ext.version()").Scan(&v); err != nil {
+			return st, fmt.Errorf("remote: tracking status: pgq_ext.version(): %w", err)
+		}
+		if v != nil {
+			st.PgqExtVersion = *v
 		}
 	}
 	if hasOwn {

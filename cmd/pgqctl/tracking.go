@@ -67,14 +67,27 @@ func runTrackingInstall(ctx context.Context, args []string, stdout, stderr io.Wr
 	if err != nil {
 		return f.fail(err)
 	}
-	fmt.Fprintf(stdout, "tracking schema installed: pgq_ext %s, pgq_go migrations %s\n", st.PgqExtVersion, strings.Join(st.Migrations, ", "))
+	fmt.Fprintf(stdout, "tracking schema installed: %s, pgq_go migrations %s\n", pgqExtLabel(st.PgqExtVersion, st.PgqExtOurs), strings.Join(st.Migrations, ", "))
 	return 0
+}
+
+// pgqExtLabel names a present pgq_ext for people: "pgq_ext 3.1 (installed
+// by pgq-go)". A Skytools pgq_ext installed as plain SQL has no version.
+func pgqExtLabel(version string, ours bool) string {
+	switch {
+	case ours:
+		return "pgq_ext " + version + " (installed by pgq-go)"
+	case version == "":
+		return "pgq_ext (version unknown, not installed by pgq-go)"
+	default:
+		return "pgq_ext " + version + " (installed by Skytools)"
+	}
 }
 
 // trackingReport is what "tracking status --json" prints.
 type trackingReport struct {
 	Installed     bool               `json:"installed"`
-	PgqExtVersion string             `json:"pgq_ext_version"`
+	PgqExtVersion string             `json:"pgq_ext_version"` // "" when unknown (pgq_ext installed as plain SQL)
 	PgqExtOurs    bool               `json:"pgq_ext_installed_by_pgq_go"`
 	Migrations    []string           `json:"migrations"`
 	Positions     []trackingPosition `json:"positions"`
@@ -110,7 +123,7 @@ func runTrackingStatus(ctx context.Context, args []string, stdout, stderr io.Wri
 		return f.fail(err)
 	}
 	rep := trackingReport{
-		Installed: st.PgqExtVersion != "", PgqExtVersion: st.PgqExtVersion, PgqExtOurs: st.PgqExtOurs,
+		Installed: st.PgqExt, PgqExtVersion: st.PgqExtVersion, PgqExtOurs: st.PgqExtOurs,
 		Migrations: st.Migrations, Positions: []trackingPosition{},
 	}
 	if rep.Migrations == nil {
@@ -151,11 +164,7 @@ func printTracking(w io.Writer, rep trackingReport) {
 		fmt.Fprintln(w, "pgq_ext: not installed")
 		return
 	}
-	by := "Skytools"
-	if rep.PgqExtOurs {
-		by = "pgq-go"
-	}
-	fmt.Fprintf(w, "pgq_ext %s (installed by %s)\n", rep.PgqExtVersion, by)
+	fmt.Fprintln(w, pgqExtLabel(rep.PgqExtVersion, rep.PgqExtOurs))
 	if len(rep.Migrations) > 0 {
 		fmt.Fprintf(w, "pgq_go migrations: %s\n", strings.Join(rep.Migrations, ", "))
 	} else {
