@@ -57,7 +57,9 @@ type CopierConfig struct {
 	// PushQueue is the queue on Local that producers write to. Default "push_queue".
 	PushQueue string
 	// PullQueue is the hub queue (RoutingShared) or the prefix of the
-	// per-target queues (RoutingPerTarget). Default "pull_queue".
+	// per-target queues (RoutingPerTarget). Default "pull_queue". With
+	// RoutingPerTarget it must leave room for a node id of MaxNodeLen
+	// bytes: PerTargetQueue(PullQueue, node) is at most pgq.MaxNameLen.
 	PullQueue string
 	// Routing chooses the hub layout. Default RoutingShared. Every node of
 	// a cluster must use the same.
@@ -137,6 +139,14 @@ func (c CopierConfig) validate() error {
 	for _, q := range []struct{ field, v string }{{"PushQueue", c.PushQueue}, {"PullQueue", c.PullQueue}} {
 		if err := pgq.ValidateName("queue", q.v); err != nil {
 			errs = append(errs, fmt.Errorf("remote: CopierConfig.%s: %w", q.field, err))
+		}
+	}
+	if c.Routing == RoutingPerTarget && c.PullQueue != "" {
+		// Every node id must yield a valid per-target queue name.
+		longest := PerTargetQueue(c.PullQueue, strings.Repeat("n", MaxNodeLen))
+		if err := pgq.ValidateName("queue", longest); err != nil {
+			errs = append(errs, fmt.Errorf("remote: CopierConfig.PullQueue %q is too long for per-target routing: "+
+				"the queue of a %d-byte node id would be %d bytes: %w", c.PullQueue, MaxNodeLen, len(longest), err))
 		}
 	}
 	if c.Routing != RoutingShared && c.Routing != RoutingPerTarget {

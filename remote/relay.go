@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgq-go/pgq/pgq"
@@ -18,18 +19,33 @@ type relay struct {
 	mu      sync.Mutex
 	ensured map[string]bool // targets whose registration on the hub is committed
 	regConn *pgx.Conn       // registration connection to the hub, opened on first use
+
+	flushes, maxBuffered atomic.Int64 // COPY flushes; most bytes buffered at once (tests)
 }
 
-// relayFlush bounds the events buffered for COPY, over all hub queues of a
-// relay batch: memory stays bounded however many targets a batch has.
-const relayFlush = 5000
+// relayFlush and relayFlushBytes bound the events buffered for COPY, over
+// all hub queues of a relay batch, in events and in bytes of event text
+// (whichever is reached first flushes): memory stays bounded however many
+// targets a batch has and however large its events are (a buffer holds at
+// most relayFlushBytes plus one event).
+const (
+	relayFlush      = 5000
+	relayFlushBytes = 8 << 20
+)
 
 func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx) error {
 	tc := r.tc
 	shards := len(tc.cfg.Hubs)
 	bufs := map[string][]pgq.EventData{}
 	buffered := 0
+	bufBytes := int64(0)
 	flushAll := func() error {
+		if buffered > 0 {
+			r.flushes.Add(1)
+			if bufBytes > r.maxBuffered.Load() {
+				r.maxBuffered.Store(bufBytes)
+			}
+		}
 		for queue, buf := range bufs {
 			if len(buf) == 0 {
 				continue
@@ -40,7 +56,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			tc.relayed.Add(int64(len(buf)))
 			bufs[queue] = buf[:0]
 		}
-		buffered = 0
+		buffered, bufBytes = 0, 0
 		return nil
 	}
 	var newTargets []string
@@ -53,7 +69,12 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			if err == nil {
 				err = fmt.Errorf("%w: NULL target", ErrInvalidNode)
 			}
-			// Not deliverable anywhere: kept on the hub for an operator.
+			// Not deliverable anywhere: kept on a hub for an operator. Every
+			// shard's relay sees it; only shard 0's parks it, so it is
+			// parked once.
+			if r.shard != 0 {
+				continue
+			}
 			if perr := park(ctx, hub, r.name, b.Queue, ev, fmt.Errorf("event %d: %w", ev.ID, err)); perr != nil {
 				return perr
 			}
@@ -65,6 +86,21 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			continue // another relay carries it to its shard
 		}
 		queue := tc.queueFor(target)
+		if testHookRelayQueue != nil {
+			queue = testHookRelayQueue(queue)
+		}
+		if err := pgq.ValidateName("queue", queue); err != nil {
+			// Config validation keeps this out; should it happen anyway,
+			// the event is parked (by the one relay carrying it) rather
+			// than failing every retry of the batch.
+			err = fmt.Errorf("event %d: target %q has no valid hub queue name (%q): %w", ev.ID, target, queue, err)
+			if perr := park(ctx, hub, r.name, b.Queue, ev, err); perr != nil {
+				return perr
+			}
+			tc.parked.Add(1)
+			tc.log.Warn("event whose target has no valid queue name parked on the hub", "event_id", ev.ID, "target", target, "err", err)
+			continue
+		}
 		if !tc.cfg.NoTargetRegistration && !r.isEnsured(target) {
 			if err := r.register(ctx, queue, target); err != nil {
 				return fmt.Errorf("register target %s on hub: %w", target, err)
@@ -72,7 +108,8 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			newTargets = append(newTargets, target)
 		}
 		bufs[queue] = append(bufs[queue], ev.EventData)
-		if buffered++; buffered >= relayFlush {
+		bufBytes += eventBytes(&ev.EventData)
+		if buffered++; buffered >= relayFlush || bufBytes >= relayFlushBytes {
 			if err := flushAll(); err != nil {
 				return err
 			}
@@ -126,4 +163,14 @@ func (r *relay) isEnsured(target string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.ensured[target]
+}
+
+// testHookRelayQueue, when set, rewrites the hub queue a relay writes to:
+// a test reaches the invalid-name path that config validation keeps out.
+var testHookRelayQueue func(queue string) string
+
+// eventBytes is the size of an event's text fields.
+func eventBytes(d *pgq.EventData) int64 {
+	return int64(len(d.Type.String) + len(d.Data.String) + len(d.Extra1.String) +
+		len(d.Extra2.String) + len(d.Extra3.String) + len(d.Extra4.String))
 }
