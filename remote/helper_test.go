@@ -37,6 +37,9 @@ func runHelperProcess() int {
 	if point == "node" {
 		return runNodeProcess(ctx)
 	}
+	if point == "instance" {
+		return runInstanceProcess(ctx)
+	}
 	src, err := pgxpool.New(ctx, os.Getenv("SRC_DSN"))
 	if err != nil {
 		fmt.Println("ERR", err)

@@ -35,13 +35,41 @@ type Config struct {
 	// Consumer configures the source side: queue, consumer name, fetch
 	// size, filter, polling, backoff, logger, hooks (see consumer.Config).
 	// Consumer.Name is also the tracking key on the destination
-	// (pgq_ext consumer_id): it must be unique per destination database.
+	// (pgq_ext consumer_id).
 	Consumer consumer.Config
-	// SubConsumer is pgq_ext's subconsumer_id. Default "".
+	// SubConsumer is pgq_ext's subconsumer_id, the second half of the
+	// tracking key. Default "". Two flows into one destination (another
+	// queue or another source database under the same consumer name) must
+	// use distinct keys, or one would take the other's position: the
+	// TargetedCopier sets it to the source's identity and queue.
 	SubConsumer string
 	// SkipInstall leaves the destination tracking schema alone on Run;
 	// Run then only verifies it. Default false: Run installs it (Install).
 	SkipInstall bool
+	// AcquireTimeout bounds the wait for a destination connection while
+	// the batch holds a source connection. Two pools that feed each other
+	// (a relay and a pull between the same two databases) can otherwise
+	// wait for each other forever when both are exhausted; past the
+	// timeout the batch fails with an error saying so and is retried after
+	// the consumer's backoff. Default 30s.
+	AcquireTimeout time.Duration
+	// IdleTimeout is the destination transaction's
+	// idle_in_transaction_session_timeout: if the process stalls mid-batch
+	// (a silent network hang to the source, a paused process), the
+	// destination server ends the transaction and releases its row locks
+	// instead of holding them indefinitely; the batch is then redone.
+	// Default 60s; negative disables it (the server's setting applies).
+	IdleTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.AcquireTimeout <= 0 {
+		c.AcquireTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	return c
 }
 
 // RemoteConsumer applies batches from a queue in a source database to a
@@ -73,7 +101,7 @@ func New(src, dst *pgxpool.Pool, cfg Config, h Handler) (*RemoteConsumer, error)
 	if h == nil {
 		return nil, errors.New("remote: New needs a Handler")
 	}
-	r := &RemoteConsumer{src: src, dst: dst, cfg: cfg, h: h}
+	r := &RemoteConsumer{src: src, dst: dst, cfg: cfg.withDefaults(), h: h}
 	c, err := consumer.New(src, cfg.Consumer, consumer.BatchHandlerFunc(r.processBatch))
 	if err != nil {
 		return nil, fmt.Errorf("remote: %w", err)
@@ -124,31 +152,79 @@ func prepareDst(ctx context.Context, dst *pgxpool.Pool, cfg Config) error {
 	}
 }
 
-// lockKeySQL takes a transaction lock that serialises every process
-// applying the same (consumer, subconsumer) to this destination, so two
-// instances can never both see a batch as not done.
-const lockKeySQL = "select pg_advisory_xact_lock(hashtextextended('pgq_go.remote:' || $1 || '/' || $2, 0))"
+// position is a RemoteConsumer's recorded place on the destination
+// (pgq_go.remote_position): the batch it applied last and the tick that
+// batch ended at.
+type position struct {
+	found    bool
+	batchID  int64
+	tickID   int64
+	tickTime time.Time
+}
 
+// covers reports whether the events of batch b were applied already: b
+// ends at or before the recorded tick. Tick ids restart when a queue is
+// dropped and created again; such a new queue's ticks are all younger than
+// the recorded one, which tells the two apart.
+func (p position) covers(b pgq.BatchInfo) bool {
+	return p.found && b.TickID <= p.tickID && !b.TickTime.After(p.tickTime)
+}
+
+// overlaps reports whether batch b starts before the recorded tick and
+// ends after it (another instance applied a shorter batch over its first
+// ticks): applying b would repeat those events.
+func (p position) overlaps(b pgq.BatchInfo) bool {
+	return p.found && b.PrevTickID < p.tickID && b.TickID > p.tickID && !b.PrevTickTime.After(p.tickTime)
+}
+
+const (
+	sqlPosition = `select last_batch_id, last_tick_id, last_tick_time from pgq_go.remote_position
+		where consumer_id = $1 and subconsumer_id = $2`
+	sqlRetryTags = `select ev_id, retry_after from pgq_go.remote_retry
+		where consumer_id = $1 and subconsumer_id = $2 and (tick_id = $3 or tick_id is null and batch_id = $4)`
+	sqlSavePosition = `insert into pgq_go.remote_position (consumer_id, subconsumer_id, last_batch_id, last_tick_id, last_tick_time)
+		values ($1, $2, $3, $4, $5)
+		on conflict (consumer_id, subconsumer_id) do update
+		set last_batch_id = excluded.last_batch_id, last_tick_id = excluded.last_tick_id,
+		    last_tick_time = excluded.last_tick_time, updated_at = now()`
+)
+
+// processBatch applies one batch exactly once. Several instances of one
+// consumer may run at once (a rolling deploy, a paused process that
+// resumes): they are serialised on the destination by an advisory lock,
+// and PgQ may hand them two batch ids over the same ticks, so a batch
+// counts as done when its batch id is recorded (pgq_ext, as Skytools does)
+// or when its ticks are (pgq_go.remote_position).
 func (r *RemoteConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
 	name, sub := r.cfg.Consumer.Name, r.cfg.SubConsumer
-	tx, err := r.dst.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("remote: %s/%s batch %d: begin destination: %w", b.Queue, name, b.ID(), err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-
 	pb := &pgx.Batch{}
-	pb.Queue(lockKeySQL, name, sub)
+	tx, err := beginDst(ctx, r.src, r.dst, r.cfg, b, pb)
+	if err != nil {
+		return err
+	}
+	defer tx.close(ctx)
+
+	prefix := len(pb.QueuedQueries)
 	pb.Queue("select pgq_ext.is_batch_done($1, $2, $3)", name, sub, b.ID())
-	pb.Queue(`select ev_id, retry_after from pgq_go.remote_retry
-		where consumer_id = $1 and subconsumer_id = $2 and batch_id = $3`, name, sub, b.ID())
+	pb.Queue(sqlPosition, name, sub)
+	pb.Queue(sqlRetryTags, name, sub, b.Info.TickID, b.ID())
 	res := tx.SendBatch(ctx, pb)
-	var done bool
-	_, err = res.Exec()
+	var (
+		done bool
+		pos  position
+		tags map[int64]time.Time
+	)
+	err = execAll(res, prefix)
 	if err == nil {
 		err = res.QueryRow().Scan(&done)
 	}
-	var tags map[int64]time.Time
+	if err == nil {
+		err = res.QueryRow().Scan(&pos.batchID, &pos.tickID, &pos.tickTime)
+		pos.found = err == nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = nil
+		}
+	}
 	if err == nil {
 		var rows pgx.Rows
 		rows, err = res.Query()
@@ -165,10 +241,25 @@ func (r *RemoteConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
 	if err != nil {
 		return fmt.Errorf("remote: %s/%s batch %d: check destination: %w", b.Queue, name, b.ID(), err)
 	}
-	if done {
-		// Applied before a crash, not finished on the source: skip it, and
-		// re-issue its retry tags so no retried event is lost.
+	switch {
+	case done || pos.covers(b.Info):
+		// Applied before (a crash after the destination commit, or another
+		// instance): skip it, and re-issue its retry tags so no retried
+		// event is lost.
+		if !done && pos.batchID != b.ID() {
+			r.cfg.Consumer.Logger.Info("batch already applied by another batch id over the same ticks; skipped",
+				"queue", b.Queue, "consumer", name, "batch_id", b.ID(), "tick_id", b.Info.TickID, "applied_batch_id", pos.batchID, "applied_tick_id", pos.tickID)
+		}
 		return retag(ctx, b, tags)
+	case pos.overlaps(b.Info):
+		// Another instance applied the first ticks of this batch under
+		// another batch id. Move the source consumer to the applied tick
+		// (this drops the open batch) and take the rest as a new batch.
+		if err := pgq.RegisterConsumerAt(ctx, r.src, b.Queue, name, pos.tickID); err != nil {
+			return fmt.Errorf("remote: %s/%s batch %d: reposition after overlap: %w", b.Queue, name, b.ID(), err)
+		}
+		return fmt.Errorf("remote: %s/%s batch %d covers ticks %d..%d, of which %d..%d were applied by batch %d of another instance; consumer moved to tick %d",
+			b.Queue, name, b.ID(), b.Info.PrevTickID, b.Info.TickID, b.Info.PrevTickID, pos.tickID, pos.batchID, pos.tickID)
 	}
 
 	if err := r.h.ProcessRemoteBatch(ctx, b, tx); err != nil {
@@ -184,7 +275,7 @@ func (r *RemoteConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
 	if err := tx.Commit(fctx); err != nil {
 		return fmt.Errorf("remote: %s/%s batch %d: commit destination: %w", b.Queue, name, b.ID(), err)
 	}
-	if afterDstCommit != nil {
+	if afterDstCommit != nil && !tx.shared {
 		afterDstCommit(b.ID())
 	}
 	return nil
@@ -201,8 +292,8 @@ func finishCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 // afterDstCommit is a test hook (see export_test.go).
 var afterDstCommit func(batchID int64)
 
-// markDone records the batch and its retry tags in the destination
-// transaction, in one round trip.
+// markDone records the batch, its ticks and its retry tags in the
+// destination transaction, in one round trip.
 func markDone(ctx context.Context, tx pgx.Tx, name, sub string, b *pgq.Batch) error {
 	retries := b.Retries()
 	ids := make([]int64, len(retries))
@@ -213,10 +304,11 @@ func markDone(ctx context.Context, tx pgx.Tx, name, sub string, b *pgq.Batch) er
 	}
 	pb := &pgx.Batch{}
 	pb.Queue("select pgq_ext.set_batch_done($1, $2, $3)", name, sub, b.ID())
+	pb.Queue(sqlSavePosition, name, sub, b.ID(), b.Info.TickID, b.Info.TickTime)
 	pb.Queue("delete from pgq_go.remote_retry where consumer_id = $1 and subconsumer_id = $2", name, sub)
 	if len(ids) > 0 {
-		pb.Queue(`insert into pgq_go.remote_retry (consumer_id, subconsumer_id, batch_id, ev_id, retry_after)
-			select $1, $2, $3, unnest($4::bigint[]), unnest($5::timestamptz[])`, name, sub, b.ID(), ids, ats)
+		pb.Queue(`insert into pgq_go.remote_retry (consumer_id, subconsumer_id, batch_id, tick_id, ev_id, retry_after)
+			select $1, $2, $3, $4, unnest($5::bigint[]), unnest($6::timestamptz[])`, name, sub, b.ID(), b.Info.TickID, ids, ats)
 	}
 	res := tx.SendBatch(ctx, pb)
 	defer res.Close()
@@ -227,10 +319,8 @@ func markDone(ctx context.Context, tx pgx.Tx, name, sub string, b *pgq.Batch) er
 	if !ok {
 		return fmt.Errorf("batch %d already recorded as done", b.ID())
 	}
-	for range len(pb.QueuedQueries) - 1 {
-		if _, err := res.Exec(); err != nil {
-			return err
-		}
+	if err := execAll(res, len(pb.QueuedQueries)-1); err != nil {
+		return err
 	}
 	return res.Close()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/consumer"
 	"github.com/pgq-go/pgq/pgq"
@@ -36,7 +37,7 @@ func NewSerial(src, dst *pgxpool.Pool, cfg Config, h Handler) (*SerialConsumer, 
 	if h == nil {
 		return nil, errors.New("remote: NewSerial needs a Handler")
 	}
-	s := &SerialConsumer{src: src, dst: dst, cfg: cfg, h: h}
+	s := &SerialConsumer{src: src, dst: dst, cfg: cfg.withDefaults(), h: h}
 	c, err := consumer.New(src, cfg.Consumer, consumer.BatchHandlerFunc(s.processBatch))
 	if err != nil {
 		return nil, fmt.Errorf("remote: %w", err)
@@ -61,23 +62,58 @@ func (s *SerialConsumer) Run(ctx context.Context) error {
 
 func (s *SerialConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
 	name, sub := s.cfg.Consumer.Name, s.cfg.SubConsumer
-	tx, err := s.dst.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("remote: %s/%s batch %d: begin destination: %w", b.Queue, name, b.ID(), err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, lockKeySQL, name, sub); err != nil {
-		return fmt.Errorf("remote: %s/%s batch %d: lock destination: %w", b.Queue, name, b.ID(), err)
-	}
-	dstTick, err := LastTick(ctx, tx, name, sub)
+	pb := &pgx.Batch{}
+	tx, err := beginDst(ctx, s.src, s.dst, s.cfg, b, pb)
 	if err != nil {
 		return err
+	}
+	defer tx.close(ctx)
+	prefix := len(pb.QueuedQueries)
+	pb.Queue("select pgq_ext.get_last_tick($1, $2)", name, sub)
+	res := tx.SendBatch(ctx, pb)
+	var last *int64
+	err = execAll(res, prefix)
+	if err == nil {
+		err = res.QueryRow().Scan(&last)
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("remote: %s/%s batch %d: check destination: %w", b.Queue, name, b.ID(), err)
+	}
+	var dstTick int64
+	if last != nil {
+		dstTick = *last
 	}
 	switch dstTick {
 	case 0, b.Info.PrevTickID: // first batch, or on track: apply
 	case b.Info.TickID:
-		return nil // applied before a crash: skip, finish on the source
+		return nil // applied before a crash or by another instance: skip, finish on the source
 	default:
+		// Either the destination really is elsewhere (restored from a
+		// backup, consumer repositioned) or this batch is stale: another
+		// instance was handed a batch over the same ticks and has moved
+		// on. Only the source can tell.
+		current, err := s.isCurrentBatch(ctx, b)
+		if err != nil {
+			return err
+		}
+		if current && b.Info.PrevTickID < dstTick && dstTick < b.Info.TickID {
+			// Another instance applied a shorter batch over the first
+			// ticks of this one (batch collection picks the end tick when
+			// next_batch runs). Move to the applied tick; the rest comes
+			// as a new batch.
+			if err := pgq.RegisterConsumerAt(ctx, s.src, b.Queue, name, dstTick); err != nil {
+				return fmt.Errorf("remote: %s/%s batch %d: reposition after overlap: %w", b.Queue, name, b.ID(), err)
+			}
+			return fmt.Errorf("remote: %s/%s batch %d covers ticks %d..%d, destination has tick %d from another instance; consumer moved to tick %d",
+				b.Queue, name, b.ID(), b.Info.PrevTickID, b.Info.TickID, dstTick, dstTick)
+		}
+		if !current {
+			return fmt.Errorf("remote: %s/%s batch %d (ticks %d..%d) was superseded by another instance (destination at tick %d); dropped",
+				b.Queue, name, b.ID(), b.Info.PrevTickID, b.Info.TickID, dstTick)
+		}
 		return consumer.Fatal(fmt.Errorf("%w: %s/%s batch %d covers ticks %d..%d, destination has tick %d (use Rewind or Reset)",
 			ErrLostPosition, b.Queue, name, b.ID(), b.Info.PrevTickID, b.Info.TickID, dstTick))
 	}
@@ -96,6 +132,22 @@ func (s *SerialConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
 		return fmt.Errorf("remote: %s/%s batch %d: commit destination: %w", b.Queue, name, b.ID(), err)
 	}
 	return nil
+}
+
+// isCurrentBatch reports whether b is still the consumer's open batch on
+// the source (false: another instance replaced or finished it).
+func (s *SerialConsumer) isCurrentBatch(ctx context.Context, b *pgq.Batch) (bool, error) {
+	var cur *int64
+	err := s.src.QueryRow(ctx, `select s.sub_batch from pgq.subscription s
+		join pgq.queue q on q.queue_id = s.sub_queue join pgq.consumer c on c.co_id = s.sub_consumer
+		where q.queue_name = $1 and c.co_name = $2`, b.Queue, s.cfg.Consumer.Name).Scan(&cur)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("remote: %s/%s batch %d: check source position: %w", b.Queue, s.cfg.Consumer.Name, b.ID(), err)
+	}
+	return cur != nil && *cur == b.ID(), nil
 }
 
 // Rewind repositions the consumer on the source at the destination's last

@@ -163,7 +163,27 @@ func verify(ctx context.Context, db pgq.DB) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: pgq_ext lacks %v (a pgq_ext older than 3.0?)", ErrTrackingSchema, missing)
 	}
+	var ok bool
+	if err := db.QueryRow(ctx, `select to_regclass('pgq_go.remote_position') is not null
+		and to_regclass('pgq_go.identity') is not null`).Scan(&ok); err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: pgq_go tables missing or older than pgq_go/2 (run Install, or pgqctl tracking install)", ErrTrackingSchema)
+	}
 	return nil
+}
+
+// Identity returns the stable identity of a database pgq-go's schema is
+// installed in (pgq_go.identity, a random UUID made at install). Tracking
+// keys name their source by it, so positions of flows from different
+// databases never collide.
+func Identity(ctx context.Context, db pgq.DB) (string, error) {
+	var id string
+	if err := db.QueryRow(ctx, "select id from pgq_go.identity").Scan(&id); err != nil {
+		return "", fmt.Errorf("remote: database identity (is the pgq_go schema installed?): %w", err)
+	}
+	return id, nil
 }
 
 // TrackingStatus describes a destination's tracking schema.
