@@ -86,7 +86,13 @@ func TestDoneByDefault(t *testing.T) {
 	col.waitIDs(t, ids, 20*time.Second)
 	// A second, empty tick: the events must not come back.
 	tick2 := e.tick(t)
-	require.Eventually(t, func() bool { return e.info(t).LastTick == tick2 }, 20*time.Second, 10*time.Millisecond)
+	// OnBatch runs after the finish commits: wait for both.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		n := len(stats)
+		mu.Unlock()
+		return e.info(t).LastTick == tick2 && n >= 2
+	}, 20*time.Second, 10*time.Millisecond)
 
 	require.Equal(t, ids, col.ids(), "each event exactly once, in order")
 	mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -97,7 +98,15 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 		return nil, fmt.Errorf("pgq: next batch %s/%s: %w", queue, consumer, ErrQueueNotFound)
 	}
 	if err != nil {
-		return nil, opErr("next batch", queue, consumer, err)
+		err = opErr("next batch", queue, consumer, err)
+		if _, inTx := db.(pgx.Tx); isNotRegistered(err) && !inTx {
+			// The queue may have been dropped while the statement ran
+			// (the function reads with a newer snapshot than the join).
+			if qerr := notRegistered(ctx, db, "next batch", queue, consumer); errors.Is(qerr, ErrQueueNotFound) {
+				return nil, qerr
+			}
+		}
+		return nil, err
 	}
 	if !id.Valid {
 		return nil, nil
@@ -130,10 +139,33 @@ type Batch struct {
 	fetchSize int
 	filter    Filter
 
-	retries map[int64]*Event
-	order   []int64 // retry tag order, for deterministic finishing
-	seen    int
+	retries   map[int64]*retryTag
+	order     []int64 // tagged ids in tagging order (stale entries skipped by seq)
+	heldBytes int     // event bytes kept by retries, at most RetryTagBudget
+	seen      int
 }
+
+// RetryTagBudget bounds, in bytes, the events a Batch keeps in memory for
+// its retry tags: 16 MiB of event data (the text fields plus the Event
+// struct). Events tagged while the budget has room are kept whole and
+// retried with pgq.event_retry_raw (O(1) each). Beyond it only the event id
+// and retry time are kept (a few dozen bytes per tag), and Finish retries
+// those events in one statement that looks them up on the server
+// (pgq.get_batch_events, read once for all of them), so a batch tagging
+// many large events never holds them all.
+const RetryTagBudget = 16 << 20
+
+// retryTag is one retry tag: the whole event while the budget allows,
+// otherwise only its id (the map key) and time.
+type retryTag struct {
+	seq int       // index of this tag in Batch.order
+	ev  *Event    // nil: beyond the budget, looked up by id on the server
+	at  time.Time // retry time
+}
+
+var eventOverhead = int(unsafe.Sizeof(Event{}))
+
+func retryTagBytes(e *Event) int { return e.size() + eventOverhead }
 
 // ReadOptions tune how a Batch reads its events.
 type ReadOptions struct {
@@ -303,54 +335,157 @@ func (b *Batch) scan(rows pgx.Rows) (*Event, error) {
 }
 
 func (b *Batch) tagRetry(e *Event) {
+	if t, ok := b.retries[e.ID]; ok {
+		t.at = e.retryAt
+		if t.ev != nil && !e.idOnly {
+			t.ev = e // the same event, maybe read again: same size
+		}
+		return
+	}
 	if b.retries == nil {
-		b.retries = map[int64]*Event{}
+		b.retries = map[int64]*retryTag{}
 	}
-	if _, ok := b.retries[e.ID]; !ok {
-		b.order = append(b.order, e.ID)
+	t := &retryTag{seq: len(b.order), at: e.retryAt}
+	if n := retryTagBytes(e); !e.idOnly && b.heldBytes+n <= RetryTagBudget {
+		t.ev = e
+		b.heldBytes += n
 	}
-	b.retries[e.ID] = e
+	b.retries[e.ID] = t
+	b.order = append(b.order, e.ID)
 }
 
-func (b *Batch) untagRetry(e *Event) { delete(b.retries, e.ID) }
+func (b *Batch) untagRetry(e *Event) {
+	t, ok := b.retries[e.ID]
+	if !ok {
+		return
+	}
+	if t.ev != nil {
+		b.heldBytes -= retryTagBytes(t.ev)
+	}
+	delete(b.retries, e.ID)
+	if len(b.order) > 64 && len(b.order) > 2*len(b.retries) {
+		b.compactOrder()
+	}
+}
 
-// Retries returns the events tagged for retry, in tagging order.
-func (b *Batch) Retries() []*Event {
-	out := make([]*Event, 0, len(b.retries))
-	for _, id := range b.order {
-		if e, ok := b.retries[id]; ok {
-			out = append(out, e)
+// compactOrder drops the order entries of untagged events.
+func (b *Batch) compactOrder() {
+	live := b.order[:0]
+	for i, id := range b.order {
+		if t, ok := b.retries[id]; ok && t.seq == i {
+			t.seq = len(live)
+			live = append(live, id)
 		}
 	}
+	clear(b.order[len(live):])
+	b.order = live
+}
+
+// tags yields every retry tag once, in tagging order.
+func (b *Batch) tags() iter.Seq2[int64, *retryTag] {
+	return func(yield func(int64, *retryTag) bool) {
+		for i, id := range b.order {
+			if t, ok := b.retries[id]; ok && t.seq == i {
+				if !yield(id, t) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Retries returns the events tagged for retry, in tagging order. Events
+// tagged past RetryTagBudget come back without their data: only ID and
+// RetryAt are set (Finish retries them by id, on the server).
+func (b *Batch) Retries() []*Event {
+	out := make([]*Event, 0, len(b.retries))
+	for id, t := range b.tags() {
+		e := t.ev
+		if e == nil {
+			e = &Event{ID: id, batch: b, retryAt: t.at, idOnly: true}
+		}
+		out = append(out, e)
+	}
 	return out
+}
+
+// RetryTags yields the id and retry time of every event tagged for retry,
+// in tagging order, without building events.
+func (b *Batch) RetryTags() iter.Seq2[int64, time.Time] {
+	return func(yield func(int64, time.Time) bool) {
+		for id, t := range b.tags() {
+			if !yield(id, t.at) {
+				return
+			}
+		}
+	}
 }
 
 // RetryCount is the number of events tagged for retry.
 func (b *Batch) RetryCount() int { return len(b.retries) }
 
 // ResetRetries drops every retry tag (before processing the batch again).
-func (b *Batch) ResetRetries() { b.retries, b.order = nil, nil }
+func (b *Batch) ResetRetries() { b.retries, b.order, b.heldBytes = nil, nil, 0 }
+
+// sqlRetryByID retries the events of batch $1 whose ids are in $4 (retry
+// times in $5) with one read of the batch: what pgq.event_retry does per
+// event, for all of them at once. It returns how many it retried.
+const sqlRetryByID = `select count(pgq.event_retry_raw($2, $3, t.at, e.ev_id, e.ev_time, coalesce(e.ev_retry, 0) + 1,
+		e.ev_type, e.ev_data, e.ev_extra1, e.ev_extra2, e.ev_extra3, e.ev_extra4))
+	from unnest($4::int8[], $5::timestamptz[]) as t(id, at)
+	join pgq.get_batch_events($1) e on e.ev_id = t.id`
 
 // QueueFinish queues, on a pipeline, the retry of every tagged event
 // (event_retry_raw: O(1) each, unlike event_retry which rescans the batch)
-// followed by finish_batch. The finish_batch result is the last one queued.
-func (b *Batch) QueueFinish(pb *pgx.Batch) {
-	for _, e := range b.Retries() {
-		QueueRetryRaw(pb, b.Queue, b.Consumer, e, e.retryAt)
+// followed by finish_batch. Events tagged past RetryTagBudget are retried
+// by one more statement, which looks them up on the server and returns how
+// many it retried. The finish_batch result is the last one queued.
+func (b *Batch) QueueFinish(pb *pgx.Batch) { b.queueFinish(pb) }
+
+// queueFinish is QueueFinish; it returns how many events the retry-by-id
+// statement (queued just before finish_batch) must retry, 0 if none.
+func (b *Batch) queueFinish(pb *pgx.Batch) int {
+	var ids []int64
+	var ats []time.Time
+	for id, t := range b.tags() {
+		if t.ev != nil {
+			QueueRetryRaw(pb, b.Queue, b.Consumer, t.ev, t.at)
+			continue
+		}
+		ids = append(ids, id)
+		ats = append(ats, t.at)
+	}
+	if len(ids) > 0 {
+		pb.Queue(sqlRetryByID, b.Info.ID, b.Queue, b.Consumer, ids, ats)
 	}
 	pb.Queue("select pgq.finish_batch($1)", b.Info.ID)
+	return len(ids)
 }
 
 // Finish sends the retries and finish_batch in one round trip through tx.
 // It reports false when PgQ knew no such open batch.
 func (b *Batch) Finish(ctx context.Context, tx pgx.Tx) (bool, error) {
 	pb := &pgx.Batch{}
-	b.QueueFinish(pb)
+	byID := b.queueFinish(pb)
 	res := tx.SendBatch(ctx, pb)
 	defer res.Close()
-	for range len(pb.QueuedQueries) - 1 {
+	raw := len(pb.QueuedQueries) - 1
+	if byID > 0 {
+		raw--
+	}
+	for range raw {
 		if _, err := res.Exec(); err != nil {
 			return false, opErr(fmt.Sprintf("retry events of batch %d", b.Info.ID), b.Queue, b.Consumer, err)
+		}
+	}
+	if byID > 0 {
+		var n int
+		if err := res.QueryRow().Scan(&n); err != nil {
+			return false, opErr(fmt.Sprintf("retry events of batch %d", b.Info.ID), b.Queue, b.Consumer, err)
+		}
+		if n != byID {
+			return false, fmt.Errorf("pgq: retry events of batch %d %s/%s: %d tagged events found in the batch, %d expected",
+				b.Info.ID, b.Queue, b.Consumer, n, byID)
 		}
 	}
 	var n int

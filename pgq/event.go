@@ -44,6 +44,7 @@ type Event struct {
 
 	batch   *Batch
 	retryAt time.Time // zero: done (the default)
+	idOnly  bool      // from Batch.Retries past RetryTagBudget: ID and retry time only
 }
 
 // TagRetry sends the event to the retry queue: it comes back to this

@@ -9,3 +9,6 @@ func SetBeforeCopyHook(f func(ctx context.Context, queue, table string)) (restor
 	testHookBeforeCopy = f
 	return func() { testHookBeforeCopy = nil }
 }
+
+// HeldRetryBytes is how many bytes of events the batch's retry tags keep.
+func (b *Batch) HeldRetryBytes() int { return b.heldBytes }
