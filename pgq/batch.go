@@ -42,22 +42,24 @@ type BatchOptions struct {
 // consumer alike; this tells them apart in the same round trip, inside a
 // transaction too (where a failed statement leaves nothing to ask with).
 //
-// It first locks the consumer's subscription row (lateral l, which the
-// function's argument depends on, so it runs first). next_batch_custom
-// reads sub_batch without a lock: two instances of one consumer calling it
-// at once could both see no open batch and each allocate a batch id over
-// the same ticks, the second overwriting the first (and, if the first was
-// finished meanwhile, leaving the subscription with ticks from two
-// batches). With the row locked, the second call waits for the first to
-// commit and, in a statement of the function with a fresh snapshot, gets
-// the same open batch back. This also holds against an instance that does
-// not lock (python-pgq): its update takes the same row lock.
+// It first takes a transaction-level advisory lock on the (queue,
+// consumer) pair (lateral l, which the function's argument depends on, so
+// it runs first; an advisory lock needs no privilege on pgq's tables).
+// next_batch_custom reads sub_batch without a row lock: two instances of
+// one consumer calling it at once could both see no open batch and each
+// allocate a batch id over the same ticks, the second overwriting the
+// first (and, if the first was finished meanwhile, leaving the
+// subscription with ticks from two batches). With the lock, the second
+// call waits until the first has committed and, in a statement of the
+// function with a fresh snapshot, gets the same open batch back. Instances
+// that do not take the lock (python-pgq) can still race; remote's
+// tracking by tick catches that.
 const sqlNextBatch = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
 	b.cur_tick_event_seq, b.prev_tick_event_seq
-	from pgq.queue q
-	left join lateral (select c.co_name from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
-		where s.sub_queue = q.queue_id and c.co_name = $2 for update of s) l on true,
-	lateral pgq.next_batch_custom(q.queue_name, coalesce(l.co_name, $2::text), $3::interval, $4::int4, $5::interval) b
+	from pgq.queue q,
+	lateral (select $2::text as co_name
+		from (select pg_advisory_xact_lock(hashtextextended('pgq.next_batch:' || $1 || '/' || $2, 0))) x) l,
+	lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, $5::interval) b
 	where q.queue_name = $1`
 
 // NextBatch opens the consumer's next batch (or returns its open one again:

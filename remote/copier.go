@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,9 +46,8 @@ func NewTargetedCopier(cfg CopierConfig) (*TargetedCopier, error) {
 		log = slog.Default()
 	}
 	tc := &TargetedCopier{cfg: cfg, log: log.With("node", cfg.Node)}
-	shards := len(cfg.Hubs)
 	for s, hub := range cfg.Hubs {
-		r := &relay{tc: tc, shard: s, name: RelayConsumerName(cfg.Node, s, shards), ensured: map[string]bool{}}
+		r := &relay{tc: tc, shard: s, name: RelayConsumerName(cfg.Node, s), ensured: map[string]bool{}}
 		cc := cfg.Consumer
 		cc.Queue, cc.Name, cc.Register = cfg.PushQueue, r.name, true
 		rc, err := New(cfg.Local, hub, Config{Consumer: cc}, r)
@@ -96,11 +97,18 @@ func (tc *TargetedCopier) Stats() CopierStats {
 // registered to see the rows), and register every target before rows are
 // produced for it (or leave target registration on, the default).
 func (tc *TargetedCopier) Setup(ctx context.Context) error {
-	for _, db := range append([]*pgxpool.Pool{tc.cfg.Local}, tc.cfg.Hubs...) {
+	ids := make([]string, 1+len(tc.cfg.Hubs))
+	for i, db := range append([]*pgxpool.Pool{tc.cfg.Local}, tc.cfg.Hubs...) {
 		if err := Install(ctx, db); err != nil {
 			return err
 		}
+		id, err := Identity(ctx, db)
+		if err != nil {
+			return err
+		}
+		ids[i] = id
 	}
+	localID, hubIDs := ids[0], ids[1:]
 	created, err := pgq.CreateQueue(ctx, tc.cfg.Local, tc.cfg.PushQueue)
 	if err != nil {
 		return err
@@ -110,12 +118,125 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := tc.checkRelays(ctx); err != nil {
+		return err
+	}
+	// Tracking keys name the source: the relays' rows on the hubs follow
+	// this node's push queue, the pull's row on the node follows its hub
+	// shard's pull queue. Rows of an older version, keyed by consumer name
+	// only, are adopted once.
+	relayKey := TrackingKey(localID, tc.cfg.PushQueue)
+	for i, r := range tc.relays {
+		if err := adoptLegacyPosition(ctx, tc.cfg.Hubs[i], r.cfg.Consumer.Name, relayKey); err != nil {
+			return err
+		}
+		r.cfg.SubConsumer = relayKey
+	}
+	pullKey := TrackingKey(hubIDs[ShardOf(tc.cfg.Node, len(tc.cfg.Hubs))], tc.pullQueue())
+	if err := adoptLegacyPosition(ctx, tc.cfg.Local, tc.pull.cfg.Consumer.Name, pullKey); err != nil {
+		return err
+	}
+	tc.pull.cfg.SubConsumer = pullKey
 	for _, r := range tc.relays {
 		if _, err := r.Consumer().Register(ctx); err != nil {
 			return err
 		}
 	}
 	return ensureTarget(ctx, tc.hubOf(tc.cfg.Node), tc.pullQueue(), tc.cfg.Node, tc.cfg.QueueConfig)
+}
+
+// ErrReshardNeeded means the push queue has relay consumers that do not
+// match the configured hubs (the number of hub shards changed, or relays
+// named by an older version): starting would leave rows unrelayed or pin
+// the push queue. pgqctl copy reshard (Reshard) moves positions safely.
+var ErrReshardNeeded = errors.New("remote: hub shards changed; reshard first")
+
+// checkRelays refuses to start next to relay consumers of this node that
+// the configured hubs do not account for.
+func (tc *TargetedCopier) checkRelays(ctx context.Context) error {
+	names, err := relayConsumers(ctx, tc.cfg.Local, tc.cfg.PushQueue, tc.cfg.Node)
+	if err != nil {
+		return err
+	}
+	var stray []string
+	for _, n := range names {
+		if shard, ok := relayShard(tc.cfg.Node, n); !ok || shard >= len(tc.cfg.Hubs) {
+			stray = append(stray, n)
+		}
+	}
+	if len(stray) > 0 {
+		return fmt.Errorf("%w: node %s has relay consumers %v on %s that %d hub(s) do not use; run `pgqctl copy reshard` to move them to the new hubs",
+			ErrReshardNeeded, tc.cfg.Node, stray, tc.cfg.PushQueue, len(tc.cfg.Hubs))
+	}
+	return nil
+}
+
+// relayConsumers lists the consumers of queue that look like node's relays.
+func relayConsumers(ctx context.Context, db pgq.DB, queue, node string) ([]string, error) {
+	rows, err := db.Query(ctx, `select c.co_name from pgq.subscription s
+		join pgq.queue q on q.queue_id = s.sub_queue join pgq.consumer c on c.co_id = s.sub_consumer
+		where q.queue_name = $1 and (c.co_name = $2 or starts_with(c.co_name, $2 || '.s'))
+		order by c.co_name`, queue, "relay."+node)
+	if err != nil {
+		return nil, fmt.Errorf("remote: list relays of node %s on %s: %w", node, queue, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("remote: list relays of node %s on %s: %w", node, queue, err)
+	}
+	return names, nil
+}
+
+// relayShard parses a relay consumer name of node. A node's push queue
+// holds only that node's relays, so "relay.<node>.s<i>" is unambiguous
+// there even for node ids containing ".s". "relay.<node>.s0" (an older
+// version's name for shard 0 of several) is not a current name.
+func relayShard(node, name string) (int, bool) {
+	if name == "relay."+node {
+		return 0, true
+	}
+	rest, ok := strings.CutPrefix(name, "relay."+node+".s")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n <= 0 || strconv.Itoa(n) != rest {
+		return 0, false
+	}
+	return n, true
+}
+
+// TrackingKey is the subconsumer_id the TargetedCopier's tracking rows use:
+// the source database's Identity and the source queue.
+func TrackingKey(sourceID, queue string) string { return sourceID + "/" + queue }
+
+// adoptLegacyPosition moves a RemoteConsumer position recorded by an older
+// version under (consumer, "") to (consumer, key), with its retry tags,
+// unless key already has one. It runs under the destination lock of both
+// keys, so a running instance of the older version cannot interleave.
+func adoptLegacyPosition(ctx context.Context, dst *pgxpool.Pool, consumer, key string) error {
+	return pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
+		for _, k := range []string{"", key} {
+			if _, err := tx.Exec(ctx, lockKeySQL, consumer, k); err != nil {
+				return err
+			}
+		}
+		tag, err := tx.Exec(ctx, `update pgq_ext.completed_batch set subconsumer_id = $2
+			where consumer_id = $1 and subconsumer_id = ''
+			  and not exists (select 1 from pgq_ext.completed_batch where consumer_id = $1 and subconsumer_id = $2)`,
+			consumer, key)
+		if err != nil {
+			return fmt.Errorf("remote: adopt tracking row of %s: %w", consumer, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `update pgq_go.remote_retry set subconsumer_id = $2
+			where consumer_id = $1 and subconsumer_id = ''`, consumer, key); err != nil {
+			return fmt.Errorf("remote: adopt retry tags of %s: %w", consumer, err)
+		}
+		return nil
+	})
 }
 
 // hubDB is a pool or a connection to a hub.
@@ -179,7 +300,8 @@ func (tc *TargetedCopier) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, pgq.ErrNoExtension) || errors.Is(err, pgq.ErrInvalidName) {
+		if errors.Is(err, pgq.ErrNoExtension) || errors.Is(err, pgq.ErrInvalidName) || errors.Is(err, ErrReshardNeeded) ||
+			errors.Is(err, ErrTrackingSchema) {
 			return fmt.Errorf("remote: node %s setup: %w", tc.cfg.Node, err)
 		}
 		d := b.Delay(n)

@@ -191,7 +191,7 @@ func raceForeignAllocation(t *testing.T, e *env) (lock func(), release func()) {
 	allocated := make(chan error, 1)
 	lock = func() {
 		// Our consumer queues first for the row, then the other instance.
-		require.Eventually(t, waiting("%coalesce(l.co_name%"), 30*time.Second, 5*time.Millisecond)
+		require.Eventually(t, waiting("%pgq.next_batch:%"), 30*time.Second, 5*time.Millisecond)
 		go func() {
 			var id int64
 			allocated <- tx2.QueryRow(ctx, "select batch_id from pgq.next_batch_custom('q', 'copier', null, null, null)").Scan(&id)

@@ -47,13 +47,17 @@ func ShardOf(node string, n int) int {
 
 // Consumer names derived from the node id (documented in the README):
 //
-//	relay: "relay.<node>" on the node's push queue, one per hub shard
-//	       ("relay.<node>.s<i>" when there are several shards); the same
-//	       name keys its tracking row on the hub.
-//	pull:  "pull.<node>" on the hub's pull queue; keys its tracking row
-//	       on the node.
-func RelayConsumerName(node string, shard, shards int) string {
-	if shards <= 1 {
+//	relay: "relay.<node>" on the node's push queue for hub shard 0, and
+//	       "relay.<node>.s<i>" for shard i > 0: a relay's name depends on
+//	       its shard only, never on how many shards there are, so adding a
+//	       hub keeps every existing relay and its position.
+//	pull:  "pull.<node>" on the hub's pull queue.
+//
+// Tracking rows are keyed by these names plus the source (see
+// TrackingKey), so flows from different queues or databases never share a
+// position.
+func RelayConsumerName(node string, shard int) string {
+	if shard == 0 {
 		return "relay." + node
 	}
 	return fmt.Sprintf("relay.%s.s%d", node, shard)

@@ -233,7 +233,7 @@ func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routi
 			}
 		}
 		for s := range hubs {
-			name := remote.RelayConsumerName(n.name, s, len(hubs))
+			name := remote.RelayConsumerName(n.name, s)
 			if hubs[s] == nil {
 				continue
 			}
@@ -267,7 +267,7 @@ func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routi
 		problem("%d event(s) parked on the node, %d on the hub (pgqctl parked list)", st.Parked, st.RelayParked)
 	}
 	for s := range hubs {
-		name := remote.RelayConsumerName(n.name, s, len(hubs))
+		name := remote.RelayConsumerName(n.name, s)
 		c, b, err := behind(ctx, conn, pushQueue, name)
 		if err != nil {
 			problem("relay %s: %s", name, describe(err))
