@@ -24,6 +24,17 @@ type Applier interface {
 	Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error
 }
 
+// OrderKeyer is implemented by an Applier that knows which events must be
+// applied in the order they were sent: events with equal order keys (for
+// RowApplier, the same table and key column values) keep their relative
+// order across failures, retries, parking and replay; events with
+// different keys do not wait for each other. See CopierConfig.OrderKey.
+type OrderKeyer interface {
+	// OrderKey returns ev's order key. An error (for example a payload
+	// that cannot be read) parks the event at once, without a key.
+	OrderKey(ev *pgq.Event) (string, error)
+}
+
 // ApplierFunc adapts a function to Applier.
 type ApplierFunc func(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error
 
@@ -178,6 +189,38 @@ func (a *RowApplier) validate() (string, error) {
 		}
 	}
 	return table, nil
+}
+
+// OrderKey returns the table and the values of the Keys columns in ev's
+// payload: the rows of one table row keep their order. A payload that
+// cannot be decoded, or lacks a key column or has it NULL, is an error
+// wrapping ErrBadPayload. It reads neither the database nor the action,
+// so an "ins", "upd" and "del" of the same row share a key.
+func (a *RowApplier) OrderKey(ev *pgq.Event) (string, error) {
+	table, err := a.validate()
+	if err != nil {
+		return "", fmt.Errorf("event %d: %w", ev.ID, err)
+	}
+	if !ev.Extra2.Valid {
+		return "", fmt.Errorf("%w: event %d: no payload (ev_extra2 is NULL)", ErrBadPayload, ev.ID)
+	}
+	fields, err := ParseFieldsOrdered(ev.Extra2.String)
+	if err != nil {
+		return "", fmt.Errorf("event %d: %w", ev.ID, err)
+	}
+	var b strings.Builder
+	b.WriteString(table)
+	for _, k := range a.Keys {
+		i := slices.IndexFunc(fields, func(f Field) bool { return f.Key == k })
+		if i < 0 {
+			return "", fmt.Errorf("%w: event %d: key column %q missing", ErrBadPayload, ev.ID, k)
+		}
+		if !fields[i].Value.Valid {
+			return "", fmt.Errorf("%w: event %d: key column %q is NULL", ErrBadPayload, ev.ID, k)
+		}
+		fmt.Fprintf(&b, " %s=%q", pgx.Identifier{k}.Sanitize(), fields[i].Value.String)
+	}
+	return b.String(), nil
 }
 
 // Row actions.

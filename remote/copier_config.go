@@ -72,7 +72,10 @@ type CopierConfig struct {
 	Accept func(evType string) bool
 	// MaxRetries is how many times a failing row is retried before it is
 	// parked in pgq_go.parked_event. Rows with a bad payload
-	// (ErrBadPayload) are parked at once. Default 5.
+	// (ErrBadPayload) are parked at once. Default 5. Retries are held on
+	// the node (see OrderKey) and tried at the start of a pull batch once
+	// due: the pull gets a batch at least every ticker_idle_period of its
+	// queue (1 min by default), so a retry may come that much late.
 	MaxRetries int
 	// RetryDelay is the delay before a failed row's first retry; it doubles
 	// with every attempt up to 32x. Default 5s.
@@ -93,7 +96,21 @@ type CopierConfig struct {
 	// Also are run alongside the relay and pull, e.g. a ticker for the
 	// node's database.
 	Also []Runner
+	// OrderKey names the events that must be applied in the order they
+	// were sent. Once an event fails, later events with the same key are
+	// held on the node behind it (pgq_go.held_event) and follow it when it
+	// applies, or are parked behind it when it is parked; events with
+	// other keys go on. Default: the Applier's OrderKey when it implements
+	// OrderKeyer (RowApplier: table + key columns), else one key for every
+	// event (strict order: one failing event holds the whole node until it
+	// applies, or until an operator replays or purges it once parked). Return a
+	// value unique per event (such as its id) to opt out of ordering. An
+	// error parks the event at once, without a key.
+	OrderKey func(ev *pgq.Event) (string, error)
 }
+
+// strictOrderKey puts every event under one key.
+func strictOrderKey(*pgq.Event) (string, error) { return "*", nil }
 
 func (c CopierConfig) withDefaults() CopierConfig {
 	if c.PushQueue == "" {
@@ -113,6 +130,13 @@ func (c CopierConfig) withDefaults() CopierConfig {
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = 5 * time.Second
+	}
+	if c.OrderKey == nil {
+		if ok, isKeyer := c.Applier.(OrderKeyer); isKeyer {
+			c.OrderKey = ok.OrderKey
+		} else {
+			c.OrderKey = strictOrderKey
+		}
 	}
 	return c
 }

@@ -387,7 +387,7 @@ func TestTargetedCopyHostilePayloadsParked(t *testing.T) {
 	require.NoError(t, err)
 	ra, err := remote.NewRowApplier("rows", "id")
 	require.NoError(t, err)
-	res, err := remote.ReplayParked(cc.ctx, cc.local["n2"].Pool, ra, remote.ParkedFilter{})
+	res, err := remote.ReplayParked(cc.ctx, cc.local["n2"].Pool, "n2", ra, remote.ParkedFilter{})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Replayed)
 	require.Len(t, res.Failed, len(bad)-1)

@@ -48,4 +48,33 @@
 // schema pgq_go (remote_retry, parked_event, migration). The destination
 // needs no pgq extension. pgq_ext keys have no queue name: a consumer name
 // must be unique per destination database.
+//
+// # Targeted copy: per-key order
+//
+// The TargetedCopier's pull applies the rows addressed to its node in the
+// order of their events on the node's pull queue: batch by batch, by event
+// id within a batch. Rows sent by one origin node reach the hub in the
+// order of its push queue, so for writes to one row made by transactions
+// that send their event after writing the row (holding its lock), that is
+// the origin's commit order. Rows of one key sent by different origin
+// nodes travel through different relays and have no defined order.
+//
+// A failure keeps that order per order key (CopierConfig.OrderKey;
+// RowApplier: table + key columns; default for other appliers: one key
+// for the whole node). When a row fails it is held on the node in
+// pgq_go.held_event, and every later row with the same key is held behind
+// it in arrival order, in the node transaction that records the batch
+// (exactly once across crashes). At the start of each pull batch the keys
+// whose first row is due are tried again: when it applies, the rows
+// behind it follow in order until one fails (which then heads the key);
+// when it exhausts MaxRetries (or fails with ErrBadPayload) it is parked
+// in pgq_go.parked_event with every row behind it, and rows of that key
+// arriving later are parked behind them too, until the key has no parked
+// row left. ReplayParked applies a key's parked rows in park order and
+// refuses a row while an earlier row of its key is still parked or held.
+// Rows of other keys never wait. So for every key the rows applied on
+// the node are a prefix of its history, in order; none is applied after
+// a later one. A row whose key cannot be read (OrderKey fails: an
+// undecodable payload) is parked at once with no key and never holds
+// others back.
 package remote

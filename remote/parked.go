@@ -18,6 +18,9 @@ type ParkedEvent struct {
 	Queue    string
 	ParkedAt time.Time
 	Error    string
+	// OrderKey is the event's order key (see CopierConfig.OrderKey); ""
+	// when it has none.
+	OrderKey string
 	Event    pgq.Event
 }
 
@@ -56,7 +59,7 @@ type ParkedFilter struct {
 	Limit    int     // default 1000
 }
 
-const sqlListParked = `select park_id, consumer_id, queue_name, parked_at, error,
+const sqlListParked = `select park_id, consumer_id, queue_name, parked_at, error, coalesce(order_key, ''),
 	ev_id, ev_time, coalesce(ev_txid, 0), coalesce(ev_retry, 0), ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4
 	from pgq_go.parked_event
 	where ($1::text is null or consumer_id = $1)
@@ -74,7 +77,7 @@ func ListParked(ctx context.Context, db pgq.DB, f ParkedFilter) ([]ParkedEvent, 
 	for rows.Next() {
 		var p ParkedEvent
 		e := &p.Event
-		if err := rows.Scan(&p.ParkID, &p.Consumer, &p.Queue, &p.ParkedAt, &p.Error,
+		if err := rows.Scan(&p.ParkID, &p.Consumer, &p.Queue, &p.ParkedAt, &p.Error, &p.OrderKey,
 			&e.ID, &e.Time, &e.TxID, &e.Retry, &e.Type, &e.Data, &e.Extra1, &e.Extra2, &e.Extra3, &e.Extra4); err != nil {
 			return nil, fmt.Errorf("remote: list parked events: %w", err)
 		}
@@ -124,12 +127,36 @@ type ReplayResult struct {
 	Failed   map[int64]error // park id → why it stays parked
 }
 
-// ReplayParked applies parked events again with applier, each in its own
-// transaction that also removes it from the parked table; an event that
-// fails again stays parked with its new error. db must be the database the
-// events were meant for (the node).
-func ReplayParked(ctx context.Context, db txBeginner, applier Applier, f ParkedFilter) (ReplayResult, error) {
+// ErrWrongNode is wrapped by the error of a parked event ReplayParked
+// refuses because it is addressed (ev_extra1) to another node than the
+// one replaying.
+var ErrWrongNode = errors.New("remote: parked event addressed to another node")
+
+// ErrOrderWait is wrapped by the error of a parked event ReplayParked
+// refuses because an earlier event of its order key is still parked or
+// held: replay (or purge) that one first.
+var ErrOrderWait = errors.New("remote: an earlier event of the same order key is still parked or held")
+
+// ReplayParked applies parked events again with applier on node's own
+// database db, each in its own transaction that also removes it from the
+// parked table; an event that fails again stays parked with its new error.
+//
+// Events are taken in park order, which is the order of each order key's
+// events (see CopierConfig.OrderKey). An event is refused, and stays
+// parked with its error unchanged, when it is addressed to another node
+// than node (ErrWrongNode) or when an earlier event of its order key is
+// still parked or held on db (ErrOrderWait), whether or not the filter
+// selects that one: a key's events are never applied out of order. So
+// once an event of a key fails again, the key's later events in the same
+// replay are refused too. Replays serialise with the node's pull.
+func ReplayParked(ctx context.Context, db txBeginner, node string, applier Applier, f ParkedFilter) (ReplayResult, error) {
 	res := ReplayResult{Failed: map[int64]error{}}
+	if err := ValidateNode(node); err != nil {
+		return res, fmt.Errorf("remote: replay parked events: node: %w", err)
+	}
+	if applier == nil {
+		return res, errors.New("remote: replay parked events: no applier")
+	}
 	q, ok := db.(pgq.DB)
 	if !ok {
 		return res, errors.New("remote: replay parked events needs a pool or connection")
@@ -139,13 +166,21 @@ func ReplayParked(ctx context.Context, db txBeginner, applier Applier, f ParkedF
 		return res, err
 	}
 	for _, p := range parked {
+		if !p.Event.Extra1.Valid || p.Event.Extra1.String != node {
+			res.Failed[p.ParkID] = fmt.Errorf("%w: park id %d (event %d, consumer %s) is addressed to %q, not node %q; not applied",
+				ErrWrongNode, p.ParkID, p.Event.ID, p.Consumer, p.Event.Extra1.String, node)
+			continue
+		}
 		if err := replayOne(ctx, db, applier, p); err != nil {
 			if ctx.Err() != nil {
 				return res, ctx.Err()
 			}
 			res.Failed[p.ParkID] = err
+			if errors.Is(err, ErrOrderWait) {
+				continue // not tried: keep the error that parked it
+			}
 			_, _ = q.Exec(ctx, "update pgq_go.parked_event set error = $2, parked_at = now() where park_id = $1",
-				p.ParkID, "replay: "+err.Error())
+				p.ParkID, clipError("replay: "+err.Error()))
 			continue
 		}
 		res.Replayed++
@@ -153,18 +188,38 @@ func ReplayParked(ctx context.Context, db txBeginner, applier Applier, f ParkedF
 	return res, nil
 }
 
+// sqlEarlier finds what must be applied before a parked event of key.
+const sqlEarlier = `select coalesce(
+	(select 'park id ' || min(park_id) from pgq_go.parked_event
+	  where consumer_id = $1 and order_key = $2 and park_id < $3),
+	(select 'held event ' || min(ev_id) from pgq_go.held_event
+	  where consumer_id = $1 and order_key = $2))`
+
 func replayOne(ctx context.Context, db txBeginner, applier Applier, p ParkedEvent) error {
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	tag, err := tx.Exec(ctx, "delete from pgq_go.parked_event where park_id = $1", p.ParkID)
-	if err != nil {
+	if _, err := tx.Exec(ctx, sqlOrderLock, p.Consumer); err != nil {
 		return err
 	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("parked event %d is gone (replayed or purged concurrently)", p.ParkID)
+	var key *string
+	if err := tx.QueryRow(ctx, "delete from pgq_go.parked_event where park_id = $1 returning order_key", p.ParkID).Scan(&key); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("parked event %d is gone (replayed or purged concurrently)", p.ParkID)
+		}
+		return err
+	}
+	if key != nil {
+		var earlier *string
+		if err := tx.QueryRow(ctx, sqlEarlier, p.Consumer, *key, p.ParkID).Scan(&earlier); err != nil {
+			return err
+		}
+		if earlier != nil {
+			return fmt.Errorf("%w: park id %d (event %d) waits for %s of order key %s",
+				ErrOrderWait, p.ParkID, p.Event.ID, *earlier, *key)
+		}
 	}
 	ev := p.Event
 	if err := applier.Apply(ctx, tx, &ev); err != nil {
@@ -174,6 +229,7 @@ func replayOne(ctx context.Context, db txBeginner, applier Applier, p ParkedEven
 }
 
 // PurgeParked deletes parked events for good and returns how many.
+// Purging a key's earliest parked event lets ReplayParked take the next.
 func PurgeParked(ctx context.Context, db pgq.DB, f ParkedFilter) (int64, error) {
 	if f.Consumer == "" && f.IDs == nil {
 		return 0, errors.New("remote: purge parked events: name a consumer or ids (refusing to purge everything implicitly)")

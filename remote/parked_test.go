@@ -76,3 +76,51 @@ func TestParkKeepsEventsWithRepeatedIDs(t *testing.T) {
 	}
 	require.Len(t, parked, old+3)
 }
+
+// TestReplayParkedRefusesOtherNodes (B8): a replay names the node whose
+// database it runs on, and refuses parked events addressed to another
+// node instead of applying them there.
+func TestReplayParkedRefusesOtherNodes(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := cluster.NewDB(t)
+	_, err := db.Pool.Exec(ctx, rowsDDL)
+	require.NoError(t, err)
+	require.NoError(t, remote.Install(ctx, db.Pool))
+	for _, target := range []string{"n3", "n2"} {
+		_, err := db.Pool.Exec(ctx, `insert into pgq_go.parked_event (consumer_id, queue_name, error, ev_id, ev_time,
+			ev_type, ev_extra1, ev_extra2) values ('pull.n2', 'pull_queue', 'some error', 1, now(), 'copy', $1, $2)`,
+			target, "action=ins&id=for-"+target+"&origin=n1")
+		require.NoError(t, err)
+	}
+	ra, err := remote.NewRowApplier("rows", "id")
+	require.NoError(t, err)
+
+	_, err = remote.ReplayParked(ctx, db.Pool, "", ra, remote.ParkedFilter{})
+	require.ErrorIs(t, err, remote.ErrInvalidNode, "the node is required")
+
+	res, err := remote.ReplayParked(ctx, db.Pool, "n2", ra, remote.ParkedFilter{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Replayed)
+	require.Len(t, res.Failed, 1)
+	for _, ferr := range res.Failed {
+		require.ErrorIs(t, ferr, remote.ErrWrongNode)
+		require.ErrorContains(t, ferr, `addressed to "n3", not node "n2"`)
+	}
+	var ids []string
+	rows, err := db.Pool.Query(ctx, "select id from rows order by id")
+	require.NoError(t, err)
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		ids = append(ids, id)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"for-n2"}, ids, "only n2's event is applied on n2")
+	left, err := remote.ListParked(ctx, db.Pool, remote.ParkedFilter{})
+	require.NoError(t, err)
+	require.Len(t, left, 1)
+	require.Equal(t, "n3", left[0].Event.Extra1.String)
+	require.Equal(t, "some error", left[0].Error, "a refused event keeps the error that parked it")
+}

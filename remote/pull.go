@@ -4,26 +4,65 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgq-go/pgq/pgq"
 )
 
 // puller applies a batch of this node's events to the node.
+//
+// Per-key order: a row that fails is not sent to PgQ's retry queue (later
+// rows of its key would overtake it) but held on the node, in
+// pgq_go.held_event, with every later row of its key behind it; all of it
+// written in the node transaction that records the batch, so exactly once
+// across crashes. At the start of every batch the held keys whose first
+// row is due are tried again, in order. See CopierConfig.OrderKey.
 type puller struct{ tc *TargetedCopier }
 
 type pullCounts struct{ applied, retried, parked, ignored int64 }
 
+func (c *pullCounts) add(o pullCounts) {
+	c.applied += o.applied
+	c.retried += o.retried
+	c.parked += o.parked
+	c.ignored += o.ignored
+}
+
+// keyState is what the node holds back, by order key.
+type keyState struct {
+	held   map[string]bool // keys with rows in pgq_go.held_event
+	parked map[string]bool // keys with rows in pgq_go.parked_event
+}
+
+func (s *keyState) blocked() bool { return len(s.held) > 0 || len(s.parked) > 0 }
+
+// sqlOrderLock serialises the pull of a consumer with ReplayParked on the
+// same node, so that neither sees the other's held or parked keys half
+// way.
+const sqlOrderLock = "select pg_advisory_xact_lock(hashtextextended('pgq_go.order:' || $1, 0))"
+
+const sqlHeldKeys = `select distinct on (order_key) order_key, retry_after <= now()
+	from pgq_go.held_event where consumer_id = $1 order by order_key, hold_id`
+
+const sqlParkedKeys = `select distinct order_key from pgq_go.parked_event
+	where consumer_id = $1 and order_key is not null`
+
 func (p *puller) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, tx pgx.Tx) error {
-	// Fast path: every row in one savepoint, no per-row round trips.
-	c, err := p.applyAll(ctx, b, tx)
+	st, c, err := p.prepare(ctx, b, tx)
 	if err != nil {
-		// Some row failed: redo the batch row by row, each in its own
-		// savepoint, retrying or parking the failures.
-		if c, err = p.applyEach(ctx, b, tx); err != nil {
+		return fmt.Errorf("remote: %s/%s batch %d: held rows: %w", b.Queue, b.Consumer, b.ID(), err)
+	}
+	// Fast path: every row in one savepoint, no per-row round trips.
+	bc, err := p.applyAll(ctx, b, tx, st)
+	if err != nil {
+		// Some row failed (or waits behind its key): redo the batch row by
+		// row, each in its own savepoint, holding or parking the failures.
+		if bc, err = p.applyEach(ctx, b, tx, st); err != nil {
 			return err
 		}
 	}
+	c.add(bc)
 	tc := p.tc
 	tc.applied.Add(c.applied)
 	tc.retried.Add(c.retried)
@@ -32,14 +71,189 @@ func (p *puller) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, tx pgx.Tx
 	return nil
 }
 
+// prepare locks the consumer's order state, retries the held keys that
+// are due and returns the keys still held or parked.
+func (p *puller) prepare(ctx context.Context, b *pgq.Batch, tx pgx.Tx) (*keyState, pullCounts, error) {
+	var c pullCounts
+	st := &keyState{held: map[string]bool{}, parked: map[string]bool{}}
+	pb := &pgx.Batch{}
+	pb.Queue(sqlOrderLock, b.Consumer)
+	pb.Queue(sqlHeldKeys, b.Consumer)
+	pb.Queue(sqlParkedKeys, b.Consumer)
+	res := tx.SendBatch(ctx, pb)
+	var due []string
+	_, err := res.Exec()
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = res.Query(); err == nil {
+			var key string
+			var isDue bool
+			_, err = pgx.ForEachRow(rows, []any{&key, &isDue}, func() error {
+				st.held[key] = true
+				if isDue {
+					due = append(due, key)
+				}
+				return nil
+			})
+		}
+	}
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = res.Query(); err == nil {
+			var key string
+			_, err = pgx.ForEachRow(rows, []any{&key}, func() error { st.parked[key] = true; return nil })
+		}
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, c, err
+	}
+	for _, key := range due {
+		kc, err := p.retryKey(ctx, b, tx, st, key)
+		if err != nil {
+			return nil, c, err
+		}
+		c.add(kc)
+	}
+	return st, c, nil
+}
+
+// heldRow is one row of pgq_go.held_event.
+type heldRow struct {
+	id       int64
+	queue    string
+	attempts int32
+	ev       pgq.Event
+}
+
+// retryKey applies the held rows of key in order, until one fails: that
+// one is held again with a longer delay, or parked with every row behind
+// it.
+func (p *puller) retryKey(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *keyState, key string) (pullCounts, error) {
+	var c pullCounts
+	rows, err := tx.Query(ctx, `select hold_id, queue_name, attempts, ev_id, ev_time, coalesce(ev_txid, 0),
+		coalesce(ev_retry, 0), ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4
+		from pgq_go.held_event where consumer_id = $1 and order_key = $2 order by hold_id`, b.Consumer, key)
+	if err != nil {
+		return c, err
+	}
+	var held []heldRow
+	var h heldRow
+	e := &h.ev
+	_, err = pgx.ForEachRow(rows, []any{&h.id, &h.queue, &h.attempts, &e.ID, &e.Time, &e.TxID, &e.Retry,
+		&e.Type, &e.Data, &e.Extra1, &e.Extra2, &e.Extra3, &e.Extra4}, func() error {
+		held = append(held, h)
+		return nil
+	})
+	if err != nil {
+		return c, err
+	}
+	var done []int64
+	for i, h := range held {
+		ev := h.ev
+		aerr, err := p.applyOne(ctx, tx, &ev)
+		if err != nil {
+			return c, err
+		}
+		if aerr == nil {
+			done = append(done, h.id)
+			c.applied++
+			continue
+		}
+		attempts := h.attempts + 1
+		if errors.Is(aerr, ErrBadPayload) || int(attempts) > p.tc.cfg.MaxRetries {
+			for _, f := range held[i:] {
+				done = append(done, f.id)
+			}
+			n, err := p.parkKey(ctx, tx, b.Consumer, key, held[i:], attempts, aerr)
+			if err != nil {
+				return c, err
+			}
+			c.parked += n
+			delete(st.held, key)
+			st.parked[key] = true
+			break
+		}
+		d := p.retryDelay(attempts)
+		if _, err := tx.Exec(ctx, `update pgq_go.held_event set attempts = $2, error = $3,
+			retry_after = now() + $4::bigint * interval '1 microsecond' where hold_id = $1`,
+			h.id, attempts, clipError(aerr.Error()), d.Microseconds()); err != nil {
+			return c, err
+		}
+		c.retried++
+		p.tc.log.Warn("held row failed again; retrying later", "event_id", ev.ID, "key", key,
+			"attempts", attempts, "delay", d, "waiting", len(held)-i-1, "err", aerr)
+		break
+	}
+	if len(done) == len(held) && !st.parked[key] {
+		delete(st.held, key)
+	}
+	if len(done) > 0 {
+		if _, err := tx.Exec(ctx, "delete from pgq_go.held_event where hold_id = any($1)", done); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// parkKey parks rows (of one key, in order): the first with cause, the
+// others behind it. It returns how many it parked.
+func (p *puller) parkKey(ctx context.Context, tx pgx.Tx, consumer, key string, rows []heldRow, attempts int32, cause error) (int64, error) {
+	for i, h := range rows {
+		ev := h.ev
+		err := cause
+		if i == 0 {
+			ev.Retry = attempts
+		} else {
+			err = fmt.Errorf("event %d: held behind event %d of the same order key %s, which was parked", ev.ID, rows[0].ev.ID, key)
+		}
+		if err := parkKeyed(ctx, tx, consumer, h.queue, &ev, err, &key); err != nil {
+			return int64(i), err
+		}
+	}
+	p.tc.log.Warn("row parked", "event_id", rows[0].ev.ID, "key", key, "retries", attempts, "parked_behind", len(rows)-1, "err", cause)
+	return int64(len(rows)), nil
+}
+
+func (p *puller) retryDelay(attempts int32) time.Duration {
+	return p.tc.cfg.RetryDelay << min(max(attempts-1, 0), 5)
+}
+
+// applyOne applies ev in a savepoint of tx. aerr is the applier's error
+// (the savepoint rolled back); err is a failure of tx itself.
+func (p *puller) applyOne(ctx context.Context, tx pgx.Tx, ev *pgq.Event) (aerr, err error) {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	aerr = p.tc.cfg.Applier.Apply(ctx, sp, ev)
+	if aerr == nil {
+		return nil, sp.Commit(ctx)
+	}
+	if err := sp.Rollback(ctx); err != nil {
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return aerr, nil
+}
+
+// errWaits makes the fast path give up on a row that must wait behind its
+// key.
+var errWaits = errors.New("row waits behind its order key")
+
 // applyAll applies the batch inside one savepoint; any failure rolls it
 // back and is returned.
-func (p *puller) applyAll(ctx context.Context, b *pgq.Batch, tx pgx.Tx) (pullCounts, error) {
+func (p *puller) applyAll(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *keyState) (pullCounts, error) {
 	var c pullCounts
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return c, err
 	}
+	check := st.blocked()
 	for ev, err := range b.Events(ctx) {
 		if err == nil {
 			switch {
@@ -49,6 +263,13 @@ func (p *puller) applyAll(ctx context.Context, b *pgq.Batch, tx pgx.Tx) (pullCou
 				c.ignored++
 				continue
 			default:
+				if check {
+					key, kerr := p.tc.cfg.OrderKey(ev)
+					if kerr != nil || st.held[key] || st.parked[key] {
+						err = errWaits
+						break
+					}
+				}
 				err = p.tc.cfg.Applier.Apply(ctx, sp, ev)
 			}
 		}
@@ -65,7 +286,25 @@ func (p *puller) wanted(ev *pgq.Event) bool {
 	return p.tc.cfg.Accept(ev.Type.String)
 }
 
-func (p *puller) applyEach(ctx context.Context, b *pgq.Batch, tx pgx.Tx) (pullCounts, error) {
+const sqlHold = `insert into pgq_go.held_event (consumer_id, queue_name, order_key, attempts, retry_after, error,
+	ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)
+	values ($1, $2, $3, $4, now() + $5::bigint * interval '1 microsecond', $6,
+	$7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`
+
+// hold stores ev under key in held_event: as the head of its key when
+// cause is not nil (to retry after delay), else behind the rows there.
+func hold(ctx context.Context, tx pgx.Tx, consumer, queue, key string, ev *pgq.Event, attempts int32, delay time.Duration, cause error) error {
+	var msg *string
+	if cause != nil {
+		m := clipError(cause.Error())
+		msg = &m
+	}
+	_, err := tx.Exec(ctx, sqlHold, consumer, queue, key, attempts, delay.Microseconds(), msg,
+		ev.ID, ev.Time, ev.TxID, ev.Retry, ev.Type, ev.Data, ev.Extra1, ev.Extra2, ev.Extra3, ev.Extra4)
+	return err
+}
+
+func (p *puller) applyEach(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *keyState) (pullCounts, error) {
 	tc := p.tc
 	var c pullCounts
 	for ev, err := range b.Events(ctx) {
@@ -84,36 +323,57 @@ func (p *puller) applyEach(ctx context.Context, b *pgq.Batch, tx pgx.Tx) (pullCo
 			c.ignored++
 			continue
 		}
-		sp, err := tx.Begin(ctx)
-		if err != nil {
-			return c, err
-		}
-		aerr := tc.cfg.Applier.Apply(ctx, sp, ev)
-		if aerr == nil {
-			if err := sp.Commit(ctx); err != nil {
-				return c, err
-			}
-			c.applied++
-			continue
-		}
-		if err := sp.Rollback(ctx); err != nil {
-			return c, err
-		}
-		if ctx.Err() != nil {
-			return c, ctx.Err()
-		}
-		if errors.Is(aerr, ErrBadPayload) || int(ev.Retry) >= tc.cfg.MaxRetries {
-			if err := park(ctx, tx, b.Consumer, b.Queue, ev, aerr); err != nil {
+		key, kerr := tc.cfg.OrderKey(ev)
+		if kerr != nil {
+			// Without a key it cannot be ordered: park it now.
+			if err := park(ctx, tx, b.Consumer, b.Queue, ev, fmt.Errorf("event %d: order key: %w", ev.ID, kerr)); err != nil {
 				return c, err
 			}
 			c.parked++
-			tc.log.Warn("row parked", "event_id", ev.ID, "retries", ev.Retry, "err", aerr)
+			tc.log.Warn("row parked: no order key", "event_id", ev.ID, "err", kerr)
 			continue
 		}
-		d := tc.cfg.RetryDelay << min(ev.Retry, 5)
-		ev.TagRetry(d)
+		switch {
+		case st.parked[key]:
+			cause := fmt.Errorf("event %d: held behind an earlier parked event of the same order key %s", ev.ID, key)
+			if err := parkKeyed(ctx, tx, b.Consumer, b.Queue, ev, cause, &key); err != nil {
+				return c, err
+			}
+			c.parked++
+			tc.log.Warn("row parked behind its key", "event_id", ev.ID, "key", key)
+			continue
+		case st.held[key]:
+			if err := hold(ctx, tx, b.Consumer, b.Queue, key, ev, int32(ev.Retry), 0, nil); err != nil {
+				return c, err
+			}
+			continue
+		}
+		aerr, err := p.applyOne(ctx, tx, ev)
+		if err != nil {
+			return c, err
+		}
+		if aerr == nil {
+			c.applied++
+			continue
+		}
+		attempts := ev.Retry + 1
+		if errors.Is(aerr, ErrBadPayload) || int(attempts) > tc.cfg.MaxRetries {
+			if err := parkKeyed(ctx, tx, b.Consumer, b.Queue, ev, aerr, &key); err != nil {
+				return c, err
+			}
+			st.parked[key] = true
+			c.parked++
+			tc.log.Warn("row parked", "event_id", ev.ID, "key", key, "retries", ev.Retry, "err", aerr)
+			continue
+		}
+		d := p.retryDelay(attempts)
+		if err := hold(ctx, tx, b.Consumer, b.Queue, key, ev, attempts, d, aerr); err != nil {
+			return c, err
+		}
+		st.held[key] = true
 		c.retried++
-		tc.log.Warn("row failed; retrying later", "event_id", ev.ID, "retries", ev.Retry, "delay", d, "err", aerr)
+		tc.log.Warn("row failed; held with its key, retrying later", "event_id", ev.ID, "key", key,
+			"retries", ev.Retry, "delay", d, "err", aerr)
 	}
 	return c, nil
 }

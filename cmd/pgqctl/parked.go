@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgq-go/pgq/remote"
 )
 
@@ -25,7 +26,11 @@ meant for, with the error. Fix the cause, then replay them; or purge them.
   list     show parked events (--consumer, --id, --limit; --json)
   replay   apply them again, each in its own transaction that also removes
            it from the parked table; one that fails again stays parked
-           with its new error. Needs the applier the copier uses:
+           with its new error. Events are taken in park order; one whose
+           order key has an earlier event still parked, or that is
+           addressed to another node than --node (default: the node of
+           the pull consumer that parked them), is refused. Needs the
+           applier the copier uses:
              --applier row --table T --keys id[,id2]
              --applier func --func schema.fn
   purge    delete them for good (--consumer or --id required)
@@ -152,8 +157,15 @@ func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Write
 	f.StringVar(&table, "table", "", "row applier: the `table` (optionally schema.table)")
 	f.StringVar(&keys, "keys", "", "row applier: key `columns`, comma-separated")
 	f.StringVar(&fn, "func", "", "func applier: the SQL `function` called as fn(target text, payload text)")
+	var node string
+	f.StringVar(&node, "node", "", "the `node` this database belongs to; events addressed elsewhere are refused (default: from the pull consumer, pull.<node>)")
 	if code, ok := noArgs(f, args); !ok {
 		return code
+	}
+	if node != "" {
+		if err := remote.ValidateNode(node); err != nil {
+			return f.fail(usagef("--node: %v", err))
+		}
 	}
 	var applier remote.Applier
 	switch kind {
@@ -185,7 +197,12 @@ func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		return f.fail(err)
 	}
 	defer conn.Close(context.Background())
-	res, err := remote.ReplayParked(ctx, conn, applier, pf)
+	if node == "" {
+		if node, err = replayNode(ctx, conn, pf); err != nil {
+			return f.fail(err)
+		}
+	}
+	res, err := remote.ReplayParked(ctx, conn, node, applier, pf)
 	if err != nil {
 		return f.fail(err)
 	}
@@ -202,6 +219,37 @@ func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "  park id %d: %s\n", id, clip(res.Failed[id].Error(), 200))
 	}
 	return 1
+}
+
+// replayNode derives the node a replay runs for from the pull consumer
+// that parked the selected events ("pull.<node>"): --consumer, or the one
+// consumer of the selection.
+func replayNode(ctx context.Context, conn *pgx.Conn, pf remote.ParkedFilter) (string, error) {
+	consumers := map[string]bool{}
+	if pf.Consumer != "" {
+		consumers[pf.Consumer] = true
+	} else {
+		evs, err := remote.ListParked(ctx, conn, pf)
+		if err != nil {
+			return "", err
+		}
+		for _, p := range evs {
+			consumers[p.Consumer] = true
+		}
+	}
+	if len(consumers) == 0 {
+		return "", usagef("nothing parked matches; name the node with --node")
+	}
+	if len(consumers) > 1 {
+		return "", usagef("the events were parked by %d consumers; name the node with --node (or pick one with --consumer)", len(consumers))
+	}
+	for c := range consumers {
+		if node, ok := strings.CutPrefix(c, remote.PullConsumerName("")); ok && remote.ValidateNode(node) == nil {
+			return node, nil
+		}
+		return "", usagef("consumer %q is not a pull consumer (pull.<node>); name the node with --node", c)
+	}
+	return "", nil
 }
 
 func splitComma(s string) []string {
