@@ -245,7 +245,11 @@ func TestConnectionCutListenerRecovers(t *testing.T) {
 		}, 30*time.Second, 50*time.Millisecond)
 	}
 	first := e.produce(t, 2, nil)
-	notifyUntil(first, e.tick(t))
+	firstTick := e.tick(t)
+	notifyUntil(first, firstTick)
+	// The handler has seen them; cut only once the batch is finished too
+	// (a cut before its commit redelivers it, as it should).
+	require.Eventually(t, func() bool { return e.info(t).LastTick == firstTick }, 30*time.Second, 10*time.Millisecond)
 
 	proxy.Cut()
 	// The events of this tick wait for the network.
