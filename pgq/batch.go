@@ -294,26 +294,32 @@ func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error
 		return err
 	}
 	fetchSQL := "fetch " + strconv.Itoa(b.fetchSize) + " from " + cname
+	// Each fetch is read whole before its events are yielded (at most
+	// FetchSize of them), so the connection is free while the caller
+	// works: a handler may write through the same transaction.
+	chunk := make([]*Event, 0, b.fetchSize)
 	for {
-		got := 0
+		chunk = chunk[:0]
 		for rows.Next() {
-			got++
 			ev, err := b.scan(rows)
 			if err != nil {
 				rows.Close()
 				return err
 			}
-			if !yield(ev) {
-				rows.Close()
-				_, _ = db.Exec(ctx, "close "+cname)
-				return errStopped
-			}
+			chunk = append(chunk, ev)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		if got < b.fetchSize {
+		for i, ev := range chunk {
+			chunk[i] = nil
+			if !yield(ev) {
+				_, _ = db.Exec(ctx, "close "+cname)
+				return errStopped
+			}
+		}
+		if len(chunk) < b.fetchSize {
 			// Exhausted: the cursor closes with the transaction; a close
 			// here would cost a round trip per batch.
 			return nil

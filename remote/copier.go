@@ -50,7 +50,7 @@ func NewTargetedCopier(cfg CopierConfig) (*TargetedCopier, error) {
 		r := &relay{tc: tc, shard: s, name: RelayConsumerName(cfg.Node, s), ensured: map[string]bool{}}
 		cc := cfg.Consumer
 		cc.Queue, cc.Name, cc.Register = cfg.PushQueue, r.name, true
-		rc, err := New(cfg.Local, hub, Config{Consumer: cc}, r)
+		rc, err := New(cfg.Local, hub, Config{Consumer: cc, IdleTimeout: cfg.IdleTimeout}, r)
 		if err != nil {
 			return nil, err
 		}
@@ -60,7 +60,7 @@ func NewTargetedCopier(cfg CopierConfig) (*TargetedCopier, error) {
 	cc := cfg.Consumer
 	cc.Queue, cc.Name, cc.Register = tc.pullQueue(), PullConsumerName(cfg.Node), true
 	cc.Filter = pgq.Eq(pgq.FieldExtra1, cfg.Node)
-	rc, err := New(tc.hubOf(cfg.Node), cfg.Local, Config{Consumer: cc}, p)
+	rc, err := New(tc.hubOf(cfg.Node), cfg.Local, Config{Consumer: cc, IdleTimeout: cfg.IdleTimeout}, p)
 	if err != nil {
 		return nil, err
 	}

@@ -87,7 +87,8 @@ type CopierConfig struct {
 	// decommissioned node's pull consumer, or its events are kept forever.
 	NoTargetRegistration bool
 	// Consumer tunes the relay and pull consumers (LazyFetch, PollInterval,
-	// ErrorBackoff, Logger, Hooks...). Queue and Name are set by the copier.
+	// ErrorBackoff, Logger, Hooks...). Queue, Name and Filter must be left
+	// empty: the copier sets them (New refuses them otherwise).
 	Consumer consumer.Config
 	// QueueConfig is applied to every queue the copier creates (the push
 	// queue, pull queues). Low latency needs TickerMaxLag near the ticker
@@ -107,6 +108,12 @@ type CopierConfig struct {
 	// value unique per event (such as its id) to opt out of ordering. An
 	// error parks the event at once, without a key.
 	OrderKey func(ev *pgq.Event) (string, error)
+	// IdleTimeout bounds how long the relay's hub transaction and the
+	// pull's node transaction may sit idle mid-batch (a silent network
+	// hang to the other side, a paused process) before that server ends
+	// it and releases its row locks; the batch is then redone. Default
+	// 60s; negative leaves the servers' settings. See Config.IdleTimeout.
+	IdleTimeout time.Duration
 }
 
 // strictOrderKey puts every event under one key.
@@ -181,6 +188,20 @@ func (c CopierConfig) validate() error {
 	}
 	if c.RetryDelay < 0 {
 		errs = append(errs, fmt.Errorf("remote: CopierConfig.RetryDelay %v is negative", c.RetryDelay))
+	}
+	// The copier names its consumers and filters what each reads: a relay
+	// must see every event of the push queue (a filter would mark the
+	// events it hides done without relaying them), the pull selects its
+	// node's events. Options that would be silently overwritten or
+	// misapplied are refused.
+	if c.Consumer.Queue != "" {
+		errs = append(errs, errors.New("remote: CopierConfig.Consumer.Queue must be empty: use PushQueue and PullQueue"))
+	}
+	if c.Consumer.Name != "" {
+		errs = append(errs, errors.New("remote: CopierConfig.Consumer.Name must be empty: consumer names derive from Node (RelayConsumerName, PullConsumerName)"))
+	}
+	if !c.Consumer.Filter.IsZero() {
+		errs = append(errs, errors.New("remote: CopierConfig.Consumer.Filter does not apply to a copier: relays must read every event and the pull selects its node's; choose event types with Accept"))
 	}
 	return errors.Join(errs...)
 }

@@ -101,6 +101,9 @@ func New(src, dst *pgxpool.Pool, cfg Config, h Handler) (*RemoteConsumer, error)
 	if h == nil {
 		return nil, errors.New("remote: New needs a Handler")
 	}
+	if src == dst && cfg.Consumer.NoLazyFetch {
+		return nil, errors.New("remote: New: source and destination share a pool, so the handler writes through the batch's source transaction, which needs the cursor: NoLazyFetch cannot be used")
+	}
 	r := &RemoteConsumer{src: src, dst: dst, cfg: cfg.withDefaults(), h: h}
 	c, err := consumer.New(src, cfg.Consumer, consumer.BatchHandlerFunc(r.processBatch))
 	if err != nil {

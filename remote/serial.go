@@ -37,6 +37,9 @@ func NewSerial(src, dst *pgxpool.Pool, cfg Config, h Handler) (*SerialConsumer, 
 	if h == nil {
 		return nil, errors.New("remote: NewSerial needs a Handler")
 	}
+	if src == dst && cfg.Consumer.NoLazyFetch {
+		return nil, errors.New("remote: NewSerial: source and destination share a pool, so the handler writes through the batch's source transaction, which needs the cursor: NoLazyFetch cannot be used")
+	}
 	s := &SerialConsumer{src: src, dst: dst, cfg: cfg.withDefaults(), h: h}
 	c, err := consumer.New(src, cfg.Consumer, consumer.BatchHandlerFunc(s.processBatch))
 	if err != nil {

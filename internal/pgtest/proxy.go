@@ -1,7 +1,6 @@
 package pgtest
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -9,15 +8,17 @@ import (
 
 // Proxy is a TCP proxy in front of a server. Cut closes every connection and
 // refuses new ones until Restore, which is how tests simulate a network
-// outage without touching the server.
+// outage without touching the server. Freeze holds every byte in both
+// directions, connections open, until Thaw: a silent network hang.
 type Proxy struct {
 	target string
 	ln     net.Listener
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	cut    bool
+	frozen chan struct{} // non-nil while frozen; closed by Thaw
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
 }
 
 // NewProxy starts a proxy to target (host:port); it stops when the test ends.
@@ -75,8 +76,20 @@ func (p *Proxy) serve(client net.Conn) {
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		done <- struct{}{}
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				p.waitThawed()
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
 	}
 	go pipe(server, client)
 	go pipe(client, server)
@@ -103,6 +116,35 @@ func (p *Proxy) Cut() {
 	p.mu.Unlock()
 }
 
+// Freeze stops forwarding bytes, in both directions, on every connection,
+// without closing any: to both ends the network has gone silent.
+func (p *Proxy) Freeze() {
+	p.mu.Lock()
+	if p.frozen == nil {
+		p.frozen = make(chan struct{})
+	}
+	p.mu.Unlock()
+}
+
+// Thaw forwards again what Freeze held, and everything after it.
+func (p *Proxy) Thaw() {
+	p.mu.Lock()
+	if p.frozen != nil {
+		close(p.frozen)
+		p.frozen = nil
+	}
+	p.mu.Unlock()
+}
+
+func (p *Proxy) waitThawed() {
+	p.mu.Lock()
+	f := p.frozen
+	p.mu.Unlock()
+	if f != nil {
+		<-f
+	}
+}
+
 // Restore accepts connections again after Cut.
 func (p *Proxy) Restore() {
 	p.mu.Lock()
@@ -112,6 +154,7 @@ func (p *Proxy) Restore() {
 
 // Close stops the proxy and closes every connection.
 func (p *Proxy) Close() {
+	p.Thaw()
 	p.ln.Close()
 	p.Cut()
 	p.wg.Wait()
