@@ -252,7 +252,18 @@ func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routi
 		return st
 	}
 	defer conn.Close(context.Background())
-	if st.Applied, err = remote.LastBatch(ctx, conn, st.PullConsumer, ""); err != nil {
+	// The pull's position on the node is keyed by its hub's identity and
+	// queue (remote.TrackingKey); an older version's row by name only.
+	key := ""
+	if hub != nil {
+		if id, err := remote.Identity(ctx, hub); err == nil {
+			key = remote.TrackingKey(id, st.PullQueue)
+		}
+	}
+	if st.Applied, err = remote.LastBatch(ctx, conn, st.PullConsumer, key); err == nil && st.Applied == 0 && key != "" {
+		st.Applied, err = remote.LastBatch(ctx, conn, st.PullConsumer, "")
+	}
+	if err != nil {
 		var pgErr interface{ SQLState() string }
 		if errors.As(err, &pgErr) && pgErr.SQLState() == "42P01" {
 			problem("node: tracking schema missing (has the node's copier run?)")
