@@ -9,7 +9,8 @@
 // so the apply and the record commit together or not at all.
 //
 //   - RemoteConsumer records the last applied batch id
-//     (pgq_ext.completed_batch). It may tag events for retry: the tags are
+//     (pgq_ext.completed_batch) and the tick that batch ended at
+//     (pgq_go.remote_position). It may tag events for retry: the tags are
 //     stored in the same destination transaction and re-issued if the
 //     process dies between the destination commit and finish_batch on the
 //     source. Pick it by default.
@@ -30,7 +31,24 @@
 //	crash before the destination commit:   nothing applied; batch redone.
 //	crash after it, before finish_batch:   batch skipped as done; retry tags re-issued.
 //	source or destination restart, cut:    the step fails, backs off, redone.
-//	two processes with the same name:      serialised by an advisory lock on the destination.
+//	two processes with the same name:      serialised by an advisory lock on the destination;
+//	                                       see below.
+//	process stalls mid-batch (network      the destination ends its transaction after
+//	hang, SIGSTOP):                        Config.IdleTimeout and frees its row locks.
+//	source and destination one pool:       the handler's transaction is a savepoint of the
+//	                                       source transaction: one connection per batch.
+//
+// Any number of instances of one consumer may run, started in any order (a
+// rolling deploy, a paused process that resumes). pgq's next_batch_custom
+// reads the subscription without a lock, so two instances calling it at
+// once can each get a batch id over the same ticks. pgq.NextBatch
+// serialises the call (a transaction advisory lock per queue and
+// consumer), so pgq-go instances get the same batch; against instances
+// that do not (python-pgq), the destination check is by tick as well as by
+// batch id: a batch whose end tick is recorded is skipped, a batch that
+// overlaps the recorded tick moves the consumer to it. SerialConsumer
+// tells a batch superseded by another instance (dropped quietly) from a
+// real lost position (the source still offers it: Run stops).
 //
 // Side effects outside the destination transaction (mail, HTTP) are not
 // covered: they may happen more than once.
@@ -45,9 +63,18 @@
 // RemoteConsumer or SerialConsumer can be replaced by ours with the same
 // consumer name without re-applying or skipping anything. A pgq_ext that
 // already exists is verified and used as-is. pgq-go's own tables live in
-// schema pgq_go (remote_retry, parked_event, migration). The destination
-// needs no pgq extension. pgq_ext keys have no queue name: a consumer name
-// must be unique per destination database.
+// schema pgq_go (identity, remote_position, remote_retry, parked_event,
+// held_event, migration; versioned migrations applied in place). The
+// destination needs no pgq extension.
+//
+// Tracking rows are keyed by (consumer_id, subconsumer_id) and pgq_ext keys
+// have no queue name: two flows into one destination under one consumer
+// name (another queue, another source database) need distinct
+// Config.SubConsumer values, or one takes the other's position. The
+// TargetedCopier keys every row by its source: subconsumer_id =
+// TrackingKey(Identity(source), source queue), where Identity is a UUID
+// made when pgq-go's schema is installed in a database. Rows an older
+// version keyed by name only are adopted on the copier's first start.
 //
 // # Targeted copy: per-key order
 //
