@@ -16,10 +16,11 @@ import (
 )
 
 func init() {
-	register("copy", "targeted copy: per-node status of a cluster (copy status)", runCopy)
+	register("copy", "targeted copy: per-node status of a cluster (copy status), change of hub shards (copy reshard)", runCopy)
 }
 
 const copyUsage = `usage: pgqctl copy status --hub DSN [--hub DSN...] --node NAME=DSN [--node ...] [flags]
+       pgqctl copy reshard --old-hub DSN... --new-hub DSN... --node NAME=DSN... (see copy reshard --help)
 
 Shows, for every node of a targeted-copy cluster, in one table:
 
@@ -41,7 +42,7 @@ parked and lags within --max-lag; 1 otherwise (see PROBLEMS); 2 usage error.
 `
 
 func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return subcommands(ctx, "copy", copyUsage, map[string]runFunc{"status": runCopyStatus}, args, stdout, stderr)
+	return subcommands(ctx, "copy", copyUsage, map[string]runFunc{"status": runCopyStatus, "reshard": runCopyReshard}, args, stdout, stderr)
 }
 
 // copyNode is one --node.
