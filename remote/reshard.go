@@ -603,7 +603,12 @@ func (rs *resharder) relayToCut(ctx context.Context, n *nodeState) error {
 		}
 		r := &relay{tc: tc, shard: shard, name: name, ensured: map[string]bool{}}
 		before := tc.relayed.Load()
-		err := rs.runToTick(ctx, n.db, rs.old[shard].db, cfg.PushQueue, name, n.relayKey, nil, n.cut, r)
+		// A relay's row of an older version (keyed by name only) is
+		// adopted first, as the copier's Setup would.
+		err := adoptLegacyPosition(ctx, rs.old[shard].db, name, n.relayKey)
+		if err == nil {
+			err = rs.runToTick(ctx, n.db, rs.old[shard].db, cfg.PushQueue, name, n.relayKey, nil, n.cut, r)
+		}
 		r.close()
 		n.rep.Relayed += tc.relayed.Load() - before
 		if err != nil {
@@ -628,9 +633,6 @@ func (rs *resharder) runToTick(ctx context.Context, src, dst *pgxpool.Pool, queu
 	}
 	if info.LastTick > tick {
 		return fmt.Errorf("%s/%s is at tick %d, past %d", queue, name, info.LastTick, tick)
-	}
-	if err := adoptLegacyPosition(ctx, dst, name, sub); err != nil {
-		return err
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
