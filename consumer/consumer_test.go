@@ -234,9 +234,11 @@ func TestManyRetriesFinishFast(t *testing.T) {
 	t.Logf("batch of %d events, all retried: %v", st.Events, st.Duration)
 	require.Equal(t, n, st.Events)
 	require.Equal(t, n, st.Retries)
-	// event_retry rescans the batch per call (minutes for 10k); the raw
-	// pipelined path takes well under a second or two even under -race.
-	require.Less(t, st.Duration, 5*time.Second)
+	// event_retry rescans the batch per call: minutes for 10k. The raw
+	// pipelined path takes about a second under -race on an idle machine;
+	// the bound leaves room for a loaded one (6.7 s seen with the CPU
+	// busy) and still tells seconds from minutes.
+	require.Less(t, st.Duration, 30*time.Second)
 	var cnt, minRetry, maxRetry int
 	require.NoError(t, e.pool.QueryRow(e.ctx,
 		"select count(*), min(ev_retry), max(ev_retry) from pgq.retry_queue").Scan(&cnt, &minRetry, &maxRetry))
