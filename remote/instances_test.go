@@ -161,7 +161,6 @@ func TestSerialConsumerInstancesRace(t *testing.T) {
 	}
 }
 
-
 // raceForeignAllocation reproduces, step by step, the race of two
 // instances calling next_batch at once, where the other instance does not
 // lock the subscription (python-pgq, an older pgq-go): our consumer (run
