@@ -118,7 +118,10 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := tc.checkRelays(ctx); err != nil {
+	if err := tc.registerRelays(ctx); err != nil {
+		return err
+	}
+	if err := tc.checkPullPlacement(ctx, hubIDs); err != nil {
 		return err
 	}
 	// Tracking keys name the source: the relays' rows on the hubs follow
@@ -137,11 +140,6 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 		return err
 	}
 	tc.pull.cfg.SubConsumer = pullKey
-	for _, r := range tc.relays {
-		if _, err := r.Consumer().Register(ctx); err != nil {
-			return err
-		}
-	}
 	return ensureTarget(ctx, tc.hubOf(tc.cfg.Node), tc.pullQueue(), tc.cfg.Node, tc.cfg.QueueConfig)
 }
 
@@ -151,22 +149,73 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 // the push queue. pgqctl copy reshard (Reshard) moves positions safely.
 var ErrReshardNeeded = errors.New("remote: hub shards changed; reshard first")
 
-// checkRelays refuses to start next to relay consumers of this node that
-// the configured hubs do not account for.
-func (tc *TargetedCopier) checkRelays(ctx context.Context) error {
-	names, err := relayConsumers(ctx, tc.cfg.Local, tc.cfg.PushQueue, tc.cfg.Node)
-	if err != nil {
-		return err
-	}
-	var stray []string
-	for _, n := range names {
-		if shard, ok := relayShard(tc.cfg.Node, n); !ok || shard >= len(tc.cfg.Hubs) {
-			stray = append(stray, n)
+// registerRelays registers this node's relays, all of them or none, in
+// one transaction, after checking that the relays already on the push
+// queue are exactly the configured hubs' (or none: a new node). Anything
+// else means the hub list changed without a reshard: a relay registered
+// now would start at the latest tick and never send what is waiting, and
+// a relay the list no longer uses would pin the push queue.
+func (tc *TargetedCopier) registerRelays(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, tc.cfg.Local, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock(hashtextextended('pgq_go.relays:' || $1 || '/' || $2, 0))",
+			tc.cfg.PushQueue, tc.cfg.Node); err != nil {
+			return err
 		}
-	}
-	if len(stray) > 0 {
-		return fmt.Errorf("%w: node %s has relay consumers %v on %s that %d hub(s) do not use; run `pgqctl copy reshard` to move them to the new hubs",
-			ErrReshardNeeded, tc.cfg.Node, stray, tc.cfg.PushQueue, len(tc.cfg.Hubs))
+		names, err := relayConsumers(ctx, tx, tc.cfg.PushQueue, tc.cfg.Node)
+		if err != nil {
+			return err
+		}
+		var stray []string
+		present := map[string]bool{}
+		for _, n := range names {
+			if shard, ok := relayShard(tc.cfg.Node, n); !ok || shard >= len(tc.cfg.Hubs) {
+				stray = append(stray, n)
+			} else {
+				present[n] = true
+			}
+		}
+		if len(stray) > 0 {
+			return fmt.Errorf("%w: node %s has relay consumers %v on %s that %d hub(s) do not use (a hub list changed, or a reshard did not finish); run `pgqctl copy reshard`",
+				ErrReshardNeeded, tc.cfg.Node, stray, tc.cfg.PushQueue, len(tc.cfg.Hubs))
+		}
+		var missing []string
+		for _, r := range tc.relays {
+			if !present[r.cfg.Consumer.Name] {
+				missing = append(missing, r.cfg.Consumer.Name)
+			}
+		}
+		if len(present) > 0 && len(missing) > 0 {
+			return fmt.Errorf("%w: node %s has %d relay(s) on %s but %d hub(s) are configured (missing %v); run `pgqctl copy reshard` so the new relays start where the old ones stopped",
+				ErrReshardNeeded, tc.cfg.Node, len(present), tc.cfg.PushQueue, len(tc.cfg.Hubs), missing)
+		}
+		for _, name := range missing {
+			if _, err := pgq.RegisterConsumer(ctx, tx, tc.cfg.PushQueue, name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// checkPullPlacement refuses to start when this node's pull consumer is
+// registered on a hub other than its shard: its events there would wait
+// forever while the node pulls from the new hub.
+func (tc *TargetedCopier) checkPullPlacement(ctx context.Context, hubIDs []string) error {
+	own := ShardOf(tc.cfg.Node, len(tc.cfg.Hubs))
+	for i, hub := range tc.cfg.Hubs {
+		if hubIDs[i] == hubIDs[own] {
+			continue
+		}
+		var there bool
+		if err := hub.QueryRow(ctx, `select exists (select 1 from pgq.subscription s
+			join pgq.queue q on q.queue_id = s.sub_queue join pgq.consumer c on c.co_id = s.sub_consumer
+			where q.queue_name = $1 and c.co_name = $2)`, tc.pullQueue(), PullConsumerName(tc.cfg.Node)).Scan(&there); err != nil {
+			return fmt.Errorf("remote: node %s: check hub %d: %w", tc.cfg.Node, i, err)
+		}
+		if there {
+			return fmt.Errorf("%w: node %s belongs to hub %d of %d, but %s is registered on hub %d; run `pgqctl copy reshard`",
+				ErrReshardNeeded, tc.cfg.Node, own, len(tc.cfg.Hubs), PullConsumerName(tc.cfg.Node), i)
+		}
 	}
 	return nil
 }

@@ -330,6 +330,42 @@ func TestReshardSetupRefusesStrayRelays(t *testing.T) {
 	require.ErrorIs(t, tc.Run(cc.ctx), remote.ErrReshardNeeded)
 }
 
+// TestSetupRefusesGrowthWithoutReshard: a node set up with one hub and
+// restarted with two would register relay.<node>.s1 at the latest tick,
+// never sending the rows waiting for the targets that move to hub 2, and
+// the targets' pull consumers would stay on hub 1 holding their events.
+// Setup refuses both, and registers nothing.
+func TestSetupRefusesGrowthWithoutReshard(t *testing.T) {
+	t.Parallel()
+	cc := newCopyCluster(t, 2, 2, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	for _, n := range cc.nodes {
+		tc, err := remote.NewTargetedCopier(cc.hubConfig(n, cc.hubs[0]))
+		require.NoError(t, err)
+		require.NoError(t, tc.Setup(cc.ctx))
+	}
+	for _, n := range cc.nodes {
+		tc, err := remote.NewTargetedCopier(cc.hubConfig(n, cc.hubs...))
+		require.NoError(t, err)
+		err = tc.Setup(cc.ctx)
+		require.ErrorIs(t, err, remote.ErrReshardNeeded, n)
+		var registered bool
+		require.NoError(t, cc.local[n].Pool.QueryRow(cc.ctx, `select exists (select 1 from pgq.consumer
+			where co_name = $1)`, remote.RelayConsumerName(n, 1)).Scan(&registered))
+		require.False(t, registered, "%s: nothing registered", n)
+	}
+	// A node whose relays are in place but whose pull consumer sits on
+	// another hub than its shard (moved without reshard) is refused too.
+	const moved = "n2"
+	require.Equal(t, 1, remote.ShardOf(moved, 2), "n2 belongs to hub 2")
+	_, err := pgq.RegisterConsumer(cc.ctx, cc.local[moved].Pool, "push_queue", remote.RelayConsumerName(moved, 1))
+	require.NoError(t, err)
+	tc, err := remote.NewTargetedCopier(cc.hubConfig(moved, cc.hubs...))
+	require.NoError(t, err)
+	err = tc.Setup(cc.ctx)
+	require.ErrorIs(t, err, remote.ErrReshardNeeded)
+	require.ErrorContains(t, err, "pull."+moved)
+}
+
 // TestReshardRenamesLegacyRelay: an older version named shard 0 of
 // several hubs "relay.<node>.s0". The copier refuses to start next to it;
 // a reshard onto the same hubs relays what it holds up to the cut, renames
