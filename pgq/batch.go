@@ -43,8 +43,11 @@ type BatchOptions struct {
 // transaction too (where a failed statement leaves nothing to ask with).
 //
 // It first takes a transaction-level advisory lock on the (queue,
-// consumer) pair (lateral l, which the function's argument depends on, so
-// it runs first; an advisory lock needs no privilege on pgq's tables).
+// consumer) pair (lateral l; an advisory lock needs no privilege on pgq's
+// tables). The consumer name passed to the function is computed from the
+// lock call's (void, so empty) result: the planner cannot flatten l away
+// and must run it first. (A lateral that only passed $2 through was
+// flattened, and a generic plan then called the function before the lock.)
 // next_batch_custom reads sub_batch without a row lock: two instances of
 // one consumer calling it at once could both see no open batch and each
 // allocate a batch id over the same ticks, the second overwriting the
@@ -57,8 +60,7 @@ type BatchOptions struct {
 const sqlNextBatch = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
 	b.cur_tick_event_seq, b.prev_tick_event_seq
 	from pgq.queue q,
-	lateral (select $2::text as co_name
-		from (select pg_advisory_xact_lock(hashtextextended('pgq.next_batch:' || $1 || '/' || $2, 0))) x) l,
+	lateral (select pg_advisory_xact_lock(hashtextextended('pgq.next_batch:' || $1 || '/' || $2, 0))::text || $2::text as co_name) l,
 	lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, $5::interval) b
 	where q.queue_name = $1`
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -37,6 +38,9 @@ func runInstanceProcess(ctx context.Context) int {
 	cfg := remote.Config{Consumer: consumer.Config{Queue: "q", Name: "copier", LazyFetch: 10,
 		PollInterval: time.Hour,
 		ErrorBackoff: consumer.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond}}}
+	if os.Getenv("PGQ_INSTANCE_DEBUG") != "" {
+		cfg.Consumer.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("pid", os.Getpid())
+	}
 	h := copyHandler(nil)
 	var run func(context.Context) error
 	if os.Getenv("KIND") == "serial" {
