@@ -245,7 +245,7 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 	if info == nil {
 		return false, nil
 	}
-	lag := start.Sub(info.TickTime)
+	lag := time.Since(info.TickTime) // after next_batch returns: never less than the server saw (KeepLag)
 	b, finished, err := c.process(ctx, info)
 	if err != nil {
 		return true, err
