@@ -18,7 +18,21 @@ import (
 // written in the node transaction that records the batch, so exactly once
 // across crashes. At the start of every batch the held keys whose first
 // row is due are tried again, in order. See CopierConfig.OrderKey.
-type puller struct{ tc *TargetedCopier }
+type puller struct {
+	tc      *TargetedCopier
+	pending pullCounts // this batch's counts, added to the copier's once committed
+}
+
+// batchCommitted adds the committed batch's counts to the copier's stats,
+// so that Stats never counts a row whose transaction then rolled back.
+func (p *puller) batchCommitted() {
+	tc := p.tc
+	tc.applied.Add(p.pending.applied)
+	tc.retried.Add(p.pending.retried)
+	tc.parked.Add(p.pending.parked)
+	tc.ignored.Add(p.pending.ignored)
+	p.pending = pullCounts{}
+}
 
 type pullCounts struct{ applied, retried, parked, ignored int64 }
 
@@ -49,6 +63,7 @@ const sqlParkedKeys = `select distinct order_key from pgq_go.parked_event
 	where consumer_id = $1 and order_key is not null`
 
 func (p *puller) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, tx pgx.Tx) error {
+	p.pending = pullCounts{}
 	st, c, err := p.prepare(ctx, b, tx)
 	if err != nil {
 		return fmt.Errorf("remote: %s/%s batch %d: held rows: %w", b.Queue, b.Consumer, b.ID(), err)
@@ -63,11 +78,7 @@ func (p *puller) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, tx pgx.Tx
 		}
 	}
 	c.add(bc)
-	tc := p.tc
-	tc.applied.Add(c.applied)
-	tc.retried.Add(c.retried)
-	tc.parked.Add(c.parked)
-	tc.ignored.Add(c.ignored)
+	p.pending = c
 	return nil
 }
 

@@ -21,6 +21,15 @@ type relay struct {
 	regConn *pgx.Conn       // registration connection to the hub, opened on first use
 
 	flushes, maxBuffered atomic.Int64 // COPY flushes; most bytes buffered at once (tests)
+
+	pending pullCounts // this batch's counts, added to the copier's once committed
+}
+
+// batchCommitted adds the committed batch's counts to the copier's stats.
+func (r *relay) batchCommitted() {
+	r.tc.relayed.Add(r.pending.applied)
+	r.tc.parked.Add(r.pending.parked)
+	r.pending = pullCounts{}
 }
 
 // relayFlush and relayFlushBytes bound the events buffered for COPY, over
@@ -35,6 +44,7 @@ const (
 
 func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx) error {
 	tc := r.tc
+	r.pending = pullCounts{} // relayed events count as applied
 	shards := len(tc.cfg.Hubs)
 	bufs := map[string][]pgq.EventData{}
 	buffered := 0
@@ -53,7 +63,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			if _, err := pgq.InsertEvents(ctx, hub, queue, buf); err != nil {
 				return err
 			}
-			tc.relayed.Add(int64(len(buf)))
+			r.pending.applied += int64(len(buf))
 			bufs[queue] = buf[:0]
 		}
 		buffered, bufBytes = 0, 0
@@ -78,7 +88,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			if perr := park(ctx, hub, r.name, b.Queue, ev, fmt.Errorf("event %d: %w", ev.ID, err)); perr != nil {
 				return perr
 			}
-			tc.parked.Add(1)
+			r.pending.parked++
 			tc.log.Warn("event with an invalid target parked on the hub", "event_id", ev.ID, "err", err)
 			continue
 		}
@@ -97,7 +107,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			if perr := park(ctx, hub, r.name, b.Queue, ev, err); perr != nil {
 				return perr
 			}
-			tc.parked.Add(1)
+			r.pending.parked++
 			tc.log.Warn("event whose target has no valid queue name parked on the hub", "event_id", ev.ID, "target", target, "err", err)
 			continue
 		}

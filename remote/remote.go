@@ -278,11 +278,18 @@ func (r *RemoteConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
 	if err := tx.Commit(fctx); err != nil {
 		return fmt.Errorf("remote: %s/%s batch %d: commit destination: %w", b.Queue, name, b.ID(), err)
 	}
+	if n, ok := r.h.(commitNotifier); ok {
+		n.batchCommitted()
+	}
 	if afterDstCommit != nil && !tx.shared {
 		afterDstCommit(b.ID())
 	}
 	return nil
 }
+
+// commitNotifier is a Handler told when its batch's destination
+// transaction committed (the copier counts rows only then).
+type commitNotifier interface{ batchCommitted() }
 
 // finishTimeout bounds the destination's record + commit after a handler
 // succeeded; they run even when the caller's context is cancelled.
