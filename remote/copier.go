@@ -174,6 +174,12 @@ func (tc *TargetedCopier) registerRelays(ctx context.Context) error {
 				present[n] = true
 			}
 		}
+		for _, n := range stray {
+			if n == reshardGuardName(tc.cfg.Node) || n == reshardDoneName(tc.cfg.Node) {
+				return fmt.Errorf("%w: a reshard of node %s is running or was interrupted (%s on %s); run `pgqctl copy reshard` again to finish it",
+					ErrReshardNeeded, tc.cfg.Node, n, tc.cfg.PushQueue)
+			}
+		}
 		if len(stray) > 0 {
 			return fmt.Errorf("%w: node %s has relay consumers %v on %s that %d hub(s) do not use (a hub list changed, or a reshard did not finish); run `pgqctl copy reshard`",
 				ErrReshardNeeded, tc.cfg.Node, stray, tc.cfg.PushQueue, len(tc.cfg.Hubs))
