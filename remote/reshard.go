@@ -458,7 +458,6 @@ func (rs *resharder) checkRelays(n *nodeState) error {
 // pullSub is a pull consumer found on a hub.
 type pullSub struct {
 	target, queue string
-	hub           int // index into hubs
 }
 
 // hubPulls lists the pull consumers on a hub: "pull.<target>" on the
