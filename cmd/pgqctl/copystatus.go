@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/remote"
@@ -47,6 +46,51 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // copyNode is one --node.
 type copyNode struct{ name, dsn string }
+
+// parseCopyLayout checks the --routing, --pull-queue and --push-queue
+// flags every copy command shares.
+func parseCopyLayout(routing, pullQueue, pushQueue string) (remote.Routing, error) {
+	var r remote.Routing
+	switch routing {
+	case "per-target":
+		r = remote.RoutingPerTarget
+	case "shared":
+		r = remote.RoutingShared
+	default:
+		return 0, usagef("--routing %q: want per-target or shared", routing)
+	}
+	for _, q := range []string{pullQueue, pushQueue} {
+		if err := pgq.ValidateName("queue", q); err != nil {
+			return 0, usagef("%v", err)
+		}
+	}
+	return r, nil
+}
+
+// parseCopyNodes checks --node name=dsn arguments: valid node ids, each
+// given once, parsable connection strings.
+func parseCopyNodes(args []string) ([]copyNode, error) {
+	nodes := make([]copyNode, 0, len(args))
+	seen := map[string]bool{}
+	for _, a := range args {
+		name, dsn, ok := strings.Cut(a, "=")
+		if !ok || dsn == "" {
+			return nil, usagef("--node %q: want name=dsn", a)
+		}
+		if err := remote.ValidateNode(name); err != nil {
+			return nil, usagef("--node: %v", err)
+		}
+		if seen[name] {
+			return nil, usagef("--node %s given twice", name)
+		}
+		if _, err := pgxpool.ParseConfig(dsn); err != nil {
+			return nil, usagef("invalid connection string for --node %s", name)
+		}
+		seen[name] = true
+		nodes = append(nodes, copyNode{name, dsn})
+	}
+	return nodes, nil
+}
 
 // copyNodeStatus is one row of "copy status" (and its JSON).
 type copyNodeStatus struct {
@@ -100,44 +144,17 @@ func runCopyStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(nodeArgs) == 0 {
 		return f.fail(usagef("give at least one --node name=dsn"))
 	}
-	var r remote.Routing
-	switch *routing {
-	case "per-target":
-		r = remote.RoutingPerTarget
-	case "shared":
-		r = remote.RoutingShared
-	default:
-		return f.fail(usagef("--routing %q: want per-target or shared", *routing))
+	r, err := parseCopyLayout(*routing, *pullQueue, *pushQueue)
+	if err != nil {
+		return f.fail(err)
 	}
-	for _, q := range []string{*pullQueue, *pushQueue} {
-		if err := pgq.ValidateName("queue", q); err != nil {
-			return f.fail(usagef("%v", err))
-		}
-	}
-	nodes := make([]copyNode, 0, len(nodeArgs))
-	seen := map[string]bool{}
-	for _, a := range nodeArgs {
-		name, dsn, ok := strings.Cut(a, "=")
-		if !ok || dsn == "" {
-			return f.fail(usagef("--node %q: want name=dsn", a))
-		}
-		if err := remote.ValidateNode(name); err != nil {
-			return f.fail(usagef("--node: %v", err))
-		}
-		if seen[name] {
-			return f.fail(usagef("--node %s given twice", name))
-		}
-		seen[name] = true
-		nodes = append(nodes, copyNode{name, dsn})
+	nodes, err := parseCopyNodes(nodeArgs)
+	if err != nil {
+		return f.fail(err)
 	}
 	for _, h := range hubs {
 		if _, err := pgxpool.ParseConfig(h); err != nil {
 			return f.fail(usagef("invalid --hub connection string"))
-		}
-	}
-	for _, n := range nodes {
-		if _, err := pgx.ParseConfig(n.dsn); err != nil {
-			return f.fail(usagef("invalid connection string for --node %s", n.name))
 		}
 	}
 	ctx, cancel := f.context(ctx)

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/remote"
 )
 
@@ -64,19 +63,9 @@ func runCopyReshard(ctx context.Context, args []string, stdout, stderr io.Writer
 	if len(nodeArgs) == 0 {
 		return f.fail(usagef("give every node as --node name=dsn"))
 	}
-	var r remote.Routing
-	switch *routing {
-	case "per-target":
-		r = remote.RoutingPerTarget
-	case "shared":
-		r = remote.RoutingShared
-	default:
-		return f.fail(usagef("--routing %q: want per-target or shared", *routing))
-	}
-	for _, q := range []string{*pullQueue, *pushQueue} {
-		if err := pgq.ValidateName("queue", q); err != nil {
-			return f.fail(usagef("%v", err))
-		}
+	r, err := parseCopyLayout(*routing, *pullQueue, *pushQueue)
+	if err != nil {
+		return f.fail(err)
 	}
 	for _, hs := range []struct {
 		flag string
@@ -93,22 +82,13 @@ func runCopyReshard(ctx context.Context, args []string, stdout, stderr io.Writer
 			seen[dsn] = i
 		}
 	}
-	nodes := map[string]string{}
-	for _, a := range nodeArgs {
-		name, dsn, ok := strings.Cut(a, "=")
-		if !ok || dsn == "" {
-			return f.fail(usagef("--node %q: want name=dsn", a))
-		}
-		if err := remote.ValidateNode(name); err != nil {
-			return f.fail(usagef("--node: %v", err))
-		}
-		if _, dup := nodes[name]; dup {
-			return f.fail(usagef("--node %s given twice", name))
-		}
-		if _, err := pgxpool.ParseConfig(dsn); err != nil {
-			return f.fail(usagef("invalid connection string for --node %s", name))
-		}
-		nodes[name] = dsn
+	nodeList, err := parseCopyNodes(nodeArgs)
+	if err != nil {
+		return f.fail(err)
+	}
+	nodes := make(map[string]string, len(nodeList))
+	for _, n := range nodeList {
+		nodes[n.name] = n.dsn
 	}
 	ctx, cancel := f.context(ctx)
 	defer cancel()
