@@ -214,60 +214,62 @@ func raceForeignAllocation(t *testing.T, e *env) (lock func(), release func()) {
 	return lock, release
 }
 
-// TestRemoteConsumerTwoBatchIDsSameTicks drives the race deterministically:
-// our consumer processes the first batch while another instance's second
+// TestTwoBatchIDsSameTicks drives the race deterministically: our
+// consumer processes the first batch while another instance's second
 // allocation is not yet committed, then the second batch (same ticks,
-// another id) arrives. Batch-id tracking alone applies the events twice.
-func TestRemoteConsumerTwoBatchIDsSameTicks(t *testing.T) {
-	e := setup(t, cluster, cluster)
-	e.produce(t, 0, 5, plain)
-	_, err := pgq.Tick(e.ctx, e.src.Pool, "q")
-	require.NoError(t, err)
-	lock, release := raceForeignAllocation(t, e)
-	rc, err := remote.New(e.src.Pool, e.dst.Pool, e.cfg(), copyHandler(nil))
-	require.NoError(t, err)
-	stop := start(t, e.ctx, rc.Run)
-	lock()
-	// The first batch is applied; its finish waits for the second allocation.
-	require.Eventually(t, func() bool {
-		var n int
-		require.NoError(t, e.dst.Pool.QueryRow(e.ctx, "select count(*) from applied").Scan(&n))
-		return n >= 5
-	}, 30*time.Second, 5*time.Millisecond)
-	release()
-	require.Eventually(t, func() bool {
-		var open bool
-		require.NoError(t, e.src.Pool.QueryRow(e.ctx, `select sub_batch is null from pgq.subscription s
-			join pgq.consumer c on c.co_id = s.sub_consumer where c.co_name = 'copier'`).Scan(&open))
-		return open
-	}, 30*time.Second, 5*time.Millisecond, "second batch finished")
-	require.NoError(t, stop())
-	requireExactlyOnce(t, e.ctx, e.dst.Pool, 5)
-}
-
-// TestSerialConsumerTwoBatchIDsSameTicks: the same race must neither apply
-// twice nor stop a SerialConsumer with a false lost position.
-func TestSerialConsumerTwoBatchIDsSameTicks(t *testing.T) {
-	e := setup(t, cluster, cluster)
-	e.produce(t, 0, 5, plain)
-	_, err := pgq.Tick(e.ctx, e.src.Pool, "q")
-	require.NoError(t, err)
-	lock, release := raceForeignAllocation(t, e)
-	sc, err := remote.NewSerial(e.src.Pool, e.dst.Pool, e.cfg(), copyHandler(nil))
-	require.NoError(t, err)
-	stop := start(t, e.ctx, sc.Run)
-	lock()
-	require.Eventually(t, func() bool {
-		var n int
-		require.NoError(t, e.dst.Pool.QueryRow(e.ctx, "select count(*) from applied").Scan(&n))
-		return n >= 5
-	}, 30*time.Second, 5*time.Millisecond)
-	release()
-	// Another event after the race: the consumer must keep going.
-	e.produce(t, 5, 1, plain)
-	require.Eventually(t, e.pump(t, e.dst.Pool, 6), 30*time.Second, 10*time.Millisecond)
-	require.NoError(t, stop())
-	requireExactlyOnce(t, e.ctx, e.dst.Pool, 6)
+// another id) arrives. Batch-id tracking alone applied the events twice; a
+// SerialConsumer must also not stop with a false lost position, and both
+// must keep going afterwards.
+func TestTwoBatchIDsSameTicks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		run  func(e *env) (func(context.Context) error, error)
+	}{
+		{"remote", func(e *env) (func(context.Context) error, error) {
+			rc, err := remote.New(e.src.Pool, e.dst.Pool, e.cfg(), copyHandler(nil))
+			if err != nil {
+				return nil, err
+			}
+			return rc.Run, nil
+		}},
+		{"serial", func(e *env) (func(context.Context) error, error) {
+			sc, err := remote.NewSerial(e.src.Pool, e.dst.Pool, e.cfg(), copyHandler(nil))
+			if err != nil {
+				return nil, err
+			}
+			return sc.Run, nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, cluster, cluster)
+			e.produce(t, 0, 5, plain)
+			_, err := pgq.Tick(e.ctx, e.src.Pool, "q")
+			require.NoError(t, err)
+			lock, release := raceForeignAllocation(t, e)
+			run, err := tc.run(e)
+			require.NoError(t, err)
+			stop := start(t, e.ctx, run)
+			lock()
+			// The first batch is applied; its finish waits for the second allocation.
+			require.Eventually(t, func() bool {
+				var n int
+				require.NoError(t, e.dst.Pool.QueryRow(e.ctx, "select count(*) from applied").Scan(&n))
+				return n >= 5
+			}, 30*time.Second, 5*time.Millisecond)
+			release()
+			require.Eventually(t, func() bool {
+				var open bool
+				require.NoError(t, e.src.Pool.QueryRow(e.ctx, `select sub_batch is null from pgq.subscription s
+					join pgq.consumer c on c.co_id = s.sub_consumer where c.co_name = 'copier'`).Scan(&open))
+				return open
+			}, 30*time.Second, 5*time.Millisecond, "second batch finished")
+			// Another event after the race: the consumer keeps going.
+			e.produce(t, 5, 1, plain)
+			require.Eventually(t, e.pump(t, e.dst.Pool, 6), 30*time.Second, 10*time.Millisecond)
+			require.NoError(t, stop())
+			requireExactlyOnce(t, e.ctx, e.dst.Pool, 6)
+		})
+	}
 }
 
 // TestTargetedCopyTwoCopiesPerNode runs two processes of every node at once
