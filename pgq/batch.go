@@ -147,6 +147,7 @@ type Batch struct {
 	order     []int64 // tagged ids in tagging order (stale entries skipped by seq)
 	heldBytes int     // event bytes kept by retries, at most RetryTagBudget
 	seen      int
+	buffered  bool
 }
 
 // RetryTagBudget bounds, in bytes, the events a Batch keeps in memory for
@@ -186,6 +187,12 @@ type ReadOptions struct {
 func NewBatch(db DB, queue, consumer string, info BatchInfo, o ReadOptions) *Batch {
 	return &Batch{Queue: queue, Consumer: consumer, Info: info, db: db, fetchSize: o.FetchSize, filter: o.Filter}
 }
+
+// BufferFetches makes Events read each fetch of FetchSize events whole
+// before yielding them, so that the caller may run statements on the
+// batch's connection (DB) between events; it then holds up to FetchSize
+// events in memory instead of one. Call it before reading.
+func (b *Batch) BufferFetches() { b.buffered = true }
 
 // ID is the batch id.
 func (b *Batch) ID() int64 { return b.Info.ID }
@@ -296,19 +303,30 @@ func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error
 		return err
 	}
 	fetchSQL := "fetch " + strconv.Itoa(b.fetchSize) + " from " + cname
-	// Each fetch is read whole before its events are yielded (at most
-	// FetchSize of them), so the connection is free while the caller
-	// works: a handler may write through the same transaction.
-	chunk := make([]*Event, 0, b.fetchSize)
+	// Buffered (BufferFetches): each fetch is read whole before its events
+	// are yielded, so the connection is free while the caller works.
+	// Otherwise events are yielded as they arrive, one in memory at a time.
+	var chunk []*Event
+	if b.buffered {
+		chunk = make([]*Event, 0, b.fetchSize)
+	}
 	for {
 		chunk = chunk[:0]
+		got := 0
 		for rows.Next() {
+			got++
 			ev, err := b.scan(rows)
 			if err != nil {
 				rows.Close()
 				return err
 			}
-			chunk = append(chunk, ev)
+			if b.buffered {
+				chunk = append(chunk, ev)
+			} else if !yield(ev) {
+				rows.Close()
+				_, _ = db.Exec(ctx, "close "+cname)
+				return errStopped
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -321,7 +339,7 @@ func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error
 				return errStopped
 			}
 		}
-		if len(chunk) < b.fetchSize {
+		if got < b.fetchSize {
 			// Exhausted: the cursor closes with the transaction; a close
 			// here would cost a round trip per batch.
 			return nil

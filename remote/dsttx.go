@@ -53,6 +53,7 @@ func beginDst(ctx context.Context, src, dst *pgxpool.Pool, cfg Config, b *pgq.Ba
 		if err != nil {
 			return nil, where("begin destination savepoint", err)
 		}
+		b.BufferFetches() // the handler writes on this connection between events
 		t = &dstTx{Tx: sp, shared: true}
 	} else {
 		actx, cancel := context.WithTimeout(ctx, cfg.AcquireTimeout)
