@@ -13,11 +13,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pgq-go/pgq/internal/pgtest"
+	"github.com/pgq-go/pgq/internal/pgcluster"
 )
 
 // Env is the server the benchmarks run on: a throwaway cluster started by
-// pgtest, or a user's server named by a DSN. Every database a case needs is
+// pgcluster, or a user's server named by a DSN. Every database a case needs is
 // created by Env.CreateDB with a name starting with Env.Prefix and dropped
 // by Close.
 type Env struct {
@@ -27,7 +27,7 @@ type Env struct {
 	Throwaway bool
 
 	base    string // DSN of the maintenance database
-	cluster *pgtest.Cluster
+	cluster *pgcluster.Cluster
 
 	mu  sync.Mutex
 	dbs []*DB
@@ -45,7 +45,7 @@ type DB struct {
 func Open(ctx context.Context, dsn string) (*Env, error) {
 	e := &Env{Prefix: fmt.Sprintf("pgq_bench_%d_", os.Getpid())}
 	if dsn == "" {
-		c, err := pgtest.Start()
+		c, err := pgcluster.Start()
 		if err != nil {
 			return nil, err
 		}

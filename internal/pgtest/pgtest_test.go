@@ -4,19 +4,18 @@ import (
 	"context"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/pgq"
 	"github.com/stretchr/testify/require"
 )
 
 var cluster *Cluster
 
+const examplesDB = "pgtest_examples"
+
 func TestMain(m *testing.M) {
-	cluster = MustStart()
-	code := m.Run()
-	cluster.Close()
-	os.Exit(code)
+	os.Exit(Main(m, &cluster, ExamplesDB(examplesDB)))
 }
 
 func TestNewDBHasPgq(t *testing.T) {
@@ -55,24 +54,47 @@ func TestProxyCutAndRestore(t *testing.T) {
 	conn2.Close(ctx)
 }
 
-func TestRestartAndCleanup(t *testing.T) {
+// TestMainRanSetup: Main ran the ExamplesDB step before the tests.
+func TestMainRanSetup(t *testing.T) {
 	t.Parallel()
-	c := NewCluster(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, c.DSN("postgres"))
+	conn, err := pgx.Connect(ctx, os.Getenv("DATABASE_URL"))
 	require.NoError(t, err)
-	require.NoError(t, c.Restart())
-	require.Error(t, conn.Ping(ctx), "old connection must be broken by the restart")
-	conn2, err := pgx.Connect(ctx, c.DSN("postgres"))
-	require.NoError(t, err)
-	conn2.Close(ctx)
+	defer conn.Close(ctx)
+	var name, v string
+	require.NoError(t, conn.QueryRow(ctx, "select current_database(), pgq.version()").Scan(&name, &v))
+	require.Equal(t, examplesDB, name)
+	require.Regexp(t, `^3\.`, v)
+}
 
-	require.NoError(t, c.Kill())
-	require.NoError(t, c.Start(), "start after crash runs recovery")
-	dir := c.dir
-	c.Close()
-	require.Eventually(t, func() bool {
-		_, err := os.Stat(dir)
-		return os.IsNotExist(err)
-	}, 10*time.Second, 20*time.Millisecond, "cluster directory must be removed")
+func TestNewEnv(t *testing.T) {
+	t.Parallel()
+	e := cluster.NewEnv(t)
+	require.Same(t, e.DB.Pool, e.Pool)
+	info := e.Info(t)
+	require.Equal(t, e.Queue, info.Queue)
+	require.Equal(t, e.Consumer, info.Name)
+
+	ids := e.Produce(t, 3, nil)
+	require.Len(t, ids, 3)
+	tick := e.Tick(t)
+	require.Greater(t, tick, info.LastTick, "Tick makes a new tick even without a ticker")
+
+	b, err := pgq.NextBatch(e.Ctx, e.Pool, e.Queue, e.Consumer)
+	require.NoError(t, err)
+	require.NotNil(t, b)
+	evs, err := pgq.NewBatch(e.Pool, e.Queue, e.Consumer, *b, pgq.ReadOptions{}).All(e.Ctx)
+	require.NoError(t, err)
+	var got []string
+	for i, ev := range evs {
+		require.Equal(t, ids[i], ev.ID)
+		require.Equal(t, "t", ev.Type.String)
+		got = append(got, ev.Data.String)
+	}
+	require.Equal(t, []string{"0", "1", "2"}, got)
+
+	other := *e
+	other.Queue = "nope"
+	_, err = other.TryProduce(1, nil)
+	require.ErrorIs(t, err, pgq.ErrQueueNotFound, "TryProduce returns the insert's error")
 }
