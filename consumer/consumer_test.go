@@ -81,17 +81,17 @@ func TestDoneByDefault(t *testing.T) {
 	cfg.Hooks.OnBatch = func(s consumer.BatchStats) { mu.Lock(); stats = append(stats, s); mu.Unlock() }
 	e.start(t, cfg, col)
 
-	ids := e.produce(t, 5, nil)
-	tick1 := e.tick(t)
+	ids := e.Produce(t, 5, nil)
+	tick1 := e.Tick(t)
 	col.waitIDs(t, ids, 20*time.Second)
 	// A second, empty tick: the events must not come back.
-	tick2 := e.tick(t)
+	tick2 := e.Tick(t)
 	// OnBatch runs after the finish commits: wait for both.
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		n := len(stats)
 		mu.Unlock()
-		return e.info(t).LastTick == tick2 && n >= 2
+		return e.Info(t).LastTick == tick2 && n >= 2
 	}, 20*time.Second, 10*time.Millisecond)
 
 	require.Equal(t, ids, col.ids(), "each event exactly once, in order")
@@ -108,9 +108,9 @@ func TestDoneByDefault(t *testing.T) {
 	require.Equal(t, 0, stats[1].Events)
 	require.Equal(t, tick2, stats[1].TickID)
 	var retries int
-	require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from pgq.retry_queue").Scan(&retries))
+	require.NoError(t, e.Pool.QueryRow(e.Ctx, "select count(*) from pgq.retry_queue").Scan(&retries))
 	require.Zero(t, retries)
-	ci := e.info(t)
+	ci := e.Info(t)
 	require.Zero(t, ci.CurrentBatch)
 	require.Zero(t, ci.PendingEvents)
 }
@@ -149,26 +149,26 @@ func TestRetryWithDelay(t *testing.T) {
 		}
 	}
 	e.start(t, cfg, col)
-	ids := e.produce(t, 3, nil)
-	e.tick(t)
+	ids := e.Produce(t, 3, nil)
+	e.Tick(t)
 	col.waitIDs(t, ids, 20*time.Second)
 	require.Eventually(t, func() bool { return retried.get() == 1 }, 10*time.Second, 5*time.Millisecond)
 
 	// Not due yet: maintenance moves nothing.
-	n, err := pgq.MaintRetryEvents(e.ctx, e.pool)
+	n, err := pgq.MaintRetryEvents(e.Ctx, e.Pool)
 	require.NoError(t, err)
 	require.Zero(t, n, "retry delay not honoured")
 
 	// Once due, the retry comes back to this consumer with ev_retry = 1.
 	require.Eventually(t, func() bool {
-		n, err := pgq.MaintRetryEvents(e.ctx, e.pool)
+		n, err := pgq.MaintRetryEvents(e.Ctx, e.Pool)
 		require.NoError(t, err)
 		return n == 1
 	}, 20*time.Second, 50*time.Millisecond)
 	mu.Lock()
 	require.GreaterOrEqual(t, time.Since(tagged[ids[1]]), delay-100*time.Millisecond)
 	mu.Unlock()
-	e.tick(t)
+	e.Tick(t)
 	waitRetry := func(r int32) {
 		require.Eventually(t, func() bool {
 			evs, _ := col.snapshot()
@@ -178,14 +178,14 @@ func TestRetryWithDelay(t *testing.T) {
 	waitRetry(1)
 	require.Eventually(t, func() bool { return retried.get() == 2 }, 10*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool {
-		n, err := pgq.MaintRetryEvents(e.ctx, e.pool)
+		n, err := pgq.MaintRetryEvents(e.Ctx, e.Pool)
 		require.NoError(t, err)
 		return n == 1
 	}, 20*time.Second, 20*time.Millisecond)
-	e.tick(t)
+	e.Tick(t)
 	waitRetry(2)
-	tick := e.tick(t)
-	require.Eventually(t, func() bool { return e.info(t).LastTick == tick }, 20*time.Second, 10*time.Millisecond)
+	tick := e.Tick(t)
+	require.Eventually(t, func() bool { return e.Info(t).LastTick == tick }, 20*time.Second, 10*time.Millisecond)
 
 	evs, _ := col.snapshot()
 	var got []seen
@@ -197,7 +197,7 @@ func TestRetryWithDelay(t *testing.T) {
 		{id: ids[1], retry: 1, data: "1"}, {id: ids[1], retry: 2, data: "1"},
 	}, got)
 	var left int
-	require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from pgq.retry_queue").Scan(&left))
+	require.NoError(t, e.Pool.QueryRow(e.Ctx, "select count(*) from pgq.retry_queue").Scan(&left))
 	require.Zero(t, left, "TagDone must undo TagRetry")
 	require.Equal(t, 2, retried.get())
 }
@@ -211,11 +211,11 @@ func TestManyRetriesFinishFast(t *testing.T) {
 		for i := range evs {
 			evs[i] = pgq.EventData{Type: pgq.T("t"), Data: pgq.T("x")}
 		}
-		_, err := pgq.InsertEvents(ctx, tx, e.queue, evs)
+		_, err := pgq.InsertEvents(ctx, tx, e.Queue, evs)
 		return err
 	})
 	require.NoError(t, err)
-	e.tick(t)
+	e.Tick(t)
 
 	statsCh := make(chan consumer.BatchStats, 1)
 	cfg := e.cfg(t)
@@ -240,7 +240,7 @@ func TestManyRetriesFinishFast(t *testing.T) {
 	// busy) and still tells seconds from minutes.
 	require.Less(t, st.Duration, 30*time.Second)
 	var cnt, minRetry, maxRetry int
-	require.NoError(t, e.pool.QueryRow(e.ctx,
+	require.NoError(t, e.Pool.QueryRow(e.Ctx,
 		"select count(*), min(ev_retry), max(ev_retry) from pgq.retry_queue").Scan(&cnt, &minRetry, &maxRetry))
 	require.Equal(t, n, cnt)
 	require.Equal(t, 1, minRetry)
@@ -289,8 +289,8 @@ func TestHandlerErrorAndPanicRetrySameBatch(t *testing.T) {
 	cfg.Hooks.OnError = func(ei consumer.ErrorInfo) { errMu.Lock(); errs = append(errs, ei); errMu.Unlock(); failed.inc() }
 	cfg.Hooks.OnBatch = func(s consumer.BatchStats) { stats <- s }
 	e.start(t, cfg, col)
-	ids := e.produce(t, 4, nil)
-	e.tick(t)
+	ids := e.Produce(t, 4, nil)
+	e.Tick(t)
 	col.waitIDs(t, ids, 30*time.Second)
 
 	st := <-stats
@@ -315,9 +315,9 @@ func TestHandlerErrorAndPanicRetrySameBatch(t *testing.T) {
 	require.ErrorContains(t, errs[2].Err, "kaboom")
 	errMu.Unlock()
 	var left int
-	require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from pgq.retry_queue").Scan(&left))
+	require.NoError(t, e.Pool.QueryRow(e.Ctx, "select count(*) from pgq.retry_queue").Scan(&left))
 	require.Zero(t, left, "retry tags of failed attempts leaked")
-	require.Zero(t, e.info(t).CurrentBatch)
+	require.Zero(t, e.Info(t).CurrentBatch)
 }
 
 func TestFilterServerSide(t *testing.T) {
@@ -331,7 +331,7 @@ func TestFilterServerSide(t *testing.T) {
 			t.Parallel()
 			e := setup(t)
 			targets := []string{"a", "b", "c'); drop table pgq.queue; --", ""}
-			ids := e.produce(t, 40, func(i int) pgq.EventData {
+			ids := e.Produce(t, 40, func(i int) pgq.EventData {
 				d := pgq.EventData{Type: pgq.T("copy"), Data: pgq.T("x")}
 				if i%5 != 4 {
 					d.Extra1 = pgq.T(targets[i%5])
@@ -349,11 +349,11 @@ func TestFilterServerSide(t *testing.T) {
 			cfg.LazyFetch, cfg.NoLazyFetch = tc.lazy, tc.all
 			cfg.Filter = pgq.In(pgq.FieldExtra1, "b", targets[2])
 			e.start(t, cfg, col)
-			tick := e.tick(t)
-			require.Eventually(t, func() bool { return e.info(t).LastTick == tick }, 20*time.Second, 10*time.Millisecond)
+			tick := e.Tick(t)
+			require.Eventually(t, func() bool { return e.Info(t).LastTick == tick }, 20*time.Second, 10*time.Millisecond)
 			require.Equal(t, want, col.ids())
 			var n int
-			require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from pgq.queue").Scan(&n))
+			require.NoError(t, e.Pool.QueryRow(e.Ctx, "select count(*) from pgq.queue").Scan(&n))
 			require.Equal(t, 1, n)
 		})
 	}
@@ -364,16 +364,16 @@ func TestNotRegistered(t *testing.T) {
 	e := setup(t)
 	cfg := e.cfg(t)
 	cfg.Name = "nobody"
-	c, err := consumer.New(e.pool, cfg, &collector{})
+	c, err := consumer.New(e.Pool, cfg, &collector{})
 	require.NoError(t, err)
-	err = c.Run(e.ctx)
+	err = c.Run(e.Ctx)
 	require.ErrorIs(t, err, pgq.ErrNotRegistered)
 
 	cfg.Queue = "no_such_queue"
 	cfg.Register = true
-	c, err = consumer.New(e.pool, cfg, &collector{})
+	c, err = consumer.New(e.Pool, cfg, &collector{})
 	require.NoError(t, err)
-	require.ErrorIs(t, c.Run(e.ctx), pgq.ErrQueueNotFound)
+	require.ErrorIs(t, c.Run(e.Ctx), pgq.ErrQueueNotFound)
 }
 
 func TestRegisterOnStartAndAdmin(t *testing.T) {
@@ -383,40 +383,40 @@ func TestRegisterOnStartAndAdmin(t *testing.T) {
 	cfg := e.cfg(t)
 	cfg.Name = "fresh"
 	cfg.Register = true
-	c, err := consumer.New(e.pool, cfg, col)
+	c, err := consumer.New(e.Pool, cfg, col)
 	require.NoError(t, err)
-	_, err = c.Info(e.ctx)
+	_, err = c.Info(e.Ctx)
 	require.ErrorIs(t, err, pgq.ErrNotRegistered)
 
-	ctx, cancel := context.WithCancel(e.ctx)
+	ctx, cancel := context.WithCancel(e.Ctx)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	require.Eventually(t, func() bool { _, err := c.Info(e.ctx); return err == nil }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { _, err := c.Info(e.Ctx); return err == nil }, 20*time.Second, 10*time.Millisecond)
 	require.ErrorIs(t, c.Run(ctx), consumer.ErrRunning)
-	ids := e.produce(t, 3, nil)
-	tick := e.tick(t)
+	ids := e.Produce(t, 3, nil)
+	tick := e.Tick(t)
 	col.waitIDs(t, ids, 20*time.Second)
-	require.Eventually(t, func() bool { ci, _ := c.Info(e.ctx); return ci.LastTick == tick }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { ci, _ := c.Info(e.Ctx); return ci.LastTick == tick }, 20*time.Second, 10*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
 
 	// Rewind: register at the tick before the events; they come again.
-	ci, err := c.Info(e.ctx)
+	ci, err := c.Info(e.Ctx)
 	require.NoError(t, err)
 	require.Equal(t, "fresh", ci.Name)
-	require.NoError(t, c.RegisterAt(e.ctx, tick-1))
+	require.NoError(t, c.RegisterAt(e.Ctx, tick-1))
 	again := &collector{}
-	stop := startOn(t, e.ctx, e.pool, cfg, again)
+	stop := startOn(t, e.Ctx, e.Pool, cfg, again)
 	again.waitIDs(t, ids, 20*time.Second)
 	require.NoError(t, stop())
 
-	created, err := c.Register(e.ctx)
+	created, err := c.Register(e.Ctx)
 	require.NoError(t, err)
 	require.False(t, created, "already registered")
-	removed, err := c.Unregister(e.ctx)
+	removed, err := c.Unregister(e.Ctx)
 	require.NoError(t, err)
 	require.True(t, removed)
-	removed, err = c.Unregister(e.ctx)
+	removed, err = c.Unregister(e.Ctx)
 	require.NoError(t, err)
 	require.False(t, removed)
 }
@@ -434,8 +434,8 @@ func TestStopDuringBatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := setup(t)
-			ids := e.produce(t, 3, nil)
-			e.tick(t)
+			ids := e.Produce(t, 3, nil)
+			e.Tick(t)
 			inBatch := make(chan int64, 1)
 			var read []int64
 			h := consumer.BatchHandlerFunc(func(ctx context.Context, b *pgq.Batch) error {
@@ -458,7 +458,7 @@ func TestStopDuringBatch(t *testing.T) {
 				t.Fatal("no batch")
 			}
 			require.NoError(t, stop(), "a clean stop returns nil")
-			ci := e.info(t)
+			ci := e.Info(t)
 			if tc.finished {
 				require.Zero(t, ci.CurrentBatch, "batch finished after the handler returned nil")
 				require.Equal(t, ids, read)
@@ -485,14 +485,14 @@ func TestFatalHandlerErrorStopsRun(t *testing.T) {
 		calls++
 		return consumer.Fatal(lost)
 	})
-	e.produce(t, 1, nil)
-	e.tick(t)
-	c, err := consumer.New(e.pool, e.cfg(t), h)
+	e.Produce(t, 1, nil)
+	e.Tick(t)
+	c, err := consumer.New(e.Pool, e.cfg(t), h)
 	require.NoError(t, err)
-	err = c.Run(e.ctx)
+	err = c.Run(e.Ctx)
 	require.ErrorIs(t, err, lost)
 	require.True(t, consumer.IsFatal(err))
 	require.Equal(t, 1, calls, "no retry after a fatal error")
-	require.NotZero(t, e.info(t).CurrentBatch, "the batch stays unfinished")
+	require.NotZero(t, e.Info(t).CurrentBatch, "the batch stays unfinished")
 	require.NoError(t, consumer.Fatal(nil))
 }

@@ -69,13 +69,13 @@ func helperProcess() int {
 func TestKilledMidBatch(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	first := e.produce(t, 8, nil)
-	e.tick(t)
-	second := e.produce(t, 5, nil)
-	e.tick(t)
+	first := e.Produce(t, 8, nil)
+	e.Tick(t)
+	second := e.Produce(t, 5, nil)
+	e.Tick(t)
 
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"="+e.db.DSN)
+	cmd.Env = append(os.Environ(), helperEnv+"="+e.DB.DSN)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -123,7 +123,7 @@ wait:
 	_ = cmd.Wait()
 	for range lines { // drain
 	}
-	require.Equal(t, batch, e.info(t).CurrentBatch, "the killed consumer's batch stays open")
+	require.Equal(t, batch, e.Info(t).CurrentBatch, "the killed consumer's batch stays open")
 
 	col := &collector{}
 	e.start(t, e.cfg(t), col)
@@ -141,7 +141,7 @@ func TestPostgresRestartMidBatch(t *testing.T) {
 	e := setupOn(t, pc)
 	// The consumer gets its own pool: the test's producer must not share
 	// its broken connections.
-	cpool, err := pgxpool.New(e.ctx, e.db.DSN)
+	cpool, err := pgxpool.New(e.Ctx, e.DB.DSN)
 	require.NoError(t, err)
 	t.Cleanup(cpool.Close)
 
@@ -168,14 +168,14 @@ func TestPostgresRestartMidBatch(t *testing.T) {
 	var failures counter
 	cfg := e.cfg(t)
 	cfg.Hooks.OnError = func(consumer.ErrorInfo) { failures.inc() }
-	startOn(t, e.ctx, cpool, cfg, col)
+	startOn(t, e.Ctx, cpool, cfg, col)
 
-	before := e.produce(t, 50, nil)
-	e.tick(t)
+	before := e.Produce(t, 50, nil)
+	e.Tick(t)
 	col.waitIDs(t, before, 30*time.Second)
 
-	during := e.produce(t, 50, nil)
-	e.tick(t)
+	during := e.Produce(t, 50, nil)
+	e.Tick(t)
 	var held int64
 	select {
 	case held = <-inBatch:
@@ -188,12 +188,12 @@ func TestPostgresRestartMidBatch(t *testing.T) {
 	// The producer's pool may hand out a broken connection first.
 	var after []int64
 	require.Eventually(t, func() bool {
-		ids, err := e.tryProduce(50, nil)
+		ids, err := e.TryProduce(50, nil)
 		if err != nil {
 			return false
 		}
 		after = ids
-		_, err = pgq.Tick(e.ctx, e.pool, e.queue)
+		_, err = pgq.Tick(e.Ctx, e.Pool, e.Queue)
 		return err == nil
 	}, 30*time.Second, 50*time.Millisecond)
 
@@ -218,7 +218,7 @@ func TestConnectionCutListenerRecovers(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	proxy := pgtest.NewProxy(t, cluster.Addr())
-	cpool, err := pgxpool.New(e.ctx, cluster.DSNVia(proxy.Addr(), e.db.Name))
+	cpool, err := pgxpool.New(e.Ctx, cluster.DSNVia(proxy.Addr(), e.DB.Name))
 	require.NoError(t, err)
 	t.Cleanup(cpool.Close)
 
@@ -228,12 +228,12 @@ func TestConnectionCutListenerRecovers(t *testing.T) {
 	cfg.PollInterval = 10 * time.Minute
 	cfg.Hooks.OnIdle = idle.inc
 	cfg.Hooks.OnError = func(consumer.ErrorInfo) { failures.inc() }
-	startOn(t, e.ctx, cpool, cfg, col)
+	startOn(t, e.Ctx, cpool, cfg, col)
 	idle.waitAbove(t, 0)
 
 	notifyUntil := func(ids []int64, tick int64) {
 		require.Eventually(t, func() bool {
-			_, err := e.pool.Exec(e.ctx, "select pg_notify($1, $2)", pgq.NotifyChannel(e.queue), strconv.FormatInt(tick, 10))
+			_, err := e.Pool.Exec(e.Ctx, "select pg_notify($1, $2)", pgq.NotifyChannel(e.Queue), strconv.FormatInt(tick, 10))
 			require.NoError(t, err)
 			got := col.ids()
 			for _, id := range ids {
@@ -244,17 +244,17 @@ func TestConnectionCutListenerRecovers(t *testing.T) {
 			return true
 		}, 30*time.Second, 50*time.Millisecond)
 	}
-	first := e.produce(t, 2, nil)
-	firstTick := e.tick(t)
+	first := e.Produce(t, 2, nil)
+	firstTick := e.Tick(t)
 	notifyUntil(first, firstTick)
 	// The handler has seen them; cut only once the batch is finished too
 	// (a cut before its commit redelivers it, as it should).
-	require.Eventually(t, func() bool { return e.info(t).LastTick == firstTick }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return e.Info(t).LastTick == firstTick }, 30*time.Second, 10*time.Millisecond)
 
 	proxy.Cut()
 	// The events of this tick wait for the network.
-	second := e.produce(t, 2, nil)
-	tick := e.tick(t)
+	second := e.Produce(t, 2, nil)
+	tick := e.Tick(t)
 	proxy.Restore()
 	notifyUntil(second, tick)
 	require.Equal(t, slices.Concat(first, second), col.ids())

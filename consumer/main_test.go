@@ -16,7 +16,6 @@ import (
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 var cluster *pgtest.Cluster
@@ -25,55 +24,13 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperProcess()) // a consumer subprocess for TestKilledMidBatch
 	}
-	cluster = pgtest.MustStart()
-	code := func() int {
-		// The Example functions read DATABASE_URL, like the programs users
-		// copy them into.
-		name, err := exampleDB()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "examples database:", err)
-			return 2
-		}
-		os.Setenv("DATABASE_URL", cluster.DSN(name))
-		return m.Run()
-	}()
-	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/pgq-go/pgq/internal/pgtest.(*Cluster).Start.func1")); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	cluster.Close()
-	os.Exit(code)
+	os.Exit(pgtest.Main(m, &cluster, pgtest.ExamplesDB("consumer_examples")))
 }
 
-func exampleDB() (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	const name = "consumer_examples"
-	admin, err := pgx.Connect(ctx, cluster.DSN("postgres"))
-	if err != nil {
-		return "", err
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "create database "+name); err != nil {
-		return "", err
-	}
-	conn, err := pgx.Connect(ctx, cluster.DSN(name))
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "create extension pgq")
-	return name, err
-}
-
+// env is a test's own database with a queue and a registered consumer
+// (pgtest.Env), plus the consumer-specific helpers below.
 type env struct {
-	ctx   context.Context
-	db    *pgtest.DB
-	pool  *pgxpool.Pool
-	queue string
-	cons  string
+	*pgtest.Env
 }
 
 // setup gives a test its own database with a queue and a registered consumer.
@@ -84,22 +41,14 @@ func setup(t *testing.T) *env {
 
 func setupOn(t *testing.T, c *pgtest.Cluster) *env {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	db := c.NewDB(t)
-	e := &env{ctx: ctx, db: db, pool: db.Pool, queue: "q", cons: "c"}
-	_, err := pgq.CreateQueue(ctx, e.pool, e.queue)
-	require.NoError(t, err)
-	_, err = pgq.RegisterConsumer(ctx, e.pool, e.queue, e.cons)
-	require.NoError(t, err)
-	return e
+	return &env{c.NewEnv(t)}
 }
 
 // cfg is a consumer config for tests: fast polls and backoff.
 func (e *env) cfg(t *testing.T) consumer.Config {
 	return consumer.Config{
-		Queue:        e.queue,
-		Name:         e.cons,
+		Queue:        e.Queue,
+		Name:         e.Consumer,
 		PollInterval: 20 * time.Millisecond,
 		ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
 		Logger:       testLogger(t),
@@ -110,51 +59,11 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-// produce inserts n events (data = prefix+index) in one transaction and
-// returns their ids.
-func (e *env) produce(t *testing.T, n int, mk func(i int) pgq.EventData) []int64 {
-	t.Helper()
-	ids, err := e.tryProduce(n, mk)
-	require.NoError(t, err)
-	return ids
-}
-
-func (e *env) tryProduce(n int, mk func(i int) pgq.EventData) ([]int64, error) {
-	if mk == nil {
-		mk = func(i int) pgq.EventData { return pgq.EventData{Type: pgq.T("t"), Data: pgq.T(fmt.Sprint(i))} }
-	}
-	evs := make([]pgq.EventData, n)
-	for i := range evs {
-		evs[i] = mk(i)
-	}
-	var ids []int64
-	err := pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error {
-		var err error
-		ids, err = pgq.InsertEventsPipelined(e.ctx, tx, e.queue, evs)
-		return err
-	})
-	return ids, err
-}
-
-func (e *env) tick(t *testing.T) int64 {
-	t.Helper()
-	id, err := pgq.Tick(e.ctx, e.pool, e.queue)
-	require.NoError(t, err)
-	return id
-}
-
-func (e *env) info(t *testing.T) pgq.ConsumerInfo {
-	t.Helper()
-	ci, err := pgq.GetConsumerInfo(e.ctx, e.pool, e.queue, e.cons)
-	require.NoError(t, err)
-	return ci
-}
-
 // start runs a consumer until the returned stop is called (or the test
 // ends); stop returns Run's result.
 func (e *env) start(t *testing.T, cfg consumer.Config, h consumer.BatchHandler) (stop func() error) {
 	t.Helper()
-	return startOn(t, e.ctx, e.pool, cfg, h)
+	return startOn(t, e.Ctx, e.Pool, cfg, h)
 }
 
 func startOn(t *testing.T, ctx context.Context, pool *pgxpool.Pool, cfg consumer.Config, h consumer.BatchHandler) func() error {
@@ -273,5 +182,5 @@ type pgqTx = pgx.Tx
 
 // pgxBegin runs fn in a transaction on the test pool.
 func pgxBegin(e *env, fn func(ctx context.Context, tx pgqTx) error) (struct{}, error) {
-	return struct{}{}, pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error { return fn(e.ctx, tx) })
+	return struct{}{}, pgx.BeginFunc(e.Ctx, e.Pool, func(tx pgx.Tx) error { return fn(e.Ctx, tx) })
 }

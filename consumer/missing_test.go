@@ -62,7 +62,7 @@ func TestMissingQueueAndNotRegistered(t *testing.T) {
 		cfg.Queue, cfg.Name, cfg.Register = queue, name, register
 		logs := &logBuf{}
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-		c, err := consumer.New(e.pool, cfg, &collector{})
+		c, err := consumer.New(e.Pool, cfg, &collector{})
 		require.NoError(t, err)
 		return c, logs
 	}
@@ -70,7 +70,7 @@ func TestMissingQueueAndNotRegistered(t *testing.T) {
 	t.Run("queue missing at start", func(t *testing.T) {
 		for _, register := range []bool{false, true} {
 			c, logs := newConsumer("no_such_queue", "c", register)
-			err := c.Run(e.ctx)
+			err := c.Run(e.Ctx)
 			require.ErrorIs(t, err, pgq.ErrQueueNotFound, "register=%v", register)
 			require.NotErrorIs(t, err, pgq.ErrNotRegistered)
 			require.ErrorContains(t, err, "no_such_queue/c")
@@ -80,8 +80,8 @@ func TestMissingQueueAndNotRegistered(t *testing.T) {
 	})
 
 	t.Run("not registered", func(t *testing.T) {
-		c, logs := newConsumer(e.queue, "nobody", false)
-		err := c.Run(e.ctx)
+		c, logs := newConsumer(e.Queue, "nobody", false)
+		err := c.Run(e.Ctx)
 		require.ErrorIs(t, err, pgq.ErrNotRegistered)
 		require.NotErrorIs(t, err, pgq.ErrQueueNotFound)
 		require.ErrorContains(t, err, "q/nobody")
@@ -91,24 +91,24 @@ func TestMissingQueueAndNotRegistered(t *testing.T) {
 	t.Run("unregistered while running", func(t *testing.T) {
 		// Register on start does not re-register later: that would
 		// silently skip the events between the two registrations.
-		c, logs := newConsumer(e.queue, "later_gone", true)
-		done := runUntilDone(t, e.ctx, c)
-		require.Eventually(t, func() bool { _, err := c.Info(e.ctx); return err == nil }, 30*time.Second, 10*time.Millisecond)
-		ok, err := c.Unregister(e.ctx)
+		c, logs := newConsumer(e.Queue, "later_gone", true)
+		done := runUntilDone(t, e.Ctx, c)
+		require.Eventually(t, func() bool { _, err := c.Info(e.Ctx); return err == nil }, 30*time.Second, 10*time.Millisecond)
+		ok, err := c.Unregister(e.Ctx)
 		require.NoError(t, err)
 		require.True(t, ok)
 		err = waitRun(t, done)
 		require.ErrorIs(t, err, pgq.ErrNotRegistered)
 		require.Contains(t, logs.String(), "consumer is not registered")
-		_, err = c.Info(e.ctx)
+		_, err = c.Info(e.Ctx)
 		require.ErrorIs(t, err, pgq.ErrNotRegistered, "not registered again")
 	})
 
 	t.Run("queue dropped while running", func(t *testing.T) {
 		db := cluster.NewDB(t)
-		_, err := pgq.CreateQueue(e.ctx, db.Pool, "doomed")
+		_, err := pgq.CreateQueue(e.Ctx, db.Pool, "doomed")
 		require.NoError(t, err)
-		_, err = pgq.Tick(e.ctx, db.Pool, "doomed")
+		_, err = pgq.Tick(e.Ctx, db.Pool, "doomed")
 		require.NoError(t, err)
 		cfg := e.cfg(t)
 		cfg.Queue, cfg.Name, cfg.Register = "doomed", "c", true
@@ -116,15 +116,15 @@ func TestMissingQueueAndNotRegistered(t *testing.T) {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 		c, err := consumer.New(db.Pool, cfg, &collector{})
 		require.NoError(t, err)
-		done := runUntilDone(t, e.ctx, c)
-		require.Eventually(t, func() bool { _, err := c.Info(e.ctx); return err == nil }, 30*time.Second, 10*time.Millisecond)
-		require.NoError(t, pgq.DropQueue(e.ctx, db.Pool, "doomed", true))
+		done := runUntilDone(t, e.Ctx, c)
+		require.Eventually(t, func() bool { _, err := c.Info(e.Ctx); return err == nil }, 30*time.Second, 10*time.Millisecond)
+		require.NoError(t, pgq.DropQueue(e.Ctx, db.Pool, "doomed", true))
 		err = waitRun(t, done)
 		require.ErrorIs(t, err, pgq.ErrQueueNotFound)
 		require.NotErrorIs(t, err, pgq.ErrNotRegistered)
 		require.ErrorContains(t, err, "doomed/c")
 		require.True(t, strings.Contains(logs.String(), "queue does not exist"), logs.String())
-		_, err = c.Info(e.ctx)
+		_, err = c.Info(e.Ctx)
 		require.ErrorIs(t, err, pgq.ErrQueueNotFound)
 	})
 }

@@ -28,9 +28,9 @@ func TestMinCount(t *testing.T) {
 	e := setup(t)
 	// Natural ticks (pgq.ticker() with ticker_max_lag 0): forced ticks bump
 	// the event sequence, which MinCount measures.
-	require.NoError(t, pgq.SetQueueConfig(e.ctx, e.pool, e.queue, pgq.QueueConfig{TickerMaxLag: pgq.Ptr(time.Duration(0))}))
+	require.NoError(t, pgq.SetQueueConfig(e.Ctx, e.Pool, e.Queue, pgq.QueueConfig{TickerMaxLag: pgq.Ptr(time.Duration(0))}))
 	tick := func() {
-		n, err := pgq.Ticker(e.ctx, e.pool)
+		n, err := pgq.Ticker(e.Ctx, e.Pool)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
 	}
@@ -41,12 +41,12 @@ func TestMinCount(t *testing.T) {
 	cfg.Hooks.OnIdle = idle.inc
 	e.start(t, cfg, col)
 
-	first := e.produce(t, 3, nil)
+	first := e.Produce(t, 3, nil)
 	tick()
 	idleAfter(t, &idle)
 	require.Empty(t, col.ids(), "3 events < MinCount 5: no batch yet")
 
-	second := e.produce(t, 3, nil)
+	second := e.Produce(t, 3, nil)
 	tick()
 	col.waitIDs(t, append(first, second...), 20*time.Second)
 	_, bs := col.snapshot()
@@ -65,20 +65,20 @@ func TestMinInterval(t *testing.T) {
 	cfg.Hooks.OnIdle = idle.inc
 	e.start(t, cfg, col)
 
-	ids := e.produce(t, 2, nil)
+	ids := e.Produce(t, 2, nil)
 	var regTick time.Time
-	require.NoError(t, e.pool.QueryRow(e.ctx,
+	require.NoError(t, e.Pool.QueryRow(e.Ctx,
 		"select min(tick_time) from pgq.tick").Scan(&regTick))
-	e.tick(t)
+	e.Tick(t)
 	idleAfter(t, &idle)
 	var sinceReg time.Duration
-	require.NoError(t, e.pool.QueryRow(e.ctx, "select extract(epoch from now() - $1::timestamptz)::float8 * interval '1 second'", regTick).Scan(&sinceReg))
+	require.NoError(t, e.Pool.QueryRow(e.Ctx, "select extract(epoch from now() - $1::timestamptz)::float8 * interval '1 second'", regTick).Scan(&sinceReg))
 	if sinceReg < interval {
 		require.Empty(t, col.ids(), "batch span below MinInterval: no batch yet")
 	}
 	// Keep ticking: once ticks span the interval, one batch holds them all.
 	require.Eventually(t, func() bool {
-		_, err := pgq.Tick(e.ctx, e.pool, e.queue)
+		_, err := pgq.Tick(e.Ctx, e.Pool, e.Queue)
 		require.NoError(t, err)
 		return len(col.ids()) == len(ids)
 	}, 30*time.Second, 100*time.Millisecond)
@@ -96,7 +96,7 @@ func TestKeepLag(t *testing.T) {
 	var tickAt time.Time
 	col.before = func(ctx context.Context, b *pgq.Batch) error {
 		var age time.Duration
-		err := e.pool.QueryRow(ctx, "select extract(epoch from now() - $1::timestamptz)::float8 * interval '1 second'", b.Info.TickTime).Scan(&age)
+		err := e.Pool.QueryRow(ctx, "select extract(epoch from now() - $1::timestamptz)::float8 * interval '1 second'", b.Info.TickTime).Scan(&age)
 		if err != nil {
 			return err
 		}
@@ -109,9 +109,9 @@ func TestKeepLag(t *testing.T) {
 	cfg.KeepLag = lag
 	cfg.Hooks.OnBatch = func(s consumer.BatchStats) { statsCh <- s }
 	e.start(t, cfg, col)
-	ids := e.produce(t, 3, nil)
+	ids := e.Produce(t, 3, nil)
 	tickAt = time.Now()
-	e.tick(t)
+	e.Tick(t)
 	col.waitIDs(t, ids, 20*time.Second)
 	require.GreaterOrEqual(t, time.Since(tickAt), lag)
 	st := <-statsCh
@@ -129,13 +129,13 @@ func TestListenWakeup(t *testing.T) {
 	e.start(t, cfg, col)
 	idle.waitAbove(t, 0)
 
-	ids := e.produce(t, 2, nil)
-	tick := e.tick(t)
+	ids := e.Produce(t, 2, nil)
+	tick := e.Tick(t)
 	start := time.Now()
 	// What the ticker package does after a tick. Repeated until delivered:
 	// the listener may still be connecting when the first one is sent.
 	require.Eventually(t, func() bool {
-		_, err := e.pool.Exec(e.ctx, "select pg_notify($1, $2)", pgq.NotifyChannel(e.queue), strconv.FormatInt(tick, 10))
+		_, err := e.Pool.Exec(e.Ctx, "select pg_notify($1, $2)", pgq.NotifyChannel(e.Queue), strconv.FormatInt(tick, 10))
 		require.NoError(t, err)
 		return len(col.ids()) == len(ids)
 	}, 20*time.Second, 20*time.Millisecond)
@@ -158,8 +158,8 @@ func TestPollingWithoutNotifications(t *testing.T) {
 			e.start(t, cfg, col)
 			idle.waitAbove(t, 0)
 			// No NOTIFY at all (e.g. ticks made by pgqd): polling finds it.
-			ids := e.produce(t, 2, nil)
-			e.tick(t)
+			ids := e.Produce(t, 2, nil)
+			e.Tick(t)
 			col.waitIDs(t, ids, 20*time.Second)
 		})
 	}
@@ -175,13 +175,13 @@ func TestCatchUpBoundedMemory(t *testing.T) {
 		bigN    = 8000
 		payload = 4096 // 8000 * 4 KiB = 32 MiB if the batch were loaded whole
 	)
-	e.produce(t, 100, nil)
-	e.tick(t)
-	e.produce(t, 100, nil)
-	e.tick(t)
+	e.Produce(t, 100, nil)
+	e.Tick(t)
+	e.Produce(t, 100, nil)
+	e.Tick(t)
 	data := strings.Repeat("x", payload)
-	require.NoError(t, pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error {
-		_, err := pgq.InsertEventsFrom(e.ctx, tx, e.queue, func(yield func(pgq.EventData) bool) {
+	require.NoError(t, pgx.BeginFunc(e.Ctx, e.Pool, func(tx pgx.Tx) error {
+		_, err := pgq.InsertEventsFrom(e.Ctx, tx, e.Queue, func(yield func(pgq.EventData) bool) {
 			for range bigN {
 				if !yield(pgq.EventData{Type: pgq.T("big"), Data: pgq.T(data)}) {
 					return
@@ -190,8 +190,8 @@ func TestCatchUpBoundedMemory(t *testing.T) {
 		})
 		return err
 	}))
-	e.tick(t)
-	ci := e.info(t)
+	e.Tick(t)
+	ci := e.Info(t)
 	require.Positive(t, ci.PendingEvents)
 
 	runtime.GC()
@@ -216,7 +216,7 @@ func TestCatchUpBoundedMemory(t *testing.T) {
 			if bigCount == bigN/2 {
 				// The consumer's transaction is walking a cursor, LazyFetch rows
 				// at a time: its last statement is a FETCH.
-				err := e.pool.QueryRow(context.Background(), `select query from pg_stat_activity
+				err := e.Pool.QueryRow(context.Background(), `select query from pg_stat_activity
 					where datname = current_database() and state = 'idle in transaction'`).Scan(&lastQuery)
 				if err != nil {
 					return err
@@ -252,7 +252,7 @@ func TestCatchUpBoundedMemory(t *testing.T) {
 	t.Logf("heap growth while streaming a %d MiB batch: %d KiB", bigN*payload>>20, growth>>10)
 	require.Less(t, growth, int64(8<<20), "the batch was not streamed")
 	require.Regexp(t, `^fetch 100 from `, lastQuery, "events come through a cursor")
-	ci = e.info(t)
+	ci = e.Info(t)
 	require.Zero(t, ci.PendingEvents)
 	require.Zero(t, ci.CurrentBatch)
 }
