@@ -63,45 +63,21 @@
 // RemoteConsumer or SerialConsumer can be replaced by ours with the same
 // consumer name without re-applying or skipping anything. A pgq_ext that
 // already exists is verified and used as-is. pgq-go's own tables live in
-// schema pgq_go (identity, remote_position, remote_retry, parked_event,
-// held_event, migration; versioned migrations applied in place). The
-// destination needs no pgq extension.
+// schema pgq_go (identity, remote_position, remote_retry, migration;
+// versioned migrations applied in place). The destination needs no pgq
+// extension.
 //
 // Tracking rows are keyed by (consumer_id, subconsumer_id) and pgq_ext keys
 // have no queue name: two flows into one destination under one consumer
 // name (another queue, another source database) need distinct
-// Config.SubConsumer values, or one takes the other's position. The
-// TargetedCopier keys every row by its source: subconsumer_id =
-// TrackingKey(Identity(source), source queue), where Identity is a UUID
-// made when pgq-go's schema is installed in a database. Rows an older
-// version keyed by name only are adopted on the copier's first start.
+// Config.SubConsumer values, or one takes the other's position. Identity
+// returns a UUID made when pgq-go's schema is installed in a database, a
+// stable name for a source; AdoptPosition moves an existing flow's
+// position to a new SubConsumer.
 //
-// # Targeted copy: per-key order
+// # Built on this package
 //
-// The TargetedCopier's pull applies the rows addressed to its node in the
-// order of their events on the node's pull queue: batch by batch, by event
-// id within a batch. Rows sent by one origin node reach the hub in the
-// order of its push queue, so for writes to one row made by transactions
-// that send their event after writing the row (holding its lock), that is
-// the origin's commit order. Rows of one key sent by different origin
-// nodes travel through different relays and have no defined order.
-//
-// A failure keeps that order per order key (CopierConfig.OrderKey;
-// RowApplier: table + key columns; default for other appliers: one key
-// for the whole node). When a row fails it is held on the node in
-// pgq_go.held_event, and every later row with the same key is held behind
-// it in arrival order, in the node transaction that records the batch
-// (exactly once across crashes). At the start of each pull batch the keys
-// whose first row is due are tried again: when it applies, the rows
-// behind it follow in order until one fails (which then heads the key);
-// when it exhausts MaxRetries (or fails with ErrBadPayload) it is parked
-// in pgq_go.parked_event with every row behind it, and rows of that key
-// arriving later are parked behind them too, until the key has no parked
-// row left. ReplayParked applies a key's parked rows in park order and
-// refuses a row while an earlier row of its key is still parked or held.
-// Rows of other keys never wait. So for every key the rows applied on
-// the node are a prefix of its history, in order; none is applied after
-// a later one. A row whose key cannot be read (OrderKey fails: an
-// undecodable payload) is parked at once with no key and never holds
-// others back.
+// The copier package's TargetedCopier runs two flows per node of a
+// targeted-copy cluster, each a RemoteConsumer: node → hub (relay) and hub
+// → node (pull).
 package remote

@@ -34,9 +34,6 @@ const (
 func runHelperProcess() int {
 	point := os.Getenv(helperEnv)
 	ctx := context.Background()
-	if point == "node" {
-		return runNodeProcess(ctx)
-	}
 	if point == "instance" {
 		return runInstanceProcess(ctx)
 	}
@@ -138,37 +135,4 @@ func crashAt(t *testing.T, point, srcDSN, dstDSN string) {
 	require.Error(t, err, "killed")
 	for range lines { // drain
 	}
-}
-
-// runNodeProcess runs one targeted-copy node until it is killed.
-func runNodeProcess(ctx context.Context) int {
-	local, err := pgxpool.New(ctx, os.Getenv("LOCAL_DSN"))
-	if err != nil {
-		fmt.Println("ERR", err)
-		return 1
-	}
-	hub, err := pgxpool.New(ctx, os.Getenv("HUB_DSN"))
-	if err != nil {
-		fmt.Println("ERR", err)
-		return 1
-	}
-	ra, err := remote.NewRowApplier("rows", "id")
-	if err != nil {
-		fmt.Println("ERR", err)
-		return 1
-	}
-	tc, err := remote.NewTargetedCopier(remote.CopierConfig{
-		Node: os.Getenv("NODE"), Local: local, Hubs: []*pgxpool.Pool{hub}, Applier: ra,
-		Consumer: consumer.Config{PollInterval: 20 * time.Millisecond, LazyFetch: 7,
-			ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}},
-	})
-	if err != nil {
-		fmt.Println("ERR", err)
-		return 1
-	}
-	if err := tc.Run(ctx); err != nil {
-		fmt.Println("ERR", err)
-		return 1
-	}
-	return 0
 }

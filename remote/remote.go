@@ -60,6 +60,12 @@ type Config struct {
 	// instead of holding them indefinitely; the batch is then redone.
 	// Default 60s; negative disables it (the server's setting applies).
 	IdleTimeout time.Duration
+	// AfterCommit, when set, is called after a batch's destination
+	// transaction committed (RemoteConsumer only), before the batch is
+	// finished on the source: what the handler counted in it is now
+	// durable. It is not called for a batch skipped as already applied.
+	// Default: none.
+	AfterCommit func(b *pgq.Batch)
 }
 
 func (c Config) withDefaults() Config {
@@ -192,6 +198,80 @@ const (
 		    last_tick_time = excluded.last_tick_time, updated_at = now()`
 )
 
+// BatchState is what a destination records about one batch of a
+// RemoteConsumer's flow (see CheckBatch).
+type BatchState struct {
+	// Applied: the batch's events were applied, under its batch id
+	// (pgq_ext, as Skytools records it) or under another batch id over the
+	// same ticks (pgq_go.remote_position).
+	Applied bool
+	// Overlap: another batch id applied the first ticks of this batch, up
+	// to PositionTick; applying it would repeat those events.
+	Overlap bool
+	// PositionTick is the tick the recorded position ends at (0: none).
+	PositionTick int64
+	// RetryTags are the retry tags stored with the applied batch, by
+	// event id.
+	RetryTags map[int64]time.Time
+
+	byID bool
+	pos  position
+}
+
+// CheckBatch reads, on dst, whether batch b of the flow tracked under
+// (consumer, subconsumer) was applied there: what a RemoteConsumer checks
+// before applying a batch. Tools that move a flow's events elsewhere use
+// it to skip what the destination already has.
+func CheckBatch(ctx context.Context, dst *pgxpool.Pool, consumer, subconsumer string, b pgq.BatchInfo) (BatchState, error) {
+	pb := &pgx.Batch{}
+	queueBatchCheck(pb, consumer, subconsumer, b)
+	res := dst.SendBatch(ctx, pb)
+	st, err := readBatchCheck(res, b)
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return st, fmt.Errorf("remote: consumer %s batch %d: check destination: %w", consumer, b.ID, err)
+	}
+	return st, nil
+}
+
+// queueBatchCheck queues the statements readBatchCheck reads.
+func queueBatchCheck(pb *pgx.Batch, name, sub string, b pgq.BatchInfo) {
+	pb.Queue("select pgq_ext.is_batch_done($1, $2, $3)", name, sub, b.ID)
+	pb.Queue(sqlPosition, name, sub)
+	pb.Queue(sqlRetryTags, name, sub, b.TickID, b.ID)
+}
+
+func readBatchCheck(res pgx.BatchResults, b pgq.BatchInfo) (BatchState, error) {
+	var st BatchState
+	if err := res.QueryRow().Scan(&st.byID); err != nil {
+		return st, err
+	}
+	pos := &st.pos
+	err := res.QueryRow().Scan(&pos.batchID, &pos.tickID, &pos.tickTime)
+	pos.found = err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return st, err
+	}
+	rows, err := res.Query()
+	if err != nil {
+		return st, err
+	}
+	st.RetryTags = map[int64]time.Time{}
+	var id int64
+	var at time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&id, &at}, func() error { st.RetryTags[id] = at; return nil }); err != nil {
+		return st, err
+	}
+	st.Applied = st.byID || pos.covers(b)
+	st.Overlap = !st.Applied && pos.overlaps(b)
+	if pos.found {
+		st.PositionTick = pos.tickID
+	}
+	return st, nil
+}
+
 // processBatch applies one batch exactly once. Several instances of one
 // consumer may run at once (a rolling deploy, a paused process that
 // resumes): they are serialised on the destination by an advisory lock,
@@ -208,35 +288,12 @@ func (r *RemoteConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
 	defer tx.close(ctx)
 
 	prefix := len(pb.QueuedQueries)
-	pb.Queue("select pgq_ext.is_batch_done($1, $2, $3)", name, sub, b.ID())
-	pb.Queue(sqlPosition, name, sub)
-	pb.Queue(sqlRetryTags, name, sub, b.Info.TickID, b.ID())
+	queueBatchCheck(pb, name, sub, b.Info)
 	res := tx.SendBatch(ctx, pb)
-	var (
-		done bool
-		pos  position
-		tags map[int64]time.Time
-	)
 	err = execAll(res, prefix)
+	var st BatchState
 	if err == nil {
-		err = res.QueryRow().Scan(&done)
-	}
-	if err == nil {
-		err = res.QueryRow().Scan(&pos.batchID, &pos.tickID, &pos.tickTime)
-		pos.found = err == nil
-		if errors.Is(err, pgx.ErrNoRows) {
-			err = nil
-		}
-	}
-	if err == nil {
-		var rows pgx.Rows
-		rows, err = res.Query()
-		if err == nil {
-			tags = map[int64]time.Time{}
-			var id int64
-			var at time.Time
-			_, err = pgx.ForEachRow(rows, []any{&id, &at}, func() error { tags[id] = at; return nil })
-		}
+		st, err = readBatchCheck(res, b.Info)
 	}
 	if cerr := res.Close(); err == nil {
 		err = cerr
@@ -244,17 +301,18 @@ func (r *RemoteConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
 	if err != nil {
 		return fmt.Errorf("remote: %s/%s batch %d: check destination: %w", b.Queue, name, b.ID(), err)
 	}
+	done, pos, tags := st.Applied, st.pos, st.RetryTags
 	switch {
-	case done || pos.covers(b.Info):
+	case done:
 		// Applied before (a crash after the destination commit, or another
 		// instance): skip it, and re-issue its retry tags so no retried
 		// event is lost.
-		if !done && pos.batchID != b.ID() {
+		if !st.byID && pos.batchID != b.ID() {
 			r.cfg.Consumer.Logger.Info("batch already applied by another batch id over the same ticks; skipped",
 				"queue", b.Queue, "consumer", name, "batch_id", b.ID(), "tick_id", b.Info.TickID, "applied_batch_id", pos.batchID, "applied_tick_id", pos.tickID)
 		}
 		return retag(ctx, b, tags)
-	case pos.overlaps(b.Info):
+	case st.Overlap:
 		// Another instance applied the first ticks of this batch under
 		// another batch id. Move the source consumer to the applied tick
 		// (this drops the open batch) and take the rest as a new batch.
@@ -278,18 +336,14 @@ func (r *RemoteConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
 	if err := tx.Commit(fctx); err != nil {
 		return fmt.Errorf("remote: %s/%s batch %d: commit destination: %w", b.Queue, name, b.ID(), err)
 	}
-	if n, ok := r.h.(commitNotifier); ok {
-		n.batchCommitted()
+	if r.cfg.AfterCommit != nil {
+		r.cfg.AfterCommit(b)
 	}
 	if afterDstCommit != nil && !tx.shared {
 		afterDstCommit(b.ID())
 	}
 	return nil
 }
-
-// commitNotifier is a Handler told when its batch's destination
-// transaction committed (the copier counts rows only then).
-type commitNotifier interface{ batchCommitted() }
 
 // finishTimeout bounds the destination's record + commit after a handler
 // succeeded; they run even when the caller's context is cancelled.

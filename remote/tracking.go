@@ -5,28 +5,25 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/pgq-go/pgq/internal/migrate"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/pgq"
 )
 
 //go:embed schema/*.sql
 var schemaFS embed.FS
 
-// migration is one embedded, versioned schema change.
-type migration struct {
-	name string // recorded in pgq_go.migration
-	file string
-}
-
 // The pgq_ext migration is applied only where no pgq_ext exists; a real
 // Skytools pgq_ext is verified and used as-is.
 var (
-	pgqExtMigration = migration{"pgq_ext/1", "schema/pgq_ext_1.sql"}
-	ownMigrations   = []migration{
-		{"pgq_go/1", "schema/pgq_go_1.sql"},
-		{"pgq_go/2", "schema/pgq_go_2.sql"}, // tracking keyed by source, tick guard
-		{"pgq_go/3", "schema/pgq_go_3.sql"}, // copier: parked events, per-key order
+	pgqExtMigration = migrate.Migration{Name: "pgq_ext/1", File: "schema/pgq_ext_1.sql"}
+	ownMigrations   = []migrate.Migration{
+		{Name: "pgq_go/1", File: "schema/pgq_go_1.sql"},
+		{Name: "pgq_go/2", File: "schema/pgq_go_2.sql"}, // tracking keyed by source, tick guard
 	}
 )
 
@@ -37,9 +34,6 @@ var requiredPgqExt = []string{
 	"pgq_ext.get_last_tick(text,text)",
 	"pgq_ext.set_last_tick(text,text,bigint)",
 }
-
-// installLockKey serialises concurrent installs on one database.
-const installLockKey = 0x70677167_6f000001 // "pgqgo" + 1
 
 // ErrTrackingSchema means the destination's tracking schema is missing or
 // incompatible.
@@ -55,11 +49,7 @@ func Install(ctx context.Context, dst pgq.DB) error {
 	if current, err := installed(ctx, dst); err == nil && current {
 		return verify(ctx, dst)
 	}
-	tx, err := beginner(dst)
-	if err != nil {
-		return err
-	}
-	t, err := tx.Begin(ctx)
+	t, err := migrate.Begin(ctx, dst)
 	if err != nil {
 		return fmt.Errorf("remote: install tracking schema: %w", err)
 	}
@@ -75,53 +65,16 @@ func Install(ctx context.Context, dst pgq.DB) error {
 
 // installed reports whether every migration this package ships is recorded.
 func installed(ctx context.Context, db pgq.DB) (bool, error) {
-	var want []string
-	for _, m := range ownMigrations {
-		want = append(want, m.name)
-	}
 	var ok bool
-	err := db.QueryRow(ctx, `select to_regclass('pgq_go.migration') is not null
-		and to_regnamespace('pgq_ext') is not null`).Scan(&ok)
-	if err != nil || !ok {
+	if err := db.QueryRow(ctx, "select to_regnamespace('pgq_ext') is not null").Scan(&ok); err != nil || !ok {
 		return false, err
 	}
-	err = db.QueryRow(ctx, "select count(*) = cardinality($1::text[]) from pgq_go.migration where name = any($1)", want).Scan(&ok)
-	return ok, err
-}
-
-type txBeginner interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
-}
-
-func beginner(db pgq.DB) (txBeginner, error) {
-	b, ok := db.(txBeginner)
-	if !ok {
-		return nil, errors.New("remote: install needs a pool, connection or transaction")
-	}
-	return b, nil
+	return migrate.Recorded(ctx, db, ownMigrations)
 }
 
 func install(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock($1)", int64(installLockKey)); err != nil {
+	if err := migrate.Lock(ctx, tx); err != nil {
 		return err
-	}
-	if _, err := tx.Exec(ctx, `create schema if not exists pgq_go;
-		create table if not exists pgq_go.migration (
-			name text primary key,
-			applied_at timestamptz not null default now())`); err != nil {
-		return err
-	}
-	applied := map[string]bool{}
-	rows, err := tx.Query(ctx, "select name from pgq_go.migration")
-	if err != nil {
-		return err
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		applied[n] = true
 	}
 	var hasExt bool
 	if err := tx.QueryRow(ctx, "select exists (select 1 from pg_namespace where nspname = 'pgq_ext')").Scan(&hasExt); err != nil {
@@ -129,22 +82,10 @@ func install(ctx context.Context, tx pgx.Tx) error {
 	}
 	todo := ownMigrations
 	if !hasExt {
-		todo = append([]migration{pgqExtMigration}, todo...)
+		todo = append([]migrate.Migration{pgqExtMigration}, todo...)
 	}
-	for _, m := range todo {
-		if applied[m.name] {
-			continue
-		}
-		sql, err := schemaFS.ReadFile(m.file)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, string(sql)); err != nil {
-			return fmt.Errorf("apply %s: %w", m.name, err)
-		}
-		if _, err := tx.Exec(ctx, "insert into pgq_go.migration (name) values ($1)", m.name); err != nil {
-			return err
-		}
+	if err := migrate.Apply(ctx, tx, schemaFS, todo); err != nil {
+		return err
 	}
 	return verify(ctx, tx)
 }
@@ -228,7 +169,7 @@ func Status(ctx context.Context, dst pgq.DB) (TrackingStatus, error) {
 			return st, fmt.Errorf("remote: tracking status: %w", err)
 		}
 		for _, m := range st.Migrations {
-			if m == pgqExtMigration.name {
+			if m == pgqExtMigration.Name {
 				st.PgqExtOurs = true
 			}
 		}
@@ -249,6 +190,28 @@ func LastTick(ctx context.Context, dst pgq.DB, consumer, subconsumer string) (in
 	return *t, nil
 }
 
+// Position is where a RemoteConsumer's flow stands on its destination
+// (pgq_go.remote_position): the batch it applied last and the tick that
+// batch ended at.
+type Position struct {
+	BatchID  int64
+	TickID   int64
+	TickTime time.Time
+}
+
+// LastPosition returns the position recorded on dst for the flow tracked
+// under (consumer, subconsumer); found is false when none is.
+func LastPosition(ctx context.Context, dst pgq.DB, consumer, subconsumer string) (p Position, found bool, err error) {
+	err = dst.QueryRow(ctx, sqlPosition, consumer, subconsumer).Scan(&p.BatchID, &p.TickID, &p.TickTime)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, false, nil
+	}
+	if err != nil {
+		return p, false, fmt.Errorf("remote: position of %s: %w", consumer, err)
+	}
+	return p, true, nil
+}
+
 // LastBatch returns the last batch applied by a RemoteConsumer on dst, or 0.
 func LastBatch(ctx context.Context, dst pgq.DB, consumer, subconsumer string) (int64, error) {
 	var b *int64
@@ -261,4 +224,37 @@ func LastBatch(ctx context.Context, dst pgq.DB, consumer, subconsumer string) (i
 		return 0, fmt.Errorf("remote: last batch %s: %w", consumer, err)
 	}
 	return *b, nil
+}
+
+// AdoptPosition moves a RemoteConsumer's position recorded on dst under
+// (consumer, subconsumer "") to (consumer, key), with its retry tags,
+// unless key already has a position. Use it once when giving an existing
+// flow a Config.SubConsumer: without it the consumer would find no
+// position under the new key and apply its open batch again. It runs
+// under the destination lock of both keys, so a running instance using
+// the old key cannot interleave. The TargetedCopier calls it for rows an
+// older version keyed by consumer name only.
+func AdoptPosition(ctx context.Context, dst *pgxpool.Pool, consumer, key string) error {
+	return pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
+		for _, k := range []string{"", key} {
+			if _, err := tx.Exec(ctx, lockKeySQL, consumer, k); err != nil {
+				return err
+			}
+		}
+		tag, err := tx.Exec(ctx, `update pgq_ext.completed_batch set subconsumer_id = $2
+			where consumer_id = $1 and subconsumer_id = ''
+			  and not exists (select 1 from pgq_ext.completed_batch where consumer_id = $1 and subconsumer_id = $2)`,
+			consumer, key)
+		if err != nil {
+			return fmt.Errorf("remote: adopt tracking row of %s: %w", consumer, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `update pgq_go.remote_retry set subconsumer_id = $2
+			where consumer_id = $1 and subconsumer_id = ''`, consumer, key); err != nil {
+			return fmt.Errorf("remote: adopt retry tags of %s: %w", consumer, err)
+		}
+		return nil
+	})
 }

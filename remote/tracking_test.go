@@ -19,7 +19,7 @@ func TestInstallIdempotentAndPgqExtSemantics(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "3.1", st.PgqExtVersion)
 	require.True(t, st.PgqExtOurs)
-	require.Equal(t, []string{"pgq_ext/1", "pgq_go/1", "pgq_go/2", "pgq_go/3"}, st.Migrations)
+	require.Equal(t, []string{"pgq_ext/1", "pgq_go/1", "pgq_go/2"}, st.Migrations)
 
 	q := func(sql string, args ...any) any {
 		t.Helper()
@@ -81,5 +81,5 @@ func TestInstallKeepsExistingPgqExt(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "3.1.5", st.PgqExtVersion, "the existing pgq_ext is used as-is")
 	require.False(t, st.PgqExtOurs)
-	require.Equal(t, []string{"pgq_go/1", "pgq_go/2", "pgq_go/3"}, st.Migrations)
+	require.Equal(t, []string{"pgq_go/1", "pgq_go/2"}, st.Migrations)
 }

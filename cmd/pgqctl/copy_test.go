@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
 	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/remote"
@@ -78,7 +80,7 @@ func newCopySetup(t *testing.T) *copySetup {
 	}
 	// Set every node up before producing (registers the pull consumers).
 	for n := range s.nodes {
-		tc, err := remote.NewTargetedCopier(s.config(t, n))
+		tc, err := copier.New(s.config(t, n))
 		require.NoError(t, err)
 		require.NoError(t, tc.Setup(ctx))
 	}
@@ -107,21 +109,21 @@ func newCopySetup(t *testing.T) *copySetup {
 	return s
 }
 
-func (s *copySetup) config(t *testing.T, node string) remote.CopierConfig {
-	ra, err := remote.NewRowApplier("rows", "id")
+func (s *copySetup) config(t *testing.T, node string) copier.Config {
+	ra, err := apply.NewRowApplier("rows", []string{"id"})
 	require.NoError(t, err)
-	return remote.CopierConfig{
+	return copier.Config{
 		Node: node, Local: s.nodes[node].Pool, Hubs: []*pgxpool.Pool{s.hub.Pool}, Applier: ra,
-		Routing:    remote.RoutingPerTarget, // per-node pending counts are exact with one queue per node
+		Routing:    copier.RoutingPerTarget, // per-node pending counts are exact with one queue per node
 		RetryDelay: 10 * time.Millisecond, MaxRetries: 1,
 		QueueConfig: pgq.QueueConfig{TickerMaxLag: pgq.Ptr(time.Duration(0))},
-		Consumer: consumer.Config{PollInterval: 20 * time.Millisecond,
-			ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}},
+		PollInterval: 20 * time.Millisecond,
+		ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond},
 	}
 }
 
 func (s *copySetup) start(t *testing.T, node string) {
-	tc, err := remote.NewTargetedCopier(s.config(t, node))
+	tc, err := copier.New(s.config(t, node))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(s.ctx)
 	done := make(chan error, 1)
@@ -250,7 +252,7 @@ func TestCopyStatusAndParked(t *testing.T) {
 	require.Equal(t, 1, code, errOut)
 	require.Contains(t, out, "replayed 1, still parked 1")
 	require.Contains(t, out, "park id "+itoa(malformed.ParkID)+":")
-	left, err := remote.ListParked(s.ctx, s.nodes["n2"].Pool, remote.ParkedFilter{})
+	left, err := copier.ListParked(s.ctx, s.nodes["n2"].Pool, copier.ParkedFilter{})
 	require.NoError(t, err)
 	require.Len(t, left, 1)
 	require.Equal(t, malformed.ParkID, left[0].ParkID)
@@ -258,7 +260,7 @@ func TestCopyStatusAndParked(t *testing.T) {
 	code, out, errOut = pgqctl(t, "parked", "purge", "--dsn", node, "--id", itoa(malformed.ParkID))
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "purged 1 parked event(s)")
-	n, err := remote.CountParked(s.ctx, s.nodes["n2"].Pool, "")
+	n, err := copier.CountParked(s.ctx, s.nodes["n2"].Pool, "")
 	require.NoError(t, err)
 	require.Zero(t, n)
 	code, _ = s.status(t)

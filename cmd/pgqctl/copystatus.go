@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
 )
 
 func init() {
@@ -34,7 +36,7 @@ Shows, for every node of a targeted-copy cluster, in one table:
             tick, and its pending events
 
 --hub must list the hub shards in the same order as every node's
-configuration (a node's shard is remote.ShardOf(node, number of hubs)).
+configuration (a node's shard is route.ShardOf(node, number of hubs)).
 
 Exit status: 0 when every node is reachable, registered, has nothing
 parked and lags within --max-lag; 1 otherwise (see PROBLEMS); 2 usage error.
@@ -49,13 +51,13 @@ type copyNode struct{ name, dsn string }
 
 // parseCopyLayout checks the --routing, --pull-queue and --push-queue
 // flags every copy command shares.
-func parseCopyLayout(routing, pullQueue, pushQueue string) (remote.Routing, error) {
-	var r remote.Routing
+func parseCopyLayout(routing, pullQueue, pushQueue string) (copier.Routing, error) {
+	var r copier.Routing
 	switch routing {
 	case "per-target":
-		r = remote.RoutingPerTarget
+		r = copier.RoutingPerTarget
 	case "shared":
-		r = remote.RoutingShared
+		r = copier.RoutingShared
 	default:
 		return 0, usagef("--routing %q: want per-target or shared", routing)
 	}
@@ -77,7 +79,7 @@ func parseCopyNodes(args []string) ([]copyNode, error) {
 		if !ok || dsn == "" {
 			return nil, usagef("--node %q: want name=dsn", a)
 		}
-		if err := remote.ValidateNode(name); err != nil {
+		if err := route.ValidateNode(name); err != nil {
 			return nil, usagef("--node: %v", err)
 		}
 		if seen[name] {
@@ -174,7 +176,7 @@ func runCopyStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return 0
 }
 
-func collectCopyStatus(ctx context.Context, hubDSNs []string, nodes []copyNode, routing remote.Routing, pullQueue, pushQueue string, maxLag time.Duration) *copyReport {
+func collectCopyStatus(ctx context.Context, hubDSNs []string, nodes []copyNode, routing copier.Routing, pullQueue, pushQueue string, maxLag time.Duration) *copyReport {
 	rep := &copyReport{Routing: routing.String(), PushQueue: pushQueue, PullQueue: pullQueue, Hubs: len(hubDSNs), Healthy: true}
 	hubs := make([]*pgxpool.Pool, len(hubDSNs))
 	for i, dsn := range hubDSNs {
@@ -219,11 +221,11 @@ func behind(ctx context.Context, db pgq.DB, queue, consumer string) (pgq.Consume
 	return c, max(c.Lag-q.TickerLag, 0), nil
 }
 
-func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routing remote.Routing, pullQueue, pushQueue string, maxLag time.Duration) copyNodeStatus {
-	st := copyNodeStatus{Node: n.name, Hub: remote.ShardOf(n.name, len(hubs)), PullConsumer: remote.PullConsumerName(n.name), Problems: []string{}}
+func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routing copier.Routing, pullQueue, pushQueue string, maxLag time.Duration) copyNodeStatus {
+	st := copyNodeStatus{Node: n.name, Hub: route.ShardOf(n.name, len(hubs)), PullConsumer: route.PullConsumerName(n.name), Problems: []string{}}
 	st.PullQueue = pullQueue
-	if routing == remote.RoutingPerTarget {
-		st.PullQueue = remote.PerTargetQueue(pullQueue, n.name)
+	if routing == copier.RoutingPerTarget {
+		st.PullQueue = route.PerTargetQueue(pullQueue, n.name)
 	}
 	problem := func(format string, args ...any) { st.Problems = append(st.Problems, fmt.Sprintf(format, args...)) }
 	describe := func(err error) string {
@@ -251,7 +253,7 @@ func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routi
 			}
 		}
 		for s := range hubs {
-			name := remote.RelayConsumerName(n.name, s)
+			name := route.RelayConsumerName(n.name, s)
 			if hubs[s] == nil {
 				continue
 			}
@@ -271,11 +273,11 @@ func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routi
 	}
 	defer conn.Close(context.Background())
 	// The pull's position on the node is keyed by its hub's identity and
-	// queue (remote.TrackingKey); an older version's row by name only.
+	// queue (copier.TrackingKey); an older version's row by name only.
 	key := ""
 	if hub != nil {
 		if id, err := remote.Identity(ctx, hub); err == nil {
-			key = remote.TrackingKey(id, st.PullQueue)
+			key = copier.TrackingKey(id, st.PullQueue)
 		}
 	}
 	if st.Applied, err = remote.LastBatch(ctx, conn, st.PullConsumer, key); err == nil && st.Applied == 0 && key != "" {
@@ -296,7 +298,7 @@ func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routi
 		problem("%d event(s) parked on the node, %d on the hub (pgqctl parked list)", st.Parked, st.RelayParked)
 	}
 	for s := range hubs {
-		name := remote.RelayConsumerName(n.name, s)
+		name := route.RelayConsumerName(n.name, s)
 		c, b, err := behind(ctx, conn, pushQueue, name)
 		if err != nil {
 			problem("relay %s: %s", name, describe(err))
@@ -311,13 +313,13 @@ func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routi
 	return st
 }
 
-// countParkedIfInstalled is remote.CountParked, 0 when pgq_go is absent.
+// countParkedIfInstalled is copier.CountParked, 0 when pgq_go is absent.
 func countParkedIfInstalled(ctx context.Context, db pgq.DB, consumer string) (int64, error) {
 	var ok bool
 	if err := db.QueryRow(ctx, "select to_regclass('pgq_go.parked_event') is not null").Scan(&ok); err != nil || !ok {
 		return 0, err
 	}
-	return remote.CountParked(ctx, db, consumer)
+	return copier.CountParked(ctx, db, consumer)
 }
 
 func printCopyStatus(w io.Writer, rep *copyReport) {

@@ -10,7 +10,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/apply"
+	"github.com/pgq-go/pgq/copier"
+	"github.com/pgq-go/pgq/route"
 )
 
 func init() {
@@ -48,7 +50,7 @@ func runParked(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 // parkedFilterFlags adds --consumer, --id and optionally --limit.
-func parkedFilterFlags(f *cmdFlags, pf *remote.ParkedFilter, withLimit bool) {
+func parkedFilterFlags(f *cmdFlags, pf *copier.ParkedFilter, withLimit bool) {
 	f.StringVar(&pf.Consumer, "consumer", "", "only events parked by this `consumer` (e.g. pull.node1)")
 	f.Var(int64List{&pf.IDs}, "id", "only these park `ids` (repeatable or comma-separated)")
 	if withLimit {
@@ -78,7 +80,7 @@ func runParkedList(ctx context.Context, args []string, stdout, stderr io.Writer)
 	f := newCmdFlags("parked list", "usage: pgqctl parked list --dsn NODE [flags]\n\nLists parked events, oldest first.", stderr)
 	f.dsnFlag()
 	f.jsonFlag()
-	var pf remote.ParkedFilter
+	var pf copier.ParkedFilter
 	parkedFilterFlags(f, &pf, true)
 	if code, ok := noArgs(f, args); !ok {
 		return code
@@ -91,7 +93,7 @@ func runParkedList(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return f.fail(err)
 	}
 	defer conn.Close(context.Background())
-	evs, err := remote.ListParked(ctx, conn, pf)
+	evs, err := copier.ListParked(ctx, conn, pf)
 	if err != nil {
 		return f.fail(err)
 	}
@@ -150,7 +152,7 @@ func clip(s string, n int) string {
 func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newCmdFlags("parked replay", "usage: pgqctl parked replay --dsn NODE --applier row|func [flags]\n\nApplies parked events again; those that fail again stay parked.\nExit status 1 when any failed.", stderr)
 	f.dsnFlag()
-	var pf remote.ParkedFilter
+	var pf copier.ParkedFilter
 	parkedFilterFlags(f, &pf, true)
 	var kind, table, keys, fn string
 	f.StringVar(&kind, "applier", "", "how to apply: `row` (upsert into --table by --keys) or func (call --func)")
@@ -163,17 +165,17 @@ func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		return code
 	}
 	if node != "" {
-		if err := remote.ValidateNode(node); err != nil {
+		if err := route.ValidateNode(node); err != nil {
 			return f.fail(usagef("--node: %v", err))
 		}
 	}
-	var applier remote.Applier
+	var applier apply.Applier
 	switch kind {
 	case "row":
 		if table == "" || keys == "" || fn != "" {
 			return f.fail(usagef("--applier row needs --table and --keys (and no --func)"))
 		}
-		a, err := remote.NewRowApplier(table, splitComma(keys)...)
+		a, err := apply.NewRowApplier(table, splitComma(keys))
 		if err != nil {
 			return f.fail(usagef("%v", err))
 		}
@@ -182,7 +184,7 @@ func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		if fn == "" || table != "" || keys != "" {
 			return f.fail(usagef("--applier func needs --func (and no --table/--keys)"))
 		}
-		a, err := remote.NewFuncApplier(fn)
+		a, err := apply.NewFuncApplier(fn)
 		if err != nil {
 			return f.fail(usagef("%v", err))
 		}
@@ -202,7 +204,7 @@ func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Write
 			return f.fail(err)
 		}
 	}
-	res, err := remote.ReplayParked(ctx, conn, node, applier, pf)
+	res, err := copier.ReplayParked(ctx, conn, node, applier, pf)
 	if err != nil {
 		return f.fail(err)
 	}
@@ -224,12 +226,12 @@ func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Write
 // replayNode derives the node a replay runs for from the pull consumer
 // that parked the selected events ("pull.<node>"): --consumer, or the one
 // consumer of the selection.
-func replayNode(ctx context.Context, conn *pgx.Conn, pf remote.ParkedFilter) (string, error) {
+func replayNode(ctx context.Context, conn *pgx.Conn, pf copier.ParkedFilter) (string, error) {
 	consumers := map[string]bool{}
 	if pf.Consumer != "" {
 		consumers[pf.Consumer] = true
 	} else {
-		evs, err := remote.ListParked(ctx, conn, pf)
+		evs, err := copier.ListParked(ctx, conn, pf)
 		if err != nil {
 			return "", err
 		}
@@ -244,7 +246,7 @@ func replayNode(ctx context.Context, conn *pgx.Conn, pf remote.ParkedFilter) (st
 		return "", usagef("the events were parked by %d consumers; name the node with --node (or pick one with --consumer)", len(consumers))
 	}
 	for c := range consumers {
-		if node, ok := strings.CutPrefix(c, remote.PullConsumerName("")); ok && remote.ValidateNode(node) == nil {
+		if node, ok := strings.CutPrefix(c, route.PullConsumerName("")); ok && route.ValidateNode(node) == nil {
 			return node, nil
 		}
 		return "", usagef("consumer %q is not a pull consumer (pull.<node>); name the node with --node", c)
@@ -265,7 +267,7 @@ func splitComma(s string) []string {
 func runParkedPurge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newCmdFlags("parked purge", "usage: pgqctl parked purge --dsn NODE (--consumer C | --id N,...)\n\nDeletes parked events for good.", stderr)
 	f.dsnFlag()
-	var pf remote.ParkedFilter
+	var pf copier.ParkedFilter
 	parkedFilterFlags(f, &pf, false)
 	if code, ok := noArgs(f, args); !ok {
 		return code
@@ -278,7 +280,7 @@ func runParkedPurge(ctx context.Context, args []string, stdout, stderr io.Writer
 		return f.fail(err)
 	}
 	defer conn.Close(context.Background())
-	n, err := remote.PurgeParked(ctx, conn, pf)
+	n, err := copier.PurgeParked(ctx, conn, pf)
 	if err != nil {
 		return f.fail(err)
 	}

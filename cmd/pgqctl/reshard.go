@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/copier"
 )
 
 const reshardUsage = `usage: pgqctl copy reshard --old-hub DSN [--old-hub DSN...] --new-hub DSN [--new-hub DSN...] --node NAME=DSN [--node ...] [flags]
@@ -119,7 +119,7 @@ func runCopyReshard(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		return out, nil
 	}
-	cfg := remote.ReshardConfig{Nodes: map[string]*pgxpool.Pool{}, PushQueue: *pushQueue, PullQueue: *pullQueue, Routing: r}
+	cfg := copier.ReshardConfig{Nodes: map[string]*pgxpool.Pool{}, PushQueue: *pushQueue, PullQueue: *pullQueue, Routing: r}
 	if cfg.OldHubs, err = openAll(oldHubs); err != nil {
 		return f.fail(err)
 	}
@@ -139,7 +139,7 @@ func runCopyReshard(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	rep, err := remote.Reshard(ctx, cfg)
+	rep, err := copier.Reshard(ctx, cfg)
 	if rep != nil {
 		if f.json {
 			if jerr := writeJSON(stdout, reshardJSON(rep, err)); jerr != nil && err == nil {
@@ -186,7 +186,7 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func reshardJSON(rep *remote.ReshardReport, err error) reshardReportJSON {
+func reshardJSON(rep *copier.ReshardReport, err error) reshardReportJSON {
 	out := reshardReportJSON{Done: err == nil, Nodes: []reshardNodeJSON{}}
 	if err != nil {
 		out.Error = err.Error()
@@ -199,7 +199,7 @@ func reshardJSON(rep *remote.ReshardReport, err error) reshardReportJSON {
 	return out
 }
 
-func printReshard(w io.Writer, rep *remote.ReshardReport, err error) {
+func printReshard(w io.Writer, rep *copier.ReshardReport, err error) {
 	t := newTable(w)
 	fmt.Fprintln(t, "NODE\tCUT\tRELAYED\tHUB\tMOVED\tRELAYS REGISTERED\tKEPT\tUNREGISTERED")
 	list := func(s []string) string {

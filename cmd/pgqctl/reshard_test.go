@@ -8,10 +8,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
 	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
+	"github.com/pgq-go/pgq/urlenc"
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,20 +51,20 @@ func TestCopyReshard(t *testing.T) {
 		_, err := nodes[n].Pool.Exec(ctx, "create table rows (id text primary key, origin text, payload text)")
 		require.NoError(t, err)
 	}
-	require.Equal(t, 1, remote.ShardOf("n2", 2), "n2 moves to the second hub")
-	config := func(n string, hubs ...*pgtest.DB) remote.CopierConfig {
-		ra, err := remote.NewRowApplier("rows", "id")
+	require.Equal(t, 1, route.ShardOf("n2", 2), "n2 moves to the second hub")
+	config := func(n string, hubs ...*pgtest.DB) copier.Config {
+		ra, err := apply.NewRowApplier("rows", []string{"id"})
 		require.NoError(t, err)
 		var hp []*pgxpool.Pool
 		for _, h := range hubs {
 			hp = append(hp, h.Pool)
 		}
-		return remote.CopierConfig{Node: n, Local: nodes[n].Pool, Hubs: hp, Applier: ra, Routing: remote.RoutingPerTarget,
-			Consumer: consumer.Config{PollInterval: 20 * time.Millisecond,
-				ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}}}
+		return copier.Config{Node: n, Local: nodes[n].Pool, Hubs: hp, Applier: ra, Routing: copier.RoutingPerTarget,
+			PollInterval: 20 * time.Millisecond,
+			ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}}
 	}
 	for n := range nodes {
-		tc, err := remote.NewTargetedCopier(config(n, h1))
+		tc, err := copier.New(config(n, h1))
 		require.NoError(t, err)
 		require.NoError(t, tc.Setup(ctx))
 	}
@@ -72,7 +75,7 @@ func TestCopyReshard(t *testing.T) {
 		require.NoError(t, err)
 		defer tx.Rollback(context.Background())
 		for _, id := range ids {
-			_, err := remote.SendTargeted(ctx, tx, "push_queue", []string{target}, remote.Fields{"action": "ins", "id": id, "origin": origin})
+			_, err := route.Sender{Queue: "push_queue"}.Send(ctx, tx, []string{target}, urlenc.Fields{"action": "ins", "id": id, "origin": origin})
 			require.NoError(t, err)
 		}
 		require.NoError(t, tx.Commit(ctx))
@@ -89,8 +92,8 @@ func TestCopyReshard(t *testing.T) {
 	require.True(t, rep.Done)
 	require.Len(t, rep.Nodes, 2)
 	for _, n := range rep.Nodes {
-		require.Equal(t, []string{remote.RelayConsumerName(n.Node, 1)}, n.Registered, n.Node)
-		require.Equal(t, []string{remote.RelayConsumerName(n.Node, 0)}, n.Kept, n.Node)
+		require.Equal(t, []string{route.RelayConsumerName(n.Node, 1)}, n.Registered, n.Node)
+		require.Equal(t, []string{route.RelayConsumerName(n.Node, 0)}, n.Kept, n.Node)
 		require.Positive(t, n.Cut)
 	}
 	n1, n2 := rep.Nodes[0], rep.Nodes[1]
@@ -127,7 +130,7 @@ func TestCopyReshard(t *testing.T) {
 	defer func() { stopTicker(); wg.Wait() }()
 	var stops []func()
 	for n := range nodes {
-		tc, err := remote.NewTargetedCopier(config(n, h1, h2))
+		tc, err := copier.New(config(n, h1, h2))
 		require.NoError(t, err)
 		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)

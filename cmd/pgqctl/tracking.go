@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/remote"
 )
 
@@ -50,8 +51,9 @@ func noArgs(f *cmdFlags, args []string) (int, bool) {
 }
 
 func runTrackingInstall(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	f := newCmdFlags("tracking install", "usage: pgqctl tracking install --dsn DESTINATION\n\nInstalls the tracking schema; running it again changes nothing.", stderr)
+	f := newCmdFlags("tracking install", "usage: pgqctl tracking install --dsn DESTINATION [--copier]\n\nInstalls the tracking schema; running it again changes nothing.\nWith --copier also the targeted copier's tables (parked and held rows),\nfor a copier node or hub whose runtime role may not run DDL.", stderr)
 	f.dsnFlag()
+	withCopier := f.Bool("copier", false, "also install the targeted copier's tables")
 	if code, ok := noArgs(f, args); !ok {
 		return code
 	}
@@ -60,7 +62,11 @@ func runTrackingInstall(ctx context.Context, args []string, stdout, stderr io.Wr
 		return f.fail(err)
 	}
 	defer conn.Close(context.Background())
-	if err := remote.Install(ctx, conn); err != nil {
+	install := remote.Install
+	if *withCopier {
+		install = copier.Install
+	}
+	if err := install(ctx, conn); err != nil {
 		return f.fail(err)
 	}
 	st, err := remote.Status(ctx, conn)

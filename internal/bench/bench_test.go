@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/copier"
 )
 
 // The Benchmark functions run the measurements of pgqctl bench under
@@ -236,7 +236,7 @@ func BenchmarkTargetedCopy(b *testing.B) {
 	}
 	defer nodes.drop(testEnv)
 	rows := benchN(targetedRows)
-	for _, routing := range []remote.Routing{remote.RoutingShared, remote.RoutingPerTarget} {
+	for _, routing := range []copier.Routing{copier.RoutingShared, copier.RoutingPerTarget} {
 		for _, n := range []int{4, 16} {
 			b.Run(fmt.Sprintf("%v/N=%d", routing, n), func(b *testing.B) {
 				c, err := s.newTargetedConfig(ctx, nodes, n, routing)

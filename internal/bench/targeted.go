@@ -11,10 +11,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
 	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/pgq"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
 	"github.com/pgq-go/pgq/ticker"
+	"github.com/pgq-go/pgq/urlenc"
 )
 
 // Targeted copy settings: cluster sizes, rows delivered per run at scale
@@ -83,13 +86,13 @@ type targetedRun struct {
 type targetedConfig struct {
 	s        *suite
 	n        int
-	routing  remote.Routing
+	routing  copier.Routing
 	code     string // "s4", "p64": node id and queue prefix
 	hub      *DB
 	nodes    []string
 	local    []*pgxpool.Pool
 	hubPools []*pgxpool.Pool
-	copiers  []*remote.TargetedCopier
+	copiers  []*copier.TargetedCopier
 	push     string
 	probe    *cpuProbe
 
@@ -101,9 +104,9 @@ type targetedConfig struct {
 	errMsg string // the first one
 }
 
-func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n int, routing remote.Routing) (*targetedConfig, error) {
+func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n int, routing copier.Routing) (*targetedConfig, error) {
 	code := "p"
-	if routing == remote.RoutingShared {
+	if routing == copier.RoutingShared {
 		code = "s"
 	}
 	code += strconv.Itoa(n)
@@ -114,7 +117,7 @@ func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n i
 	c := &targetedConfig{s: s, n: n, routing: routing, code: code, hub: hub, push: "push_" + code}
 	c.probe = newCPUProbe(ctx, hub.Pool)
 	quiet := slog.New(slog.DiscardHandler)
-	ra, err := remote.NewRowApplier("rows", "id")
+	ra, err := apply.NewRowApplier("rows", []string{"id"})
 	if err != nil {
 		return nil, err
 	}
@@ -142,18 +145,18 @@ func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n i
 		}
 		c.local, c.hubPools = append(c.local, local), append(c.hubPools, hp)
 		dbNames = append(dbNames, nodes.dbs[i].Name)
-		tc, err := remote.NewTargetedCopier(remote.CopierConfig{
+		tc, err := copier.New(copier.Config{
 			Node: node, Local: local, Hubs: []*pgxpool.Pool{hp}, Routing: routing,
 			PushQueue: c.push, Applier: ra,
 			QueueConfig: pgq.QueueConfig{TickerMaxLag: pgq.Ptr(targetedMaxLag)},
-			Consumer: consumer.Config{Logger: quiet, Hooks: consumer.Hooks{OnError: func(ei consumer.ErrorInfo) {
+			Logger:      quiet, Hooks: consumer.Hooks{OnError: func(ei consumer.ErrorInfo) {
 				c.mu.Lock()
 				c.errs++
 				if c.errMsg == "" {
 					c.errMsg = fmt.Sprintf("%s/%s: %v", ei.Queue, ei.Consumer, ei.Err)
 				}
 				c.mu.Unlock()
-			}}},
+			}},
 		})
 		if err != nil {
 			return nil, err
@@ -187,7 +190,7 @@ func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n i
 	return c, nil
 }
 
-func toRunners(cs []*remote.TargetedCopier) []interface{ Run(context.Context) error } {
+func toRunners(cs []*copier.TargetedCopier) []interface{ Run(context.Context) error } {
 	out := make([]interface{ Run(context.Context) error }, len(cs))
 	for i, c := range cs {
 		out[i] = c
@@ -235,15 +238,15 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 	per := max(1, rows/c.n)
 	total := per * c.n
 	rng := rand.New(rand.NewPCG(uint64(c.n), uint64(run)))
-	msgs := make([][]remote.Message, c.n)
+	msgs := make([][]route.Message, c.n)
 	for i := range c.n {
-		msgs[i] = make([]remote.Message, per)
+		msgs[i] = make([]route.Message, per)
 		for j := range per {
 			t := rng.IntN(c.n - 1)
 			if t >= i {
 				t++
 			}
-			msgs[i][j] = remote.Message{Targets: []string{c.nodes[t]}, Row: remote.Fields{
+			msgs[i][j] = route.Message{Targets: []string{c.nodes[t]}, Row: urlenc.Fields{
 				"action": "ins", "id": fmt.Sprintf("%s-%d-%d-%d", c.code, run, i, j),
 				"origin": c.nodes[i], "payload": payloadPad,
 			}}
@@ -268,7 +271,7 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 				return
 			}
 			defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-			if _, err := (remote.Sender{Queue: c.push, Origin: c.nodes[i]}).SendBulk(ctx, tx, msgs[i]); err != nil {
+			if _, err := (route.Sender{Queue: c.push, Origin: c.nodes[i]}).SendBulk(ctx, tx, msgs[i]); err != nil {
 				errs[i] = err
 				return
 			}
@@ -313,9 +316,9 @@ func (c *targetedConfig) warmUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		_, err = (remote.Sender{Queue: c.push, Origin: c.nodes[i]}).SendBulk(ctx, tx, []remote.Message{{
+		_, err = (route.Sender{Queue: c.push, Origin: c.nodes[i]}).SendBulk(ctx, tx, []route.Message{{
 			Targets: []string{c.nodes[(i+1)%c.n]},
-			Row:     remote.Fields{"action": "ins", "id": fmt.Sprintf("%s-w-%d", c.code, i), "origin": c.nodes[i]},
+			Row:     urlenc.Fields{"action": "ins", "id": fmt.Sprintf("%s-w-%d", c.code, i), "origin": c.nodes[i]},
 		}})
 		if err == nil {
 			err = tx.Commit(ctx)
@@ -405,7 +408,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 	type figures struct{ rate, hub, hubTicker, cluster []float64 }
 	results := map[string]*figures{}
 	local := true
-	for _, routing := range []remote.Routing{remote.RoutingShared, remote.RoutingPerTarget} {
+	for _, routing := range []copier.Routing{copier.RoutingShared, copier.RoutingPerTarget} {
 		for _, n := range sizes {
 			start := time.Now()
 			c, err := s.newTargetedConfig(ctx, nodes, n, routing)

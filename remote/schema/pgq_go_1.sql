@@ -14,23 +14,6 @@ create table pgq_go.remote_retry (
     primary key (consumer_id, subconsumer_id, batch_id, ev_id)
 );
 
--- Events a targeted copier could not apply after its retry limit: kept with
--- their error for an operator to inspect, replay or purge.
-create table pgq_go.parked_event (
-    park_id         bigserial primary key,
-    consumer_id     text not null,
-    queue_name      text not null,
-    parked_at       timestamptz not null default now(),
-    error           text not null,
-    ev_id           bigint not null,
-    ev_time         timestamptz not null,
-    ev_txid         bigint,
-    ev_retry        integer,
-    ev_type         text,
-    ev_data         text,
-    ev_extra1       text,
-    ev_extra2       text,
-    ev_extra3       text,
-    ev_extra4       text,
-    unique (consumer_id, queue_name, ev_id)
-);
+-- (Releases before the copier package existed also created
+-- pgq_go.parked_event here; the copier package's own migration now creates
+-- it, or upgrades the table those releases made.)

@@ -26,8 +26,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/pgq"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
 	"github.com/pgq-go/pgq/ticker"
 )
 
@@ -100,13 +102,13 @@ func run(ctx context.Context, hubDSN string, specs []string, rows int, timeout t
 	}
 
 	// Register every node's consumers before anything is produced.
-	ra, err := remote.NewRowApplier("rows", "id")
+	ra, err := apply.NewRowApplier("rows", []string{"id"})
 	if err != nil {
 		return false, err
 	}
 	lag := 50 * time.Millisecond
 	for _, n := range nodes {
-		tc, err := remote.NewTargetedCopier(remote.CopierConfig{Node: n.name, Local: n.pool,
+		tc, err := copier.New(copier.Config{Node: n.name, Local: n.pool,
 			Hubs: []*pgxpool.Pool{hub}, Applier: ra, QueueConfig: pgq.QueueConfig{TickerMaxLag: &lag}})
 		if err != nil {
 			return false, err
@@ -244,12 +246,12 @@ func progress(ctx context.Context, hub *pgxpool.Pool, nodes []*node, exp map[str
 		if err := n.pool.QueryRow(ctx, "select count(*) from rows").Scan(&applied); err != nil {
 			return false, err
 		}
-		parked, err := remote.CountParked(ctx, n.pool, "")
+		parked, err := copier.CountParked(ctx, n.pool, "")
 		if err != nil {
 			return false, err
 		}
 		pending := int64(-1)
-		if ci, err := pgq.GetConsumerInfo(ctx, hub, "pull_queue", remote.PullConsumerName(n.name)); err == nil {
+		if ci, err := pgq.GetConsumerInfo(ctx, hub, "pull_queue", route.PullConsumerName(n.name)); err == nil {
 			pending = ci.PendingEvents
 		}
 		parts = append(parts, fmt.Sprintf("%s applied %d/%d pending %d parked %d", n.name, applied, len(exp[n.name]), pending, parked))
@@ -281,7 +283,7 @@ func verify(ctx context.Context, nodes []*node, exp map[string]map[string]bool) 
 			}
 		}
 		missing := len(exp[n.name]) - (len(ids) - mis)
-		parked, err := remote.CountParked(ctx, n.pool, "")
+		parked, err := copier.CountParked(ctx, n.pool, "")
 		if err != nil {
 			return false, err
 		}

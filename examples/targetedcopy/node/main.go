@@ -23,12 +23,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/apply"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/metrics"
-	"github.com/pgq-go/pgq/metrics/prom"
 	"github.com/pgq-go/pgq/pgq"
-	"github.com/pgq-go/pgq/remote"
 	"github.com/pgq-go/pgq/ticker"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 )
 
 type hubs []string
@@ -96,9 +98,9 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		return err
 	}
 	defer localPool.Close()
-	cfg := remote.CopierConfig{Node: o.node, Local: localPool,
+	cfg := copier.Config{Node: o.node, Local: localPool,
 		QueueConfig: pgq.QueueConfig{TickerMaxLag: &o.maxLag},
-		Consumer:    consumer.Config{Logger: log, PollInterval: time.Second}}
+		Logger:      log, PollInterval: time.Second}
 	for _, h := range o.hubs {
 		p, err := pgxpool.New(ctx, h)
 		if err != nil {
@@ -109,24 +111,39 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	}
 	switch o.routing {
 	case "per-target":
-		cfg.Routing = remote.RoutingPerTarget
+		cfg.Routing = copier.RoutingPerTarget
 	case "shared":
-		cfg.Routing = remote.RoutingShared
+		cfg.Routing = copier.RoutingShared
 	default:
 		return fmt.Errorf("--routing %q: want per-target or shared", o.routing)
 	}
 	switch o.applier {
 	case "row":
-		ra, err := remote.NewRowApplier(o.table, strings.Split(o.keys, ",")...)
+		ra, err := apply.NewRowApplier(o.table, strings.Split(o.keys, ","))
 		if err != nil {
 			return err
 		}
 		cfg.Applier = ra
 	case "func":
-		cfg.Applier = remote.FuncApplier{Func: o.fn}
+		fa, err := apply.NewFuncApplier(o.fn)
+		if err != nil {
+			return err
+		}
+		cfg.Applier = fa
 	default:
 		return fmt.Errorf("--applier %q: want row or func", o.applier)
 	}
+	var reg *prometheus.Registry
+	if o.metricsAddr != "" {
+		reg = prometheus.NewRegistry()
+		cc := metrics.NewConsumerCollector()
+		reg.MustRegister(cc)
+		cfg.Hooks = cc.Hooks("", "node."+o.node, cfg.Hooks)
+	}
+	// The copier runs the relay and pull; anything else the process runs
+	// (here the ticker) goes beside it in an errgroup: the first to fail
+	// stops the others.
+	g, gctx := errgroup.WithContext(ctx)
 	if o.ticker {
 		servers := []ticker.Server{{ConnString: o.local}}
 		for _, h := range o.hubs {
@@ -137,20 +154,18 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		if err != nil {
 			return err
 		}
-		cfg.Also = append(cfg.Also, tk)
+		g.Go(func() error { return tk.Run(gctx) })
+		if reg != nil {
+			reg.MustRegister(metrics.NewTickerCollector(tk))
+		}
 	}
-	var sink *prom.Sink
-	if o.metricsAddr != "" {
-		sink = prom.New(nil)
-		cfg.Consumer.Hooks = metrics.ConsumerHooks(sink, "", "node."+o.node, cfg.Consumer.Hooks)
-	}
-	tc, err := remote.NewTargetedCopier(cfg)
+	tc, err := copier.New(cfg)
 	if err != nil {
 		return err
 	}
-	if sink != nil {
-		sink.AddCollector(metrics.NewCopierCollector(o.node, tc))
-		srv := &http.Server{Addr: o.metricsAddr, Handler: sink.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	if reg != nil {
+		reg.MustRegister(metrics.NewCopierCollector(o.node, tc))
+		srv := &http.Server{Addr: o.metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("metrics server", "err", err)
@@ -159,5 +174,6 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		defer srv.Close()
 	}
 	log.Info("node running", "hubs", len(o.hubs), "routing", cfg.Routing)
-	return tc.Run(ctx)
+	g.Go(func() error { return tc.Run(gctx) })
+	return g.Wait()
 }

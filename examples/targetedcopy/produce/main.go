@@ -18,7 +18,8 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
+	"github.com/pgq-go/pgq/urlenc"
 )
 
 func main() {
@@ -52,13 +53,13 @@ func run(ctx context.Context, dsn, node string, nodes []string, n, batch int, qu
 			others = append(others, x)
 		}
 	}
-	sender := remote.Sender{Queue: queue, Origin: node}
+	sender := route.Sender{Queue: queue, Origin: node}
 	for done := 0; done < n; {
 		tx, err := pool.Begin(ctx)
 		if err != nil {
 			return err
 		}
-		var msgs []remote.Message
+		var msgs []route.Message
 		for i := 0; i < batch && done < n; i, done = i+1, done+1 {
 			id := fmt.Sprintf("%s-%d", node, done)
 			var targets []string
@@ -70,7 +71,7 @@ func run(ctx context.Context, dsn, node string, nodes []string, n, batch int, qu
 			if len(targets) == 0 {
 				targets = []string{others[rand.IntN(len(others))]}
 			}
-			msgs = append(msgs, remote.Message{Targets: targets, Row: remote.Fields{
+			msgs = append(msgs, route.Message{Targets: targets, Row: urlenc.Fields{
 				"action": "ins", "id": id, "origin": node, "payload": fmt.Sprintf("row %d from %s: it's ; -- \\ ünï", done, node)}})
 			if _, err := tx.Exec(ctx, "insert into sent values ($1, $2)", id, targets); err != nil {
 				tx.Rollback(ctx)

@@ -1,4 +1,4 @@
-package remote_test
+package copier_test
 
 import (
 	"context"
@@ -13,10 +13,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
 	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
+	"github.com/pgq-go/pgq/urlenc"
 	"github.com/stretchr/testify/require"
 )
 
@@ -35,13 +38,13 @@ type copyCluster struct {
 	nodes    []string
 	local    map[string]*pgtest.DB
 	hubs     []*pgtest.DB
-	routing  remote.Routing
+	routing  copier.Routing
 	expected map[string]map[string]bool // node → row ids it must get
 	mu       sync.Mutex
 	seq      int
 }
 
-func newCopyCluster(t *testing.T, n, hubs int, routing remote.Routing, nodeCluster func(i int) *pgtest.Cluster, hubCluster *pgtest.Cluster) *copyCluster {
+func newCopyCluster(t *testing.T, n, hubs int, routing copier.Routing, nodeCluster func(i int) *pgtest.Cluster, hubCluster *pgtest.Cluster) *copyCluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
@@ -62,25 +65,25 @@ func newCopyCluster(t *testing.T, n, hubs int, routing remote.Routing, nodeClust
 	return cc
 }
 
-func (cc *copyCluster) config(node string) remote.CopierConfig {
+func (cc *copyCluster) config(node string) copier.Config {
 	var hubs []*pgxpool.Pool
 	for _, h := range cc.hubs {
 		hubs = append(hubs, h.Pool)
 	}
-	ra, err := remote.NewRowApplier("rows", "id")
+	ra, err := apply.NewRowApplier("rows", []string{"id"})
 	require.NoError(cc.t, err)
-	return remote.CopierConfig{
+	return copier.Config{
 		Node: node, Local: cc.local[node].Pool, Hubs: hubs, Routing: cc.routing,
 		Applier: ra, RetryDelay: 10 * time.Millisecond, MaxRetries: 2,
-		Consumer: consumer.Config{PollInterval: 20 * time.Millisecond, LazyFetch: 50,
-			ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}},
+		PollInterval: 20 * time.Millisecond, LazyFetch: 50,
+		ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
 	}
 }
 
 // produce writes k rows on node origin, each to random other targets.
 func (cc *copyCluster) produce(origin string, k int, rng *rand.Rand) {
 	t := cc.t
-	var msgs []remote.Message
+	var msgs []route.Message
 	cc.mu.Lock()
 	for range k {
 		cc.seq++
@@ -97,14 +100,14 @@ func (cc *copyCluster) produce(origin string, k int, rng *rand.Rand) {
 		for _, tg := range targets {
 			cc.expected[tg][id] = true
 		}
-		msgs = append(msgs, remote.Message{Targets: targets, Row: remote.Fields{
+		msgs = append(msgs, route.Message{Targets: targets, Row: urlenc.Fields{
 			"action": "ins", "id": id, "origin": origin, "payload": "it's \\ a; -- row " + id}})
 	}
 	cc.mu.Unlock()
 	tx, err := cc.local[origin].Pool.Begin(cc.ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(context.Background()) // a failed require must not leak the connection
-	_, err = remote.Sender{Queue: "push_queue", Origin: origin}.SendBulk(cc.ctx, tx, msgs)
+	_, err = route.Sender{Queue: "push_queue", Origin: origin}.SendBulk(cc.ctx, tx, msgs)
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(cc.ctx))
 }
@@ -190,9 +193,9 @@ func (cc *copyCluster) verify() {
 	}
 }
 
-func runCopier(t *testing.T, ctx context.Context, cfg remote.CopierConfig) (stop func() error, tc *remote.TargetedCopier) {
+func runCopier(t *testing.T, ctx context.Context, cfg copier.Config) (stop func() error, tc *copier.TargetedCopier) {
 	t.Helper()
-	tc, err := remote.NewTargetedCopier(cfg)
+	tc, err := copier.New(cfg)
 	require.NoError(t, err)
 	return start(t, ctx, tc.Run), tc
 }
@@ -201,19 +204,19 @@ func TestTargetedCopyFourNodes(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name    string
-		routing remote.Routing
+		routing copier.Routing
 		hubs    int
 	}{
-		{"per-target", remote.RoutingPerTarget, 1},
-		{"shared", remote.RoutingShared, 1},
-		{"two-hub-shards", remote.RoutingPerTarget, 2},
+		{"per-target", copier.RoutingPerTarget, 1},
+		{"shared", copier.RoutingShared, 1},
+		{"two-hub-shards", copier.RoutingPerTarget, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cc := newCopyCluster(t, 4, tc.hubs, tc.routing, func(int) *pgtest.Cluster { return cluster }, cluster)
 			cc.setupAll()
 			cc.startTicker()
-			var copiers []*remote.TargetedCopier
+			var copiers []*copier.TargetedCopier
 			for _, n := range cc.nodes {
 				_, c := runCopier(t, cc.ctx, cc.config(n))
 				copiers = append(copiers, c)
@@ -247,7 +250,7 @@ func TestTargetedCopyFourNodes(t *testing.T) {
 // the consumers that carry it are registered.
 func (cc *copyCluster) setupAll() {
 	for _, n := range cc.nodes {
-		tc, err := remote.NewTargetedCopier(cc.config(n))
+		tc, err := copier.New(cc.config(n))
 		require.NoError(cc.t, err)
 		require.NoError(cc.t, tc.Setup(cc.ctx))
 	}
@@ -256,7 +259,7 @@ func (cc *copyCluster) setupAll() {
 func TestTargetedCopyNodeDownThenBack(t *testing.T) {
 	t.Parallel()
 	down := pgtest.NewCluster(t)
-	cc := newCopyCluster(t, 4, 1, remote.RoutingPerTarget, func(i int) *pgtest.Cluster {
+	cc := newCopyCluster(t, 4, 1, copier.RoutingPerTarget, func(i int) *pgtest.Cluster {
 		if i == 3 {
 			return down
 		}
@@ -300,7 +303,7 @@ func TestTargetedCopyNodeDownThenBack(t *testing.T) {
 func TestTargetedCopyHubRestart(t *testing.T) {
 	t.Parallel()
 	hubC := pgtest.NewCluster(t)
-	cc := newCopyCluster(t, 3, 1, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, hubC)
+	cc := newCopyCluster(t, 3, 1, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, hubC)
 	cc.setupAll()
 	cc.startTicker()
 	for _, n := range cc.nodes {
@@ -322,7 +325,7 @@ func TestTargetedCopyHubRestart(t *testing.T) {
 
 func TestTargetedCopyHostilePayloadsParked(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 1, remote.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 2, 1, copier.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
 	cc.setupAll()
 	cc.startTicker()
 	stop1, _ := runCopier(t, cc.ctx, cc.config("n1"))
@@ -330,28 +333,28 @@ func TestTargetedCopyHostilePayloadsParked(t *testing.T) {
 	defer func() { _ = stop1() }()
 
 	hostile := `'); drop table rows; -- \ "q" ünï`
-	good := []remote.Payload{
-		remote.Fields{"action": "ins", "id": "good-1", "origin": "n1", "payload": hostile},
-		remote.Fields{"action": "ins", "id": "good-2", "origin": "n1", "payload": nil},
+	good := []route.Payload{
+		urlenc.Fields{"action": "ins", "id": "good-1", "origin": "n1", "payload": hostile},
+		urlenc.Fields{"action": "ins", "id": "good-2", "origin": "n1", "payload": nil},
 	}
-	enc := func(f remote.Fields) string {
+	enc := func(f urlenc.Fields) string {
 		s, err := f.Encode()
 		require.NoError(t, err)
 		return s
 	}
 	bad := []string{ // written past the producer API's checks, as a buggy producer would
 		"action=ins&id=%zz&origin=n1", // malformed escape
-		enc(remote.Fields{"action": "ins", "id": "b2", "origin": "n1", "nope": "x"}),   // unknown column
-		enc(remote.Fields{"action": "ins", "origin": "n1"}),                            // missing key
-		enc(remote.Fields{"action": "explode", "id": "b4", "origin": "n1"}),            // bad action
-		"action=ins&id=b5&origin=n1&payload=" + strings.Repeat("x", remote.MaxPayload), // oversized
-		enc(remote.Fields{"action": "upd", "id": "missing", "origin": "n1"}),           // update of a missing row: retried, then parked
+		enc(urlenc.Fields{"action": "ins", "id": "b2", "origin": "n1", "nope": "x"}),   // unknown column
+		enc(urlenc.Fields{"action": "ins", "origin": "n1"}),                            // missing key
+		enc(urlenc.Fields{"action": "explode", "id": "b4", "origin": "n1"}),            // bad action
+		"action=ins&id=b5&origin=n1&payload=" + strings.Repeat("x", urlenc.MaxRowSize), // oversized
+		enc(urlenc.Fields{"action": "upd", "id": "missing", "origin": "n1"}),           // update of a missing row: retried, then parked
 	}
 	tx, err := cc.local["n1"].Pool.Begin(cc.ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(context.Background())
 	for _, p := range good {
-		_, err := remote.SendTargeted(cc.ctx, tx, "push_queue", []string{"n2"}, p)
+		_, err := route.Sender{Queue: "push_queue"}.Send(cc.ctx, tx, []string{"n2"}, p)
 		require.NoError(t, err)
 	}
 	for _, row := range bad {
@@ -364,10 +367,10 @@ func TestTargetedCopyHostilePayloadsParked(t *testing.T) {
 	require.NoError(t, tx.Commit(cc.ctx))
 
 	require.Eventually(t, func() bool {
-		n, err := remote.CountParked(cc.ctx, cc.local["n2"].Pool, "")
+		n, err := copier.CountParked(cc.ctx, cc.local["n2"].Pool, "")
 		return err == nil && n == int64(len(bad))
 	}, 60*time.Second, 50*time.Millisecond)
-	parked, err := remote.ListParked(cc.ctx, cc.local["n2"].Pool, remote.ParkedFilter{})
+	parked, err := copier.ListParked(cc.ctx, cc.local["n2"].Pool, copier.ParkedFilter{})
 	require.NoError(t, err)
 	require.Len(t, parked, len(bad))
 	for _, p := range parked {
@@ -385,13 +388,13 @@ func TestTargetedCopyHostilePayloadsParked(t *testing.T) {
 	// The operator fixes the cause and replays: the missing row now exists.
 	_, err = cc.local["n2"].Pool.Exec(cc.ctx, "insert into rows values ('missing', 'n1', 'x')")
 	require.NoError(t, err)
-	ra, err := remote.NewRowApplier("rows", "id")
+	ra, err := apply.NewRowApplier("rows", []string{"id"})
 	require.NoError(t, err)
-	res, err := remote.ReplayParked(cc.ctx, cc.local["n2"].Pool, "n2", ra, remote.ParkedFilter{})
+	res, err := copier.ReplayParked(cc.ctx, cc.local["n2"].Pool, "n2", ra, copier.ParkedFilter{})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Replayed)
 	require.Len(t, res.Failed, len(bad)-1)
-	n, err := remote.PurgeParked(cc.ctx, cc.local["n2"].Pool, remote.ParkedFilter{Consumer: "pull.n2"})
+	n, err := copier.PurgeParked(cc.ctx, cc.local["n2"].Pool, copier.ParkedFilter{Consumer: "pull.n2"})
 	require.NoError(t, err)
 	require.EqualValues(t, len(bad)-1, n)
 }
@@ -401,7 +404,7 @@ func TestTargetedCopyHostilePayloadsParked(t *testing.T) {
 // still ends on its targets exactly once and nowhere else.
 func TestTargetedCopyKilledNodes(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 4, 1, remote.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 4, 1, copier.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
 	cc.setupAll()
 	cc.startTicker()
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -453,7 +456,7 @@ grant usage on all sequences in schema pgq_go to %[1]s;`
 
 func TestTargetedCopyLeastPrivilegeRole(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 1, remote.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 2, 1, copier.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
 	role := fmt.Sprintf("copier_%d", os.Getpid())
 	_, err := cc.hubs[0].Pool.Exec(cc.ctx, "create role "+role+" login")
 	require.NoError(t, err)
@@ -471,7 +474,7 @@ func TestTargetedCopyLeastPrivilegeRole(t *testing.T) {
 		return p
 	}
 	for _, db := range append([]*pgtest.DB{cc.hubs[0]}, cc.local["n1"], cc.local["n2"]) {
-		require.NoError(t, remote.Install(cc.ctx, db.Pool)) // by the owner
+		require.NoError(t, copier.Install(cc.ctx, db.Pool)) // by the owner
 		_, err := db.Pool.Exec(cc.ctx, fmt.Sprintf(grantsSQL, role))
 		require.NoError(t, err)
 	}
@@ -486,7 +489,7 @@ func TestTargetedCopyLeastPrivilegeRole(t *testing.T) {
 	for _, n := range cc.nodes {
 		cfg := cc.config(n)
 		cfg.Local, cfg.Hubs = asRole(cc.local[n]), []*pgxpool.Pool{hub}
-		tc, err := remote.NewTargetedCopier(cfg)
+		tc, err := copier.New(cfg)
 		require.NoError(t, err)
 		require.NoError(t, tc.Setup(cc.ctx))
 		start(t, cc.ctx, tc.Run)

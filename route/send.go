@@ -1,17 +1,46 @@
-package remote
+package route
 
 import (
 	"context"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/urlenc"
 )
 
 // CopyEventType is the event type of a targeted row (the seed's 'copy').
 const CopyEventType = "copy"
 
-// Message is one targeted row for SendTargetedBulk.
+// Payload is what a targeted event carries in ev_extra2: urlenc.Fields
+// (a Skytools urlencoded row, what RowApplier reads) or Raw text.
+type Payload interface {
+	Encode() (string, error)
+}
+
+// Raw is a payload sent as it is, for appliers that read their own format
+// (a FuncApplier's SQL function, a custom Applier).
+type Raw string
+
+// Encode returns r verbatim. It fails, wrapping urlenc.ErrInvalid, if r
+// holds a NUL byte or invalid UTF-8 (PostgreSQL text cannot store either)
+// or is longer than urlenc.MaxRowSize bytes.
+func (r Raw) Encode() (string, error) {
+	s := string(r)
+	switch {
+	case len(s) > urlenc.MaxRowSize:
+		return "", fmt.Errorf("%w: raw payload is %d bytes, more than %d", urlenc.ErrInvalid, len(s), urlenc.MaxRowSize)
+	case strings.IndexByte(s, 0) >= 0:
+		return "", fmt.Errorf("%w: raw payload contains a NUL byte", urlenc.ErrInvalid)
+	case !utf8.ValidString(s):
+		return "", fmt.Errorf("%w: raw payload is not valid UTF-8", urlenc.ErrInvalid)
+	}
+	return s, nil
+}
+
+// Message is one targeted row for Sender.SendBulk.
 type Message struct {
 	Targets []string
 	Row     Payload
@@ -51,21 +80,18 @@ func checkTargets(targets []string) error {
 	return nil
 }
 
-// SendTargeted queues row for every target node, one event per target, in
-// the caller's transaction on its own node: the row is sent iff tx commits.
-// It returns the event ids.
-func SendTargeted(ctx context.Context, tx pgx.Tx, queue string, targets []string, row Payload) ([]int64, error) {
-	return Sender{Queue: queue}.Send(ctx, tx, targets, row)
-}
-
-// Sender sends targeted rows into a node's push queue.
+// Sender sends targeted rows into a node's push queue, in the caller's
+// transaction on its own node: a row is sent iff that transaction commits.
+// The zero Type is "copy". A Sender is a value: share it freely.
 type Sender struct {
 	Queue  string // the node's push queue
 	Origin string // this node's id, stored in ev_extra3; optional
 	Type   string // event type; default "copy"
 }
 
-// Send is SendTargeted with the sender's settings.
+// Send queues row for every target node, one event per target, and returns
+// the event ids. For many rows in one transaction use SendBulk: one COPY
+// instead of a round trip per event.
 func (s Sender) Send(ctx context.Context, tx pgx.Tx, targets []string, row Payload) ([]int64, error) {
 	if err := checkTargets(targets); err != nil {
 		return nil, err
@@ -108,9 +134,4 @@ func (s Sender) SendBulk(ctx context.Context, tx pgx.Tx, msgs []Message) (int64,
 			}
 		}
 	})
-}
-
-// SendTargetedBulk is SendBulk without an origin.
-func SendTargetedBulk(ctx context.Context, tx pgx.Tx, queue string, msgs []Message) (int64, error) {
-	return Sender{Queue: queue}.SendBulk(ctx, tx, msgs)
 }

@@ -1,4 +1,4 @@
-package remote
+package copier
 
 // SetReshardHook installs a function called at named points of Reshard
 // ("cut", "relayed", "moving", "moved", "switched", "marked", "unmarked"),

@@ -1,4 +1,4 @@
-package remote_test
+package copier_test
 
 import (
 	"context"
@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
 	"github.com/stretchr/testify/require"
 )
 
@@ -20,7 +22,7 @@ func installV1(t *testing.T, ctx context.Context, db *pgxpool.Pool) {
 	_, err := db.Exec(ctx, `create schema pgq_go;
 		create table pgq_go.migration (name text primary key, applied_at timestamptz not null default now())`)
 	require.NoError(t, err)
-	for _, f := range []string{"schema/pgq_ext_1.sql", "schema/pgq_go_1.sql"} {
+	for _, f := range []string{"testdata/v1/pgq_ext_1.sql", "testdata/v1/pgq_go_1.sql"} {
 		sql, err := os.ReadFile(f)
 		require.NoError(t, err)
 		_, err = db.Exec(ctx, string(sql))
@@ -36,7 +38,7 @@ func installV1(t *testing.T, ctx context.Context, db *pgxpool.Pool) {
 // payloads (B5: the upsert kept the old payload and a replay applied it).
 func TestParkKeepsEventsWithRepeatedIDs(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 1, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 2, 1, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 	n2 := cc.local["n2"].Pool
 	installV1(t, cc.ctx, n2)
 	// Parked by the old release for event ids 1..20 of the hub's pull queue.
@@ -44,7 +46,7 @@ func TestParkKeepsEventsWithRepeatedIDs(t *testing.T) {
 	for id := 1; id <= old; id++ {
 		_, err := n2.Exec(cc.ctx, `insert into pgq_go.parked_event (consumer_id, queue_name, error, ev_id, ev_time,
 			ev_type, ev_extra1, ev_extra2) values ($1, 'pull_queue', 'old error', $2, now(), 'copy', 'n2', $3)`,
-			remote.PullConsumerName("n2"), id, fmt.Sprintf("old-%d", id))
+			route.PullConsumerName("n2"), id, fmt.Sprintf("old-%d", id))
 		require.NoError(t, err)
 	}
 	cc.setupAll() // upgrades n2's tracking schema in place
@@ -60,7 +62,7 @@ func TestParkKeepsEventsWithRepeatedIDs(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return c2.Stats().Parked >= 3 }, 60*time.Second, 20*time.Millisecond)
 
-	parked, err := remote.ListParked(cc.ctx, n2, remote.ParkedFilter{})
+	parked, err := copier.ListParked(cc.ctx, n2, copier.ParkedFilter{})
 	require.NoError(t, err)
 	payloads := map[string]int64{}
 	for _, p := range parked {
@@ -87,25 +89,25 @@ func TestReplayParkedRefusesOtherNodes(t *testing.T) {
 	db := cluster.NewDB(t)
 	_, err := db.Pool.Exec(ctx, rowsDDL)
 	require.NoError(t, err)
-	require.NoError(t, remote.Install(ctx, db.Pool))
+	require.NoError(t, copier.Install(ctx, db.Pool))
 	for _, target := range []string{"n3", "n2"} {
 		_, err := db.Pool.Exec(ctx, `insert into pgq_go.parked_event (consumer_id, queue_name, error, ev_id, ev_time,
 			ev_type, ev_extra1, ev_extra2) values ('pull.n2', 'pull_queue', 'some error', 1, now(), 'copy', $1, $2)`,
 			target, "action=ins&id=for-"+target+"&origin=n1")
 		require.NoError(t, err)
 	}
-	ra, err := remote.NewRowApplier("rows", "id")
+	ra, err := apply.NewRowApplier("rows", []string{"id"})
 	require.NoError(t, err)
 
-	_, err = remote.ReplayParked(ctx, db.Pool, "", ra, remote.ParkedFilter{})
-	require.ErrorIs(t, err, remote.ErrInvalidNode, "the node is required")
+	_, err = copier.ReplayParked(ctx, db.Pool, "", ra, copier.ParkedFilter{})
+	require.ErrorIs(t, err, route.ErrInvalidNode, "the node is required")
 
-	res, err := remote.ReplayParked(ctx, db.Pool, "n2", ra, remote.ParkedFilter{})
+	res, err := copier.ReplayParked(ctx, db.Pool, "n2", ra, copier.ParkedFilter{})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Replayed)
 	require.Len(t, res.Failed, 1)
 	for _, ferr := range res.Failed {
-		require.ErrorIs(t, ferr, remote.ErrWrongNode)
+		require.ErrorIs(t, ferr, copier.ErrWrongNode)
 		require.ErrorContains(t, ferr, `addressed to "n3", not node "n2"`)
 	}
 	var ids []string
@@ -118,7 +120,7 @@ func TestReplayParkedRefusesOtherNodes(t *testing.T) {
 	}
 	require.NoError(t, rows.Err())
 	require.Equal(t, []string{"for-n2"}, ids, "only n2's event is applied on n2")
-	left, err := remote.ListParked(ctx, db.Pool, remote.ParkedFilter{})
+	left, err := copier.ListParked(ctx, db.Pool, copier.ParkedFilter{})
 	require.NoError(t, err)
 	require.Len(t, left, 1)
 	require.Equal(t, "n3", left[0].Event.Extra1.String)

@@ -1,4 +1,4 @@
-package remote
+package copier
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/route"
 )
 
 // relay moves a batch of the node's push queue into one hub shard.
@@ -75,9 +76,9 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			return err
 		}
 		target := ev.Extra1.String
-		if err := ValidateNode(target); err != nil || !ev.Extra1.Valid {
+		if err := route.ValidateNode(target); err != nil || !ev.Extra1.Valid {
 			if err == nil {
-				err = fmt.Errorf("%w: NULL target", ErrInvalidNode)
+				err = fmt.Errorf("%w: NULL target", route.ErrInvalidNode)
 			}
 			// Not deliverable anywhere: kept on a hub for an operator. Every
 			// shard's relay sees it; only shard 0's parks it, so it is
@@ -92,7 +93,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			tc.log.Warn("event with an invalid target parked on the hub", "event_id", ev.ID, "err", err)
 			continue
 		}
-		if shards > 1 && ShardOf(target, shards) != r.shard {
+		if shards > 1 && route.ShardOf(target, shards) != r.shard {
 			continue // another relay carries it to its shard
 		}
 		queue := tc.queueFor(target)

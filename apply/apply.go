@@ -1,4 +1,14 @@
-package remote
+// Package apply writes targeted rows into tables: the Applier a
+// TargetedCopier's pull calls for each row addressed to its node, and two
+// ready ones, RowApplier (urlencoded rows, the seed's ins/upd/del or
+// londiste's I:/U:/D:, into one table, with parameterised SQL checked
+// against the catalog) and FuncApplier (a user SQL function, like the
+// seed's __data_copier, with the row bound as a parameter).
+//
+// Appliers are built once, by their constructor, which validates their
+// configuration; they are safe for concurrent use, so one applier may
+// serve several copiers.
+package apply
 
 import (
 	"context"
@@ -11,7 +21,40 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/urlenc"
 )
+
+// ErrBadPayload is wrapped by every error caused by the content of an
+// event rather than by the database: undecodable encoding, unknown or
+// missing columns, an unknown action, an oversized row. Such an event can
+// never succeed as it is, so the copier parks it at once instead of
+// retrying it. Test with errors.Is.
+var ErrBadPayload = errors.New("apply: bad payload")
+
+// Option adjusts an applier built by NewRowApplier or NewFuncApplier.
+type Option func(*options)
+
+type options struct {
+	maxPayload int
+}
+
+// MaxPayload sets the largest ev_extra2 accepted, in bytes; larger events
+// fail with ErrBadPayload. Default urlenc.MaxRowSize (1 MiB).
+func MaxPayload(n int) Option { return func(o *options) { o.maxPayload = n } }
+
+func buildOptions(opts []Option) (options, error) {
+	o := options{maxPayload: urlenc.MaxRowSize}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.maxPayload <= 0 {
+		return o, fmt.Errorf("apply: MaxPayload must be positive, got %d", o.maxPayload)
+	}
+	return o, nil
+}
+
+// errNotBuilt is the error of an applier used without its constructor.
+var errNotBuilt = errors.New("apply: applier not built by its constructor (NewRowApplier, NewFuncApplier)")
 
 // Applier applies one targeted event on the node it was addressed to. It
 // is called inside the pull's destination transaction, once per event
@@ -28,7 +71,8 @@ type Applier interface {
 // applied in the order they were sent: events with equal order keys (for
 // RowApplier, the same table and key column values) keep their relative
 // order across failures, retries, parking and replay; events with
-// different keys do not wait for each other. See CopierConfig.OrderKey.
+// different keys do not wait for each other. See the copier package's
+// Config.OrderKey.
 type OrderKeyer interface {
 	// OrderKey returns ev's order key. An error (for example a payload
 	// that cannot be read) parks the event at once, without a key.
@@ -54,43 +98,36 @@ func (f ApplierFunc) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error 
 // discarded, and an exception it raises fails the event (retried, then
 // parked).
 type FuncApplier struct {
-	// Func is the function's name, optionally schema-qualified
-	// ("copy.__data_copier"; split at the first '.'). It is quoted as it
-	// is, not case-folded. Required.
-	Func string
-	// MaxPayload is the largest ev_extra2 accepted, in bytes; larger
-	// events fail with ErrBadPayload. Default MaxPayload (1 MiB).
-	MaxPayload int
+	fn         string // as given
+	sql        string
+	maxPayload int
 }
 
-// NewFuncApplier returns a FuncApplier calling fn, after checking the name.
-func NewFuncApplier(fn string) (*FuncApplier, error) {
-	a := &FuncApplier{Func: fn}
-	if _, err := a.sql(); err != nil {
+// NewFuncApplier returns a FuncApplier calling fn: a function name,
+// optionally schema-qualified ("copy.__data_copier"; split at the first
+// '.'), quoted as it is, not case-folded.
+func NewFuncApplier(fn string, opts ...Option) (*FuncApplier, error) {
+	id, err := applierIdent("function", fn)
+	if err != nil {
 		return nil, err
 	}
-	return a, nil
-}
-
-func (a FuncApplier) sql() (string, error) {
-	id, err := applierIdent("FuncApplier.Func", a.Func)
+	o, err := buildOptions(opts)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return "select " + id + "($1::text, $2::text)", nil
+	return &FuncApplier{fn: fn, sql: "select " + id + "($1::text, $2::text)", maxPayload: o.maxPayload}, nil
 }
 
 // Apply calls the function with ev's target and payload.
-func (a FuncApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error {
-	sql, err := a.sql()
-	if err != nil {
-		return fmt.Errorf("event %d: %w", ev.ID, err)
+func (a *FuncApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error {
+	if a.sql == "" {
+		return fmt.Errorf("event %d: %w", ev.ID, errNotBuilt)
 	}
-	if err := applierCheckSize(ev, a.MaxPayload); err != nil {
+	if err := applierCheckSize(ev, a.maxPayload); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, sql, ev.Extra1, ev.Extra2); err != nil {
-		return fmt.Errorf("remote: apply event %d with %s: %w", ev.ID, a.Func, err)
+	if _, err := tx.Exec(ctx, a.sql, ev.Extra1, ev.Extra2); err != nil {
+		return fmt.Errorf("apply: event %d with %s: %w", ev.ID, a.fn, err)
 	}
 	return nil
 }
@@ -101,16 +138,13 @@ func applierIdent(field, name string) (string, error) {
 	parts := strings.SplitN(name, ".", 2)
 	for _, p := range parts {
 		if p == "" || strings.IndexByte(p, 0) >= 0 {
-			return "", fmt.Errorf("remote: %s: invalid name %q", field, name)
+			return "", fmt.Errorf("apply: %s: invalid name %q", field, name)
 		}
 	}
 	return pgx.Identifier(parts).Sanitize(), nil
 }
 
 func applierCheckSize(ev *pgq.Event, limit int) error {
-	if limit <= 0 {
-		limit = MaxPayload
-	}
 	if n := len(ev.Extra2.String); n > limit {
 		return fmt.Errorf("%w: event %d: payload is %d bytes, more than %d", ErrBadPayload, ev.ID, n, limit)
 	}
@@ -143,18 +177,12 @@ func applierCheckSize(ev *pgq.Event, limit int) error {
 //
 // ON CONFLICT needs a unique index or constraint on exactly Keys.
 type RowApplier struct {
-	// Table is the table's name, optionally schema-qualified
-	// ("app.items"; split at the first '.'), quoted as it is, not
-	// case-folded. Required.
-	Table string
-	// Keys are the key columns identifying a row. Required.
-	Keys []string
-	// MaxPayload is the largest ev_extra2 accepted, in bytes. Default
-	// MaxPayload (1 MiB).
-	MaxPayload int
+	table      string // quoted
+	keys       []string
+	maxPayload int
 
 	mu     sync.Mutex
-	tables map[string]*rowTable // by quoted table name
+	cached *rowTable // the table's columns, nil until read
 }
 
 // rowTable is a table's writable columns: name → type to cast text to.
@@ -162,33 +190,31 @@ type rowTable struct {
 	cols map[string]string
 }
 
-// NewRowApplier returns a RowApplier for table keyed by keys, after
-// checking the names.
-func NewRowApplier(table string, keys ...string) (*RowApplier, error) {
-	a := &RowApplier{Table: table, Keys: keys}
-	if _, err := a.validate(); err != nil {
+// NewRowApplier returns a RowApplier writing into table (optionally
+// schema-qualified, "app.items", split at the first '.', quoted as it is,
+// not case-folded) whose rows are identified by the key columns keys (at
+// least one).
+func NewRowApplier(table string, keys []string, opts ...Option) (*RowApplier, error) {
+	quoted, err := applierIdent("table", table)
+	if err != nil {
 		return nil, err
 	}
-	return a, nil
-}
-
-func (a *RowApplier) validate() (string, error) {
-	table, err := applierIdent("RowApplier.Table", a.Table)
-	if err != nil {
-		return "", err
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("apply: table %s: at least one key column is required", quoted)
 	}
-	if len(a.Keys) == 0 {
-		return "", errors.New("remote: RowApplier.Keys: at least one key column is required")
-	}
-	for i, k := range a.Keys {
+	for i, k := range keys {
 		if k == "" || strings.IndexByte(k, 0) >= 0 {
-			return "", fmt.Errorf("remote: RowApplier.Keys: invalid column name %q", k)
+			return nil, fmt.Errorf("apply: table %s: invalid key column name %q", quoted, k)
 		}
-		if slices.Contains(a.Keys[:i], k) {
-			return "", fmt.Errorf("remote: RowApplier.Keys: column %q listed twice", k)
+		if slices.Contains(keys[:i], k) {
+			return nil, fmt.Errorf("apply: table %s: key column %q listed twice", quoted, k)
 		}
 	}
-	return table, nil
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &RowApplier{table: quoted, keys: slices.Clone(keys), maxPayload: o.maxPayload}, nil
 }
 
 // OrderKey returns the table and the values of the Keys columns in ev's
@@ -197,21 +223,17 @@ func (a *RowApplier) validate() (string, error) {
 // wrapping ErrBadPayload. It reads neither the database nor the action,
 // so an "ins", "upd" and "del" of the same row share a key.
 func (a *RowApplier) OrderKey(ev *pgq.Event) (string, error) {
-	table, err := a.validate()
-	if err != nil {
-		return "", fmt.Errorf("event %d: %w", ev.ID, err)
+	if a.table == "" {
+		return "", fmt.Errorf("event %d: %w", ev.ID, errNotBuilt)
 	}
-	if !ev.Extra2.Valid {
-		return "", fmt.Errorf("%w: event %d: no payload (ev_extra2 is NULL)", ErrBadPayload, ev.ID)
-	}
-	fields, err := ParseFieldsOrdered(ev.Extra2.String)
+	fields, err := decode(ev)
 	if err != nil {
-		return "", fmt.Errorf("event %d: %w", ev.ID, err)
+		return "", err
 	}
 	var b strings.Builder
-	b.WriteString(table)
-	for _, k := range a.Keys {
-		i := slices.IndexFunc(fields, func(f Field) bool { return f.Key == k })
+	b.WriteString(a.table)
+	for _, k := range a.keys {
+		i := slices.IndexFunc(fields, func(f urlenc.Field) bool { return f.Key == k })
 		if i < 0 {
 			return "", fmt.Errorf("%w: event %d: key column %q missing", ErrBadPayload, ev.ID, k)
 		}
@@ -223,6 +245,18 @@ func (a *RowApplier) OrderKey(ev *pgq.Event) (string, error) {
 	return b.String(), nil
 }
 
+// decode reads ev's urlencoded row; every failure wraps ErrBadPayload.
+func decode(ev *pgq.Event) ([]urlenc.Field, error) {
+	if !ev.Extra2.Valid {
+		return nil, fmt.Errorf("%w: event %d: no payload (ev_extra2 is NULL)", ErrBadPayload, ev.ID)
+	}
+	fields, err := urlenc.ParseOrdered(ev.Extra2.String)
+	if err != nil {
+		return nil, fmt.Errorf("%w: event %d: %w", ErrBadPayload, ev.ID, err)
+	}
+	return fields, nil
+}
+
 // Row actions.
 const (
 	rowIns = "ins"
@@ -232,19 +266,16 @@ const (
 
 // Apply writes ev's row into the table.
 func (a *RowApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error {
-	table, err := a.validate()
-	if err != nil {
-		return fmt.Errorf("event %d: %w", ev.ID, err)
+	if a.table == "" {
+		return fmt.Errorf("event %d: %w", ev.ID, errNotBuilt)
 	}
-	if err := applierCheckSize(ev, a.MaxPayload); err != nil {
+	table := a.table
+	if err := applierCheckSize(ev, a.maxPayload); err != nil {
 		return err
 	}
-	if !ev.Extra2.Valid {
-		return fmt.Errorf("%w: event %d: no payload (ev_extra2 is NULL)", ErrBadPayload, ev.ID)
-	}
-	fields, err := ParseFieldsOrdered(ev.Extra2.String)
+	fields, err := decode(ev)
 	if err != nil {
-		return fmt.Errorf("event %d: %w", ev.ID, err)
+		return err
 	}
 
 	action, londiste := "", false
@@ -259,7 +290,7 @@ func (a *RowApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error 
 		}
 	}
 	if !londiste {
-		i := slices.IndexFunc(fields, func(f Field) bool { return f.Key == "action" })
+		i := slices.IndexFunc(fields, func(f urlenc.Field) bool { return f.Key == "action" })
 		if i < 0 {
 			return fmt.Errorf("%w: event %d: no action (neither an I:/U:/D: event type nor an action field; type %q)",
 				ErrBadPayload, ev.ID, ev.Type.String)
@@ -271,15 +302,15 @@ func (a *RowApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error 
 		fields = slices.Delete(fields, i, i+1)
 	}
 
-	t, err := a.columns(ctx, tx, table, false)
+	t, err := a.columns(ctx, tx, false)
 	if err != nil {
-		return fmt.Errorf("remote: apply event %d to %s: %w", ev.ID, table, err)
+		return fmt.Errorf("apply: event %d to %s: %w", ev.ID, table, err)
 	}
 	if cerr := a.checkColumns(t, fields, londiste, ev.ID, table); cerr != nil {
 		// A column added since we read the catalog is not an error: read
 		// it again before blaming the payload.
-		if t, err = a.columns(ctx, tx, table, true); err != nil {
-			return fmt.Errorf("remote: apply event %d to %s: %w", ev.ID, table, err)
+		if t, err = a.columns(ctx, tx, true); err != nil {
+			return fmt.Errorf("apply: event %d to %s: %w", ev.ID, table, err)
 		}
 		if cerr = a.checkColumns(t, fields, londiste, ev.ID, table); cerr != nil {
 			return cerr
@@ -287,7 +318,7 @@ func (a *RowApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error 
 	}
 	if londiste {
 		// "action" in a londiste row the table has no column for.
-		fields = slices.DeleteFunc(fields, func(f Field) bool { _, ok := t.cols[f.Key]; return !ok })
+		fields = slices.DeleteFunc(fields, func(f urlenc.Field) bool { _, ok := t.cols[f.Key]; return !ok })
 	}
 
 	sql, args, keyDesc := a.statement(action, table, t, fields)
@@ -298,26 +329,26 @@ func (a *RowApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error 
 		// plan gone stale...): re-read the catalog next time. A failed
 		// event is rare enough for that to cost nothing.
 		if _, ok := errors.AsType[*pgconn.PgError](err); ok {
-			a.forget(table)
+			a.forget()
 		}
-		return fmt.Errorf("remote: apply event %d (%s) to %s: %w", ev.ID, action, table, err)
+		return fmt.Errorf("apply: event %d (%s) to %s: %w", ev.ID, action, table, err)
 	}
 	if action == rowUpd && tag.RowsAffected() == 0 {
-		return fmt.Errorf("remote: apply event %d (upd) to %s: no row with key %s", ev.ID, table, keyDesc)
+		return fmt.Errorf("apply: event %d (upd) to %s: no row with key %s", ev.ID, table, keyDesc)
 	}
 	return nil
 }
 
 // checkColumns checks fields against the table: known columns, every key
 // present and not NULL.
-func (a *RowApplier) checkColumns(t *rowTable, fields []Field, londiste bool, id int64, table string) error {
+func (a *RowApplier) checkColumns(t *rowTable, fields []urlenc.Field, londiste bool, id int64, table string) error {
 	for _, f := range fields {
 		if _, ok := t.cols[f.Key]; !ok && !(londiste && f.Key == "action") {
 			return fmt.Errorf("%w: event %d: unknown column %q (not a writable column of %s)", ErrBadPayload, id, f.Key, table)
 		}
 	}
-	for _, k := range a.Keys {
-		i := slices.IndexFunc(fields, func(f Field) bool { return f.Key == k })
+	for _, k := range a.keys {
+		i := slices.IndexFunc(fields, func(f urlenc.Field) bool { return f.Key == k })
 		if i < 0 {
 			return fmt.Errorf("%w: event %d: key column %q missing", ErrBadPayload, id, k)
 		}
@@ -330,10 +361,10 @@ func (a *RowApplier) checkColumns(t *rowTable, fields []Field, londiste bool, id
 
 // statement builds the SQL for action. Columns are in sorted order so
 // equal column sets share one prepared statement.
-func (a *RowApplier) statement(action, table string, t *rowTable, fields []Field) (sql string, args []any, keyDesc string) {
-	slices.SortFunc(fields, func(x, y Field) int { return strings.Compare(x.Key, y.Key) })
-	isKey := func(c string) bool { return slices.Contains(a.Keys, c) }
-	param := func(f Field) string {
+func (a *RowApplier) statement(action, table string, t *rowTable, fields []urlenc.Field) (sql string, args []any, keyDesc string) {
+	slices.SortFunc(fields, func(x, y urlenc.Field) int { return strings.Compare(x.Key, y.Key) })
+	isKey := func(c string) bool { return slices.Contains(a.keys, c) }
+	param := func(f urlenc.Field) string {
 		if f.Value.Valid {
 			args = append(args, f.Value.String)
 		} else {
@@ -345,7 +376,7 @@ func (a *RowApplier) statement(action, table string, t *rowTable, fields []Field
 
 	var b strings.Builder
 	var keys, kd []string
-	for _, k := range a.Keys {
+	for _, k := range a.keys {
 		keys = append(keys, ident(k))
 	}
 	where := func() {
@@ -424,14 +455,14 @@ const sqlRowColumns = `select a.attname, format_type(a.atttypid, -1)
 	where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''`
 
 // columns returns the table's columns, from the cache unless reload.
-func (a *RowApplier) columns(ctx context.Context, tx pgx.Tx, table string, reload bool) (*rowTable, error) {
+func (a *RowApplier) columns(ctx context.Context, tx pgx.Tx, reload bool) (*rowTable, error) {
 	a.mu.Lock()
-	t := a.tables[table]
+	t := a.cached
 	a.mu.Unlock()
 	if t != nil && !reload {
 		return t, nil
 	}
-	rows, err := tx.Query(ctx, sqlRowColumns, table)
+	rows, err := tx.Query(ctx, sqlRowColumns, a.table)
 	if err != nil {
 		return nil, fmt.Errorf("read columns: %w", err)
 	}
@@ -445,27 +476,25 @@ func (a *RowApplier) columns(ctx context.Context, tx pgx.Tx, table string, reloa
 		return nil, fmt.Errorf("read columns: %w", err)
 	}
 	if len(cols) == 0 {
-		a.forget(table)
-		return nil, fmt.Errorf("table %s does not exist (or has no columns)", table)
+		a.forget()
+		return nil, fmt.Errorf("table %s does not exist (or has no columns)", a.table)
 	}
-	for _, k := range a.Keys {
+	for _, k := range a.keys {
 		if _, ok := cols[k]; !ok {
-			a.forget(table)
-			return nil, fmt.Errorf("key column %q is not a writable column of %s", k, table)
+			a.forget()
+			return nil, fmt.Errorf("key column %q is not a writable column of %s", k, a.table)
 		}
 	}
 	t = &rowTable{cols: cols}
 	a.mu.Lock()
-	if a.tables == nil {
-		a.tables = map[string]*rowTable{}
-	}
-	a.tables[table] = t
+	a.cached = t
 	a.mu.Unlock()
 	return t, nil
 }
 
-func (a *RowApplier) forget(table string) {
+// forget drops the cached columns: the next event reads the catalog.
+func (a *RowApplier) forget() {
 	a.mu.Lock()
-	delete(a.tables, table)
+	a.cached = nil
 	a.mu.Unlock()
 }

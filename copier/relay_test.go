@@ -1,4 +1,4 @@
-package remote_test
+package copier_test
 
 import (
 	"context"
@@ -9,9 +9,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
+	"github.com/pgq-go/pgq/urlenc"
 	"github.com/stretchr/testify/require"
 )
 
@@ -35,7 +37,7 @@ func shardTargets(n int) []string {
 	seen := map[int]bool{}
 	for i := 0; len(seen) < n; i++ {
 		tg := fmt.Sprintf("t%d", i)
-		if s := remote.ShardOf(tg, n); !seen[s] {
+		if s := route.ShardOf(tg, n); !seen[s] {
 			seen[s] = true
 			out = append(out, tg)
 		}
@@ -51,7 +53,7 @@ func TestRelayParksInvalidTargetOnce(t *testing.T) {
 	for _, hubs := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d-hubs", hubs), func(t *testing.T) {
 			t.Parallel()
-			cc := newCopyCluster(t, 1, hubs, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+			cc := newCopyCluster(t, 1, hubs, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 			cc.setupAll()
 			cc.startTicker()
 			_, c1 := runCopier(t, cc.ctx, cc.config("n1"))
@@ -66,7 +68,7 @@ func TestRelayParksInvalidTargetOnce(t *testing.T) {
 			tx, err := n1.Begin(cc.ctx)
 			require.NoError(t, err)
 			defer tx.Rollback(context.Background())
-			_, err = remote.SendTargeted(cc.ctx, tx, "push_queue", targets, remote.Fields{"action": "ins", "id": "a", "origin": "n1"})
+			_, err = route.Sender{Queue: "push_queue"}.Send(cc.ctx, tx, targets, urlenc.Fields{"action": "ins", "id": "a", "origin": "n1"})
 			require.NoError(t, err)
 			require.NoError(t, tx.Commit(cc.ctx))
 			require.Eventually(t, func() bool {
@@ -80,7 +82,7 @@ func TestRelayParksInvalidTargetOnce(t *testing.T) {
 
 			var total int64
 			for i, h := range cc.hubs {
-				n, err := remote.CountParked(cc.ctx, h.Pool, "")
+				n, err := copier.CountParked(cc.ctx, h.Pool, "")
 				require.NoError(t, err)
 				t.Logf("hub %d: %d parked", i, n)
 				total += n
@@ -97,20 +99,20 @@ func TestRelayParksInvalidTargetOnce(t *testing.T) {
 // (C4b), instead of stalling the relay on the first such target.
 func TestCopierRejectsLongPerTargetPrefix(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 1, 1, remote.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 1, 1, copier.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
 	cfg := cc.config("n1")
-	cfg.PullQueue = strings.Repeat("q", pgq.MaxNameLen-remote.MaxNodeLen)
-	_, err := remote.NewTargetedCopier(cfg)
+	cfg.PullQueue = strings.Repeat("q", pgq.MaxNameLen-route.MaxNodeLen)
+	_, err := copier.New(cfg)
 	require.ErrorContains(t, err, "PullQueue")
 	require.ErrorIs(t, err, pgq.ErrInvalidName)
 
 	// The longest prefix that fits is accepted, and shared routing keeps
 	// the plain queue-name limit.
-	cfg.PullQueue = strings.Repeat("q", pgq.MaxNameLen-remote.MaxNodeLen-1)
-	_, err = remote.NewTargetedCopier(cfg)
+	cfg.PullQueue = strings.Repeat("q", pgq.MaxNameLen-route.MaxNodeLen-1)
+	_, err = copier.New(cfg)
 	require.NoError(t, err)
-	cfg.Routing, cfg.PullQueue = remote.RoutingShared, strings.Repeat("q", pgq.MaxNameLen)
-	_, err = remote.NewTargetedCopier(cfg)
+	cfg.Routing, cfg.PullQueue = copier.RoutingShared, strings.Repeat("q", pgq.MaxNameLen)
+	_, err = copier.New(cfg)
 	require.NoError(t, err)
 }
 
@@ -118,24 +120,24 @@ func TestCopierRejectsLongPerTargetPrefix(t *testing.T) {
 // invalid per-target queue name, the relay parks the event once with a
 // clear error and carries on, instead of failing its batch forever (C4b).
 func TestRelayParksEventForInvalidQueue(t *testing.T) { // not parallel: a package-wide hook
-	cc := newCopyCluster(t, 1, 2, remote.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 1, 2, copier.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
 	cc.setupAll()
 	cc.startTicker()
 	cfg := cc.config("n1")
 	cfg.NoTargetRegistration = true
-	remote.SetRelayQueueHook(func(q string) string { return q + strings.Repeat("q", pgq.MaxNameLen) })
-	t.Cleanup(func() { remote.SetRelayQueueHook(nil) })
+	copier.SetRelayQueueHook(func(q string) string { return q + strings.Repeat("q", pgq.MaxNameLen) })
+	t.Cleanup(func() { copier.SetRelayQueueHook(nil) })
 	runCopier(t, cc.ctx, cfg)
 
 	n1 := cc.local["n1"].Pool
 	for i, tg := range []string{"t0", "t1", "t2"} {
-		sendOne(t, cc.ctx, n1, []string{tg}, remote.Fields{"action": "ins", "id": fmt.Sprint(i), "origin": "n1"})
+		sendOne(t, cc.ctx, n1, []string{tg}, urlenc.Fields{"action": "ins", "id": fmt.Sprint(i), "origin": "n1"})
 	}
-	var parked []remote.ParkedEvent
+	var parked []copier.ParkedEvent
 	require.Eventually(t, func() bool {
 		parked = parked[:0]
 		for _, h := range cc.hubs {
-			ps, err := remote.ListParked(cc.ctx, h.Pool, remote.ParkedFilter{})
+			ps, err := copier.ListParked(cc.ctx, h.Pool, copier.ParkedFilter{})
 			if err != nil {
 				return false
 			}
@@ -151,12 +153,12 @@ func TestRelayParksEventForInvalidQueue(t *testing.T) { // not parallel: a packa
 }
 
 // sendOne sends row to targets from db in a transaction of its own.
-func sendOne(t *testing.T, ctx context.Context, db *pgxpool.Pool, targets []string, row remote.Payload) {
+func sendOne(t *testing.T, ctx context.Context, db *pgxpool.Pool, targets []string, row route.Payload) {
 	t.Helper()
 	tx, err := db.Begin(ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(context.Background())
-	_, err = remote.SendTargeted(ctx, tx, "push_queue", targets, row)
+	_, err = route.Sender{Queue: "push_queue"}.Send(ctx, tx, targets, row)
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(ctx))
 }
@@ -166,7 +168,7 @@ func sendOne(t *testing.T, ctx context.Context, db *pgxpool.Pool, targets []stri
 // arrives (C3).
 func TestRelayFlushesByBytes(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 1, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 2, 1, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 	cc.setupAll()
 	cc.startTicker()
 	_, c1 := runCopier(t, cc.ctx, cc.config("n1"))
@@ -174,17 +176,17 @@ func TestRelayFlushesByBytes(t *testing.T) {
 
 	const events, size = 24, 900 << 10 // ~21 MiB in one relay batch
 	big := strings.Repeat("x", size)
-	var msgs []remote.Message
+	var msgs []route.Message
 	for i := range events {
 		id := fmt.Sprintf("big-%d", i)
 		cc.expected["n2"][id] = true
-		msgs = append(msgs, remote.Message{Targets: []string{"n2"},
-			Row: remote.Fields{"action": "ins", "id": id, "origin": "n1", "payload": big}})
+		msgs = append(msgs, route.Message{Targets: []string{"n2"},
+			Row: urlenc.Fields{"action": "ins", "id": id, "origin": "n1", "payload": big}})
 	}
 	tx, err := cc.local["n1"].Pool.Begin(cc.ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(context.Background())
-	_, err = remote.Sender{Queue: "push_queue", Origin: "n1"}.SendBulk(cc.ctx, tx, msgs)
+	_, err = route.Sender{Queue: "push_queue", Origin: "n1"}.SendBulk(cc.ctx, tx, msgs)
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(cc.ctx))
 
@@ -193,8 +195,8 @@ func TestRelayFlushesByBytes(t *testing.T) {
 		return cc.local["n2"].Pool.QueryRow(cc.ctx, "select count(*) from rows where length(payload) = $1", size).Scan(&n) == nil &&
 			n == events
 	}, 120*time.Second, 50*time.Millisecond)
-	flushes, maxBuf := remote.RelayBufferStats(c1)
+	flushes, maxBuf := copier.RelayBufferStats(c1)
 	t.Logf("%d flushes, at most %d bytes buffered", flushes, maxBuf)
-	require.LessOrEqual(t, maxBuf, int64(remote.RelayFlushBytes+size+1000), "buffer bounded in bytes")
-	require.GreaterOrEqual(t, flushes, int64(events*size/remote.RelayFlushBytes))
+	require.LessOrEqual(t, maxBuf, int64(copier.RelayFlushBytes+size+1000), "buffer bounded in bytes")
+	require.GreaterOrEqual(t, flushes, int64(events*size/copier.RelayFlushBytes))
 }

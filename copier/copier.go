@@ -1,4 +1,4 @@
-package remote
+package copier
 
 import (
 	"context"
@@ -14,63 +14,100 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/internal/backoff"
+	"github.com/pgq-go/pgq/internal/logging"
 	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
 )
 
 // TargetedCopier runs one node of a targeted-copy cluster: the relay
-// (RemoteConsumer from the node's push queue into the hub shards, exactly
-// once) and the pull (RemoteConsumer from the node's hub shard into the
-// node, exactly once, only this node's events, selected server-side),
-// plus any Also runners, as goroutines of one process.
+// (a remote.RemoteConsumer from the node's push queue into the hub shards,
+// exactly once) and the pull (a RemoteConsumer from the node's hub shard
+// into the node, exactly once, only this node's events, selected
+// server-side), as goroutines of one process. Run what else the process
+// needs (a ticker, a second copier) beside it, for example with
+// golang.org/x/sync/errgroup.
 //
-// Consumer names derive from the node id: see RelayConsumerName and
-// PullConsumerName.
+// Consumer names derive from the node id: see route.RelayConsumerName and
+// route.PullConsumerName.
 type TargetedCopier struct {
-	cfg    CopierConfig
+	cfg    Config
 	log    *slog.Logger
-	relays []*RemoteConsumer
 	movers []*relay // the relays' handlers, which own a registration connection
-	pull   *RemoteConsumer
+	puller *puller
+
+	mu     sync.Mutex               // guards relays and pull, built by Setup
+	relays []*remote.RemoteConsumer // one per hub shard
+	pull   *remote.RemoteConsumer
 
 	relayed, applied, retried, parked, ignored atomic.Int64
 }
 
-// NewTargetedCopier validates cfg and builds the copier.
-func NewTargetedCopier(cfg CopierConfig) (*TargetedCopier, error) {
+// New validates cfg and builds the copier.
+func New(cfg Config) (*TargetedCopier, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	log := cfg.Consumer.Logger // nil: the consumers' default (Warn and above to slog.Default)
+	log := cfg.Logger
 	if log == nil {
-		log = slog.Default()
+		log = logging.Default(nil).With("node", cfg.Node)
 	}
-	tc := &TargetedCopier{cfg: cfg, log: log.With("node", cfg.Node)}
-	for s, hub := range cfg.Hubs {
-		r := &relay{tc: tc, shard: s, name: RelayConsumerName(cfg.Node, s), ensured: map[string]bool{}}
-		cc := cfg.Consumer
-		cc.Queue, cc.Name, cc.Register = cfg.PushQueue, r.name, true
-		rc, err := New(cfg.Local, hub, Config{Consumer: cc, IdleTimeout: cfg.IdleTimeout}, r)
-		if err != nil {
-			return nil, err
-		}
-		tc.relays, tc.movers = append(tc.relays, rc), append(tc.movers, r)
+	tc := &TargetedCopier{cfg: cfg, log: log, puller: &puller{}}
+	tc.puller.tc = tc
+	for s := range cfg.Hubs {
+		tc.movers = append(tc.movers, &relay{tc: tc, shard: s, name: route.RelayConsumerName(cfg.Node, s), ensured: map[string]bool{}})
 	}
-	p := &puller{tc: tc}
-	cc := cfg.Consumer
-	cc.Queue, cc.Name, cc.Register = tc.pullQueue(), PullConsumerName(cfg.Node), true
-	cc.Filter = pgq.Eq(pgq.FieldExtra1, cfg.Node)
-	rc, err := New(tc.hubOf(cfg.Node), cfg.Local, Config{Consumer: cc, IdleTimeout: cfg.IdleTimeout}, p)
-	if err != nil {
+	// Build the consumers once to check their configuration; Setup builds
+	// them again with the tracking keys it reads from the databases.
+	if err := tc.build("", nil); err != nil {
 		return nil, err
 	}
-	tc.pull = rc
 	return tc, nil
+}
+
+// consumerConfig is the relay's or pull's consumer configuration.
+func (tc *TargetedCopier) consumerConfig(queue, name string) consumer.Config {
+	return consumer.Config{Queue: queue, Name: name, Register: true, LazyFetch: tc.cfg.LazyFetch,
+		PollInterval: tc.cfg.PollInterval, DisableListen: tc.cfg.DisableListen,
+		ErrorBackoff: tc.cfg.ErrorBackoff, Logger: tc.log, Hooks: tc.cfg.Hooks}
+}
+
+// build makes the relay and pull consumers, tracked on their
+// destinations under relayKey (every relay) and pullKeys[shard of node].
+func (tc *TargetedCopier) build(relayKey string, pullKey *string) error {
+	var relays []*remote.RemoteConsumer
+	for s, hub := range tc.cfg.Hubs {
+		r := tc.movers[s]
+		rc, err := remote.New(tc.cfg.Local, hub, remote.Config{Consumer: tc.consumerConfig(tc.cfg.PushQueue, r.name),
+			SubConsumer: relayKey, IdleTimeout: tc.cfg.IdleTimeout,
+			AfterCommit: func(*pgq.Batch) { r.batchCommitted() }}, r)
+		if err != nil {
+			return fmt.Errorf("copier: node %s: %w", tc.cfg.Node, err)
+		}
+		relays = append(relays, rc)
+	}
+	cc := tc.consumerConfig(tc.pullQueue(), route.PullConsumerName(tc.cfg.Node))
+	cc.Filter = pgq.Eq(pgq.FieldExtra1, tc.cfg.Node)
+	sub := ""
+	if pullKey != nil {
+		sub = *pullKey
+	}
+	pull, err := remote.New(tc.hubOf(tc.cfg.Node), tc.cfg.Local, remote.Config{Consumer: cc, SubConsumer: sub,
+		IdleTimeout: tc.cfg.IdleTimeout, AfterCommit: func(*pgq.Batch) { tc.puller.batchCommitted() }}, tc.puller)
+	if err != nil {
+		return fmt.Errorf("copier: node %s: %w", tc.cfg.Node, err)
+	}
+	tc.mu.Lock()
+	tc.relays, tc.pull = relays, pull
+	tc.mu.Unlock()
+	return nil
 }
 
 // hubOf is the hub shard holding target's events.
 func (tc *TargetedCopier) hubOf(target string) *pgxpool.Pool {
-	return tc.cfg.Hubs[ShardOf(target, len(tc.cfg.Hubs))]
+	return tc.cfg.Hubs[route.ShardOf(target, len(tc.cfg.Hubs))]
 }
 
 // pullQueue is the hub queue this node pulls from.
@@ -78,14 +115,14 @@ func (tc *TargetedCopier) pullQueue() string { return tc.queueFor(tc.cfg.Node) }
 
 func (tc *TargetedCopier) queueFor(target string) string {
 	if tc.cfg.Routing == RoutingPerTarget {
-		return PerTargetQueue(tc.cfg.PullQueue, target)
+		return route.PerTargetQueue(tc.cfg.PullQueue, target)
 	}
 	return tc.cfg.PullQueue
 }
 
 // Stats returns the copier's counters.
-func (tc *TargetedCopier) Stats() CopierStats {
-	return CopierStats{Relayed: tc.relayed.Load(), Applied: tc.applied.Load(), Retried: tc.retried.Load(),
+func (tc *TargetedCopier) Stats() Stats {
+	return Stats{Relayed: tc.relayed.Load(), Applied: tc.applied.Load(), Retried: tc.retried.Load(),
 		Parked: tc.parked.Load(), Ignored: tc.ignored.Load()}
 }
 
@@ -102,7 +139,7 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 		if err := Install(ctx, db); err != nil {
 			return err
 		}
-		id, err := Identity(ctx, db)
+		id, err := remote.Identity(ctx, db)
 		if err != nil {
 			return err
 		}
@@ -129,17 +166,18 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 	// shard's pull queue. Rows of an older version, keyed by consumer name
 	// only, are adopted once.
 	relayKey := TrackingKey(localID, tc.cfg.PushQueue)
-	for i, r := range tc.relays {
-		if err := adoptLegacyPosition(ctx, tc.cfg.Hubs[i], r.cfg.Consumer.Name, relayKey); err != nil {
+	for i, r := range tc.movers {
+		if err := remote.AdoptPosition(ctx, tc.cfg.Hubs[i], r.name, relayKey); err != nil {
 			return err
 		}
-		r.cfg.SubConsumer = relayKey
 	}
-	pullKey := TrackingKey(hubIDs[ShardOf(tc.cfg.Node, len(tc.cfg.Hubs))], tc.pullQueue())
-	if err := adoptLegacyPosition(ctx, tc.cfg.Local, tc.pull.cfg.Consumer.Name, pullKey); err != nil {
+	pullKey := TrackingKey(hubIDs[route.ShardOf(tc.cfg.Node, len(tc.cfg.Hubs))], tc.pullQueue())
+	if err := remote.AdoptPosition(ctx, tc.cfg.Local, route.PullConsumerName(tc.cfg.Node), pullKey); err != nil {
 		return err
 	}
-	tc.pull.cfg.SubConsumer = pullKey
+	if err := tc.build(relayKey, &pullKey); err != nil {
+		return err
+	}
 	return ensureTarget(ctx, tc.hubOf(tc.cfg.Node), tc.pullQueue(), tc.cfg.Node, tc.cfg.QueueConfig)
 }
 
@@ -185,9 +223,9 @@ func (tc *TargetedCopier) registerRelays(ctx context.Context) error {
 				ErrReshardNeeded, tc.cfg.Node, stray, tc.cfg.PushQueue, len(tc.cfg.Hubs))
 		}
 		var missing []string
-		for _, r := range tc.relays {
-			if !present[r.cfg.Consumer.Name] {
-				missing = append(missing, r.cfg.Consumer.Name)
+		for _, r := range tc.movers {
+			if !present[r.name] {
+				missing = append(missing, r.name)
 			}
 		}
 		if len(present) > 0 && len(missing) > 0 {
@@ -207,7 +245,7 @@ func (tc *TargetedCopier) registerRelays(ctx context.Context) error {
 // registered on a hub other than its shard: its events there would wait
 // forever while the node pulls from the new hub.
 func (tc *TargetedCopier) checkPullPlacement(ctx context.Context, hubIDs []string) error {
-	own := ShardOf(tc.cfg.Node, len(tc.cfg.Hubs))
+	own := route.ShardOf(tc.cfg.Node, len(tc.cfg.Hubs))
 	for i, hub := range tc.cfg.Hubs {
 		if hubIDs[i] == hubIDs[own] {
 			continue
@@ -215,12 +253,12 @@ func (tc *TargetedCopier) checkPullPlacement(ctx context.Context, hubIDs []strin
 		var there bool
 		if err := hub.QueryRow(ctx, `select exists (select 1 from pgq.subscription s
 			join pgq.queue q on q.queue_id = s.sub_queue join pgq.consumer c on c.co_id = s.sub_consumer
-			where q.queue_name = $1 and c.co_name = $2)`, tc.pullQueue(), PullConsumerName(tc.cfg.Node)).Scan(&there); err != nil {
+			where q.queue_name = $1 and c.co_name = $2)`, tc.pullQueue(), route.PullConsumerName(tc.cfg.Node)).Scan(&there); err != nil {
 			return fmt.Errorf("remote: node %s: check hub %d: %w", tc.cfg.Node, i, err)
 		}
 		if there {
 			return fmt.Errorf("%w: node %s belongs to hub %d of %d, but %s is registered on hub %d; run `pgqctl copy reshard`",
-				ErrReshardNeeded, tc.cfg.Node, own, len(tc.cfg.Hubs), PullConsumerName(tc.cfg.Node), i)
+				ErrReshardNeeded, tc.cfg.Node, own, len(tc.cfg.Hubs), route.PullConsumerName(tc.cfg.Node), i)
 		}
 	}
 	return nil
@@ -265,35 +303,6 @@ func relayShard(node, name string) (int, bool) {
 // the source database's Identity and the source queue.
 func TrackingKey(sourceID, queue string) string { return sourceID + "/" + queue }
 
-// adoptLegacyPosition moves a RemoteConsumer position recorded by an older
-// version under (consumer, "") to (consumer, key), with its retry tags,
-// unless key already has one. It runs under the destination lock of both
-// keys, so a running instance of the older version cannot interleave.
-func adoptLegacyPosition(ctx context.Context, dst *pgxpool.Pool, consumer, key string) error {
-	return pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
-		for _, k := range []string{"", key} {
-			if _, err := tx.Exec(ctx, lockKeySQL, consumer, k); err != nil {
-				return err
-			}
-		}
-		tag, err := tx.Exec(ctx, `update pgq_ext.completed_batch set subconsumer_id = $2
-			where consumer_id = $1 and subconsumer_id = ''
-			  and not exists (select 1 from pgq_ext.completed_batch where consumer_id = $1 and subconsumer_id = $2)`,
-			consumer, key)
-		if err != nil {
-			return fmt.Errorf("remote: adopt tracking row of %s: %w", consumer, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return nil
-		}
-		if _, err := tx.Exec(ctx, `update pgq_go.remote_retry set subconsumer_id = $2
-			where consumer_id = $1 and subconsumer_id = ''`, consumer, key); err != nil {
-			return fmt.Errorf("remote: adopt retry tags of %s: %w", consumer, err)
-		}
-		return nil
-	})
-}
-
 // hubDB is a pool or a connection to a hub.
 type hubDB interface {
 	pgq.DB
@@ -310,7 +319,7 @@ func ensureTarget(ctx context.Context, hub hubDB, queue, target string, qc pgq.Q
 	var registered bool
 	if err := hub.QueryRow(ctx, `select exists (select 1 from pgq.subscription s
 		join pgq.queue q on q.queue_id = s.sub_queue join pgq.consumer c on c.co_id = s.sub_consumer
-		where q.queue_name = $1 and c.co_name = $2)`, queue, PullConsumerName(target)).Scan(&registered); err != nil {
+		where q.queue_name = $1 and c.co_name = $2)`, queue, route.PullConsumerName(target)).Scan(&registered); err != nil {
 		return err
 	}
 	if registered {
@@ -333,41 +342,30 @@ func ensureTarget(ctx context.Context, hub hubDB, queue, target string, qc pgq.Q
 			return err
 		}
 	}
-	if _, err = pgq.RegisterConsumer(ctx, tx, queue, PullConsumerName(target)); err != nil {
+	if _, err = pgq.RegisterConsumer(ctx, tx, queue, route.PullConsumerName(target)); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
 }
 
-// Run sets up the queues, then runs the relays, the pull and the Also
-// runners until ctx is cancelled (it returns nil) or one of them fails
-// fatally (it stops the others and returns that error).
+// Run sets up the queues (Setup, retried with ErrorBackoff until it
+// succeeds or fails for a reason retrying cannot fix), then runs the
+// relays and the pull until ctx is cancelled (it returns nil) or one of
+// them fails fatally (it stops the others and returns that error).
 func (tc *TargetedCopier) Run(ctx context.Context) error {
-	b := tc.cfg.Consumer.ErrorBackoff
-	if b.Initial == 0 {
-		b = consumer.Backoff{Initial: time.Second, Max: 20 * time.Second, Multiplier: 2}
+	err := backoff.Retry(ctx, backoff.Policy(tc.cfg.ErrorBackoff), func() error { return tc.Setup(ctx) },
+		func(err error) bool {
+			return errors.Is(err, pgq.ErrNoExtension) || errors.Is(err, pgq.ErrInvalidName) ||
+				errors.Is(err, ErrReshardNeeded) || errors.Is(err, remote.ErrTrackingSchema)
+		},
+		func(err error, d time.Duration) {
+			tc.log.Error("targeted copy setup failed; retrying", logging.KeyErr, err, logging.KeyBackoff, d)
+		})
+	if ctx.Err() != nil {
+		return nil
 	}
-	for n := 1; ; n++ {
-		err := tc.Setup(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, pgq.ErrNoExtension) || errors.Is(err, pgq.ErrInvalidName) || errors.Is(err, ErrReshardNeeded) ||
-			errors.Is(err, ErrTrackingSchema) {
-			return fmt.Errorf("remote: node %s setup: %w", tc.cfg.Node, err)
-		}
-		d := b.Delay(n)
-		tc.log.Error("targeted copy setup failed; retrying", "err", err, "backoff", d)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
+	if err != nil {
+		return fmt.Errorf("copier: node %s setup: %w", tc.cfg.Node, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -381,18 +379,18 @@ func (tc *TargetedCopier) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := run(ctx); err != nil {
-				once.Do(func() { first = fmt.Errorf("remote: node %s %s: %w", tc.cfg.Node, what, err) })
+				once.Do(func() { first = fmt.Errorf("copier: node %s %s: %w", tc.cfg.Node, what, err) })
 				cancel()
 			}
 		}()
 	}
-	for i, r := range tc.relays {
+	tc.mu.Lock()
+	relays, pull := tc.relays, tc.pull
+	tc.mu.Unlock()
+	for i, r := range relays {
 		launch(fmt.Sprintf("relay to hub %d", i), r.Run)
 	}
-	launch("pull", tc.pull.Run)
-	for i, a := range tc.cfg.Also {
-		launch(fmt.Sprintf("runner %d", i), a.Run)
-	}
+	launch("pull", pull.Run)
 	wg.Wait()
 	for _, r := range tc.movers {
 		r.close()

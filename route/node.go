@@ -1,4 +1,12 @@
-package remote
+// Package route addresses the targeted copy's events: node ids and their
+// validation, the event format a producer writes (ev_type "copy" or
+// londiste's I:/U:/D:, ev_extra1 the target node, ev_extra2 the row,
+// ev_extra3 the origin), the hub shard a target belongs to, the names of
+// the relay and pull consumers and per-target queues derived from node
+// ids, and the Sender that writes targeted rows in the producer's own
+// transaction. It is what a producer imports; the copier package reads
+// what it writes.
+package route
 
 import (
 	"errors"
@@ -11,7 +19,7 @@ import (
 const MaxNodeLen = 63
 
 // ErrInvalidNode is returned for a node id outside the documented set.
-var ErrInvalidNode = errors.New("remote: invalid node id")
+var ErrInvalidNode = errors.New("route: invalid node id")
 
 // ValidateNode checks a node id: 1..63 bytes of ASCII letters, digits,
 // '_', '-' and '.', starting with a letter or digit.

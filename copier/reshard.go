@@ -1,4 +1,4 @@
-package remote
+package copier
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/consumer"
 	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
 )
 
 // ReshardConfig configures Reshard: a cluster's nodes and its hub shards
@@ -211,7 +213,7 @@ func (c ReshardConfig) validate() error {
 		errs = append(errs, errors.New("remote: ReshardConfig.Nodes needs at least one node"))
 	}
 	for n, db := range c.Nodes {
-		if err := ValidateNode(n); err != nil {
+		if err := route.ValidateNode(n); err != nil {
 			errs = append(errs, fmt.Errorf("remote: ReshardConfig.Nodes: %w", err))
 		}
 		if db == nil {
@@ -239,7 +241,7 @@ func (c ReshardConfig) validate() error {
 	switch c.Routing {
 	case RoutingShared:
 	case RoutingPerTarget:
-		if err := pgq.ValidateName("queue", PerTargetQueue(c.PullQueue, strings.Repeat("n", MaxNodeLen))); err != nil {
+		if err := pgq.ValidateName("queue", route.PerTargetQueue(c.PullQueue, strings.Repeat("n", route.MaxNodeLen))); err != nil {
 			errs = append(errs, fmt.Errorf("remote: ReshardConfig.PullQueue %q is too long for per-target routing: %w", c.PullQueue, err))
 		}
 	default:
@@ -304,7 +306,7 @@ func (rs *resharder) report() *ReshardReport {
 // queueFor is target's hub queue.
 func (rs *resharder) queueFor(target string) string {
 	if rs.cfg.Routing == RoutingPerTarget {
-		return PerTargetQueue(rs.cfg.PullQueue, target)
+		return route.PerTargetQueue(rs.cfg.PullQueue, target)
 	}
 	return rs.cfg.PullQueue
 }
@@ -351,7 +353,7 @@ func (rs *resharder) plan(ctx context.Context) error {
 		}
 		nodeIDs[identity] = id
 		n := &nodeState{id: id, db: db, identity: identity, relayKey: TrackingKey(identity, cfg.PushQueue),
-			oldHub: ShardOf(id, len(rs.old)), newHub: ShardOf(id, len(rs.new))}
+			oldHub: route.ShardOf(id, len(rs.old)), newHub: route.ShardOf(id, len(rs.new))}
 		if err := rs.readNode(ctx, n); err != nil {
 			return err
 		}
@@ -376,10 +378,10 @@ func prepareDB(ctx context.Context, db *pgxpool.Pool) (string, error) {
 	if err := pgq.CheckExtension(ctx, db); err != nil {
 		return "", err
 	}
-	if err := Install(ctx, db); err != nil {
+	if err := remote.Install(ctx, db); err != nil {
 		return "", err
 	}
-	return Identity(ctx, db)
+	return remote.Identity(ctx, db)
 }
 
 // readNode reads a node's relays and Reshard's markers.
@@ -407,7 +409,7 @@ func (rs *resharder) readNode(ctx context.Context, n *nodeState) error {
 	}
 	legacy := prefix + ".s0"
 	for s := range rs.old {
-		name := RelayConsumerName(n.id, s)
+		name := route.RelayConsumerName(n.id, s)
 		if s == 0 && len(rs.old) > 1 {
 			if _, ok := n.relays[legacy]; ok {
 				name = legacy
@@ -416,7 +418,7 @@ func (rs *resharder) readNode(ctx context.Context, n *nodeState) error {
 		n.oldNames = append(n.oldNames, name)
 	}
 	for s := range rs.new {
-		n.newNames = append(n.newNames, RelayConsumerName(n.id, s))
+		n.newNames = append(n.newNames, route.RelayConsumerName(n.id, s))
 	}
 	return nil
 }
@@ -508,8 +510,8 @@ func (rs *resharder) checkPulls(ctx context.Context) error {
 			return fmt.Errorf("remote: reshard: %s: list pull consumers: %w", h.label, err)
 		}
 		for _, p := range pulls {
-			oldID := rs.old[ShardOf(p.target, len(rs.old))].id
-			newID := rs.new[ShardOf(p.target, len(rs.new))].id
+			oldID := rs.old[route.ShardOf(p.target, len(rs.old))].id
+			newID := rs.new[route.ShardOf(p.target, len(rs.new))].id
 			n := rs.byID[p.target]
 			switch {
 			case h.ref.id == oldID && (oldID == newID || n != nil):
@@ -520,7 +522,7 @@ func (rs *resharder) checkPulls(ctx context.Context) error {
 				problems = append(problems, fmt.Sprintf("target %s (pull consumer on %s) moves to another hub but is not given as a node", p.target, h.label))
 			default:
 				problems = append(problems, fmt.Sprintf("%s has %s on %s although %s's old hub is another: an orphan of a shard change made without reshard (unregister it once its rows are accounted for)",
-					h.label, PullConsumerName(p.target), p.queue, p.target))
+					h.label, route.PullConsumerName(p.target), p.queue, p.target))
 			}
 		}
 	}
@@ -589,9 +591,9 @@ func (rs *resharder) relayToCut(ctx context.Context, n *nodeState) error {
 	for _, h := range rs.old {
 		hubs = append(hubs, h.db)
 	}
-	tc, err := NewTargetedCopier(CopierConfig{Node: n.id, Local: n.db, Hubs: hubs, PushQueue: cfg.PushQueue,
+	tc, err := New(Config{Node: n.id, Local: n.db, Hubs: hubs, PushQueue: cfg.PushQueue,
 		PullQueue: cfg.PullQueue, Routing: cfg.Routing, Applier: noApplier{}, QueueConfig: cfg.QueueConfig,
-		Consumer: consumer.Config{Logger: rs.log}})
+		Logger: rs.log})
 	if err != nil {
 		return fmt.Errorf("remote: reshard: node %s: %w", n.id, err)
 	}
@@ -604,9 +606,10 @@ func (rs *resharder) relayToCut(ctx context.Context, n *nodeState) error {
 		before := tc.relayed.Load()
 		// A relay's row of an older version (keyed by name only) is
 		// adopted first, as the copier's Setup would.
-		err := adoptLegacyPosition(ctx, rs.old[shard].db, name, n.relayKey)
+		err := remote.AdoptPosition(ctx, rs.old[shard].db, name, n.relayKey)
 		if err == nil {
-			err = rs.runToTick(ctx, n.db, rs.old[shard].db, cfg.PushQueue, name, n.relayKey, nil, n.cut, r)
+			err = rs.runToTick(ctx, n.db, rs.old[shard].db, cfg.PushQueue, name, n.relayKey, nil, n.cut, r,
+				func(*pgq.Batch) { r.batchCommitted() })
 		}
 		r.close()
 		n.rep.Relayed += tc.relayed.Load() - before
@@ -622,7 +625,8 @@ func (rs *resharder) relayToCut(ctx context.Context, n *nodeState) error {
 // runToTick runs a RemoteConsumer of queue on src as name, applying to dst
 // under the tracking key (name, sub), until it has finished the batch
 // ending at tick; then it checks the consumer is exactly there.
-func (rs *resharder) runToTick(ctx context.Context, src, dst *pgxpool.Pool, queue, name, sub string, filter *pgq.Filter, tick int64, h Handler) error {
+func (rs *resharder) runToTick(ctx context.Context, src, dst *pgxpool.Pool, queue, name, sub string, filter *pgq.Filter, tick int64,
+	h remote.Handler, afterCommit func(*pgq.Batch)) error {
 	info, err := pgq.GetConsumerInfo(ctx, src, queue, name)
 	if err != nil {
 		return err
@@ -645,7 +649,7 @@ func (rs *resharder) runToTick(ctx context.Context, src, dst *pgxpool.Pool, queu
 	if filter != nil {
 		cc.Filter = *filter
 	}
-	rc, err := New(src, dst, Config{Consumer: cc, SubConsumer: sub}, h)
+	rc, err := remote.New(src, dst, remote.Config{Consumer: cc, SubConsumer: sub, AfterCommit: afterCommit}, h)
 	if err != nil {
 		return err
 	}
@@ -672,7 +676,7 @@ func (rs *resharder) runToTick(ctx context.Context, src, dst *pgxpool.Pool, queu
 func (rs *resharder) movePull(ctx context.Context, n *nodeState) error {
 	from, to := rs.old[n.oldHub], rs.new[n.newHub]
 	qA, qB := rs.queueFor(n.id), rs.queueFor(n.id)
-	pull := PullConsumerName(n.id)
+	pull := route.PullConsumerName(n.id)
 	if err := ensureTarget(ctx, to.db, qB, n.id, rs.cfg.QueueConfig); err != nil {
 		return fmt.Errorf("remote: reshard: node %s: register %s on new hub %d: %w", n.id, pull, n.newHub, err)
 	}
@@ -704,12 +708,12 @@ func (rs *resharder) movePull(ctx context.Context, n *nodeState) error {
 	// Tracking key of the node's pull for the old hub; a row of an older
 	// version is adopted first, as the copier's Setup would.
 	nodeKey := TrackingKey(from.id, qA)
-	if err := adoptLegacyPosition(ctx, n.db, pull, nodeKey); err != nil {
+	if err := remote.AdoptPosition(ctx, n.db, pull, nodeKey); err != nil {
 		return fmt.Errorf("remote: reshard: node %s: %w", n.id, err)
 	}
 	m := &pullMover{node: n.db, pull: pull, nodeKey: nodeKey, queue: qB}
 	filter := pgq.Eq(pgq.FieldExtra1, n.id)
-	err = rs.runToTick(ctx, from.db, to.db, qA, pull, "reshard:"+nodeKey, &filter, last, m)
+	err = rs.runToTick(ctx, from.db, to.db, qA, pull, "reshard:"+nodeKey, &filter, last, m, nil)
 	n.rep.Moved += m.moved
 	n.rep.MovedBatches += m.batches
 	if err != nil {
@@ -744,45 +748,19 @@ func (m *pullMover) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, dst pg
 	// finish on the hub was lost (a crash after its commit). Such a batch
 	// is not moved, except the events it tagged for retry, which the node
 	// has not applied.
-	var done bool
-	var pos position
-	pb := &pgx.Batch{}
-	pb.Queue("select pgq_ext.is_batch_done($1, $2, $3)", m.pull, m.nodeKey, b.ID())
-	pb.Queue(sqlPosition, m.pull, m.nodeKey)
-	pb.Queue(sqlRetryTags, m.pull, m.nodeKey, b.Info.TickID, b.ID())
-	res := m.node.SendBatch(ctx, pb)
-	tags := map[int64]bool{}
-	err := res.QueryRow().Scan(&done)
-	if err == nil {
-		err = res.QueryRow().Scan(&pos.batchID, &pos.tickID, &pos.tickTime)
-		pos.found = err == nil
-		if errors.Is(err, pgx.ErrNoRows) {
-			err = nil
-		}
-	}
-	if err == nil {
-		var rows pgx.Rows
-		if rows, err = res.Query(); err == nil {
-			var id int64
-			var at time.Time
-			_, err = pgx.ForEachRow(rows, []any{&id, &at}, func() error { tags[id] = true; return nil })
-		}
-	}
-	if cerr := res.Close(); err == nil {
-		err = cerr
-	}
+	st, err := remote.CheckBatch(ctx, m.node, m.pull, m.nodeKey, b.Info)
 	if err != nil {
 		return fmt.Errorf("read the node's position: %w", err)
 	}
-	applied := done || pos.covers(b.Info)
-	if !applied && pos.overlaps(b.Info) {
+	applied, tags := st.Applied, st.RetryTags
+	if st.Overlap {
 		// The node applied the first ticks of this batch under another
 		// batch id: reposition, as the pull itself would, and go on.
-		if err := pgq.RegisterConsumerAt(ctx, b.DB(), b.Queue, m.pull, pos.tickID); err != nil {
+		if err := pgq.RegisterConsumerAt(ctx, b.DB(), b.Queue, m.pull, st.PositionTick); err != nil {
 			return err
 		}
 		return fmt.Errorf("batch %d covers ticks %d..%d, of which the node applied %d..%d; %s moved to tick %d",
-			b.ID(), b.Info.PrevTickID, b.Info.TickID, b.Info.PrevTickID, pos.tickID, m.pull, pos.tickID)
+			b.ID(), b.Info.PrevTickID, b.Info.TickID, b.Info.PrevTickID, st.PositionTick, m.pull, st.PositionTick)
 	}
 	if applied && len(tags) == 0 {
 		m.batches++
@@ -795,7 +773,7 @@ func (m *pullMover) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, dst pg
 				rerr = err
 				return
 			}
-			if applied && !tags[ev.ID] {
+			if _, tagged := tags[ev.ID]; applied && !tagged {
 				continue
 			}
 			if !yield(ev.EventData) {
@@ -831,14 +809,13 @@ func (rs *resharder) switchRelays(ctx context.Context, n *nodeState) error {
 		// A position on the new hub past the cut would make the relay skip
 		// rows as done. Positions only grow with ticks, so this means the
 		// push queue's history is not what this hub saw.
-		var pos position
-		err := rs.new[shard].db.QueryRow(ctx, sqlPosition, name, n.relayKey).Scan(&pos.batchID, &pos.tickID, &pos.tickTime)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		pos, found, err := remote.LastPosition(ctx, rs.new[shard].db, name, n.relayKey)
+		if err != nil {
 			return fmt.Errorf("remote: reshard: node %s: new hub %d: %w", n.id, shard, err)
 		}
-		if err == nil && pos.tickID > n.cut && !pos.tickTime.Before(cutTime) {
+		if found && pos.TickID > n.cut && !pos.TickTime.Before(cutTime) {
 			return fmt.Errorf("%w: node %s: new hub %d records relay %s at tick %d, past the cut %d",
-				ErrReshardRefused, n.id, shard, name, pos.tickID, n.cut)
+				ErrReshardRefused, n.id, shard, name, pos.TickID, n.cut)
 		}
 		if tick, ok := n.relays[name]; ok {
 			if tick != n.cut {

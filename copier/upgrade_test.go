@@ -1,10 +1,11 @@
-package remote_test
+package copier_test
 
 import (
 	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/remote"
@@ -18,13 +19,13 @@ import (
 // again under the new source-keyed row.
 func TestUpgradeAdoptsLegacyPosition(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 1, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 2, 1, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 	n1, hub := cc.local["n1"].Pool, cc.hubs[0].Pool
 	installV1(t, cc.ctx, n1)
 	cc.setupAll()
 	st, err := remote.Status(cc.ctx, n1)
 	require.NoError(t, err)
-	require.Equal(t, []string{"pgq_ext/1", "pgq_go/1", "pgq_go/2", "pgq_go/3"}, st.Migrations, "upgraded in place")
+	require.Equal(t, []string{"copier/1", "pgq_ext/1", "pgq_go/1", "pgq_go/2"}, st.Migrations, "upgraded in place")
 	id, err := remote.Identity(cc.ctx, n1)
 	require.NoError(t, err)
 	require.Len(t, id, 36)

@@ -1,4 +1,4 @@
-package remote_test
+package copier_test
 
 import (
 	"context"
@@ -12,14 +12,16 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
+	"github.com/pgq-go/pgq/urlenc"
 	"github.com/stretchr/testify/require"
 )
 
 // hubConfig is the node's copier configuration with the given hub shards.
-func (cc *copyCluster) hubConfig(node string, hubs ...*pgtest.DB) remote.CopierConfig {
+func (cc *copyCluster) hubConfig(node string, hubs ...*pgtest.DB) copier.Config {
 	cfg := cc.config(node)
 	cfg.Hubs = dbPools(hubs)
 	return cfg
@@ -56,7 +58,7 @@ func (cc *copyCluster) produceCommitted(origin string, k int, rng *rand.Rand) er
 		targets []string
 	}
 	var rows []row
-	var msgs []remote.Message
+	var msgs []route.Message
 	cc.mu.Lock()
 	for range k {
 		cc.seq++
@@ -71,12 +73,12 @@ func (cc *copyCluster) produceCommitted(origin string, k int, rng *rand.Rand) er
 			continue
 		}
 		rows = append(rows, row{id, targets})
-		msgs = append(msgs, remote.Message{Targets: targets, Row: remote.Fields{
+		msgs = append(msgs, route.Message{Targets: targets, Row: urlenc.Fields{
 			"action": "ins", "id": id, "origin": origin, "payload": "it's \\ a; -- row " + id}})
 	}
 	cc.mu.Unlock()
 	err := pgx.BeginFunc(cc.ctx, cc.local[origin].Pool, func(tx pgx.Tx) error {
-		_, err := remote.Sender{Queue: "push_queue", Origin: origin}.SendBulk(cc.ctx, tx, msgs)
+		_, err := route.Sender{Queue: "push_queue", Origin: origin}.SendBulk(cc.ctx, tx, msgs)
 		return err
 	})
 	if err != nil {
@@ -198,13 +200,13 @@ func subscriptions(t *testing.T, ctx context.Context, db *pgxpool.Pool) []string
 	return out
 }
 
-func (cc *copyCluster) reshard(old, new []*pgtest.DB) *remote.ReshardReport {
+func (cc *copyCluster) reshard(old, new []*pgtest.DB) *copier.ReshardReport {
 	cc.t.Helper()
 	nodes := map[string]*pgxpool.Pool{}
 	for _, n := range cc.nodes {
 		nodes[n] = cc.local[n].Pool
 	}
-	rep, err := remote.Reshard(cc.ctx, remote.ReshardConfig{Nodes: nodes, OldHubs: dbPools(old), NewHubs: dbPools(new), Routing: cc.routing})
+	rep, err := copier.Reshard(cc.ctx, copier.ReshardConfig{Nodes: nodes, OldHubs: dbPools(old), NewHubs: dbPools(new), Routing: cc.routing})
 	require.NoError(cc.t, err)
 	for _, n := range rep.Nodes {
 		cc.t.Logf("reshard %s: %+v", n.Node, n)
@@ -220,7 +222,7 @@ func (cc *copyCluster) checkConsumers(hubs ...*pgtest.DB) {
 	for _, n := range cc.nodes {
 		var want []string
 		for s := range hubs {
-			want = append(want, "push_queue "+remote.RelayConsumerName(n, s))
+			want = append(want, "push_queue "+route.RelayConsumerName(n, s))
 		}
 		sort.Strings(want)
 		require.Equal(t, want, subscriptions(t, cc.ctx, cc.local[n].Pool), "consumers on node %s", n)
@@ -228,14 +230,14 @@ func (cc *copyCluster) checkConsumers(hubs ...*pgtest.DB) {
 	for i, h := range hubs {
 		var want []string
 		for _, n := range cc.nodes {
-			if remote.ShardOf(n, len(hubs)) != i {
+			if route.ShardOf(n, len(hubs)) != i {
 				continue
 			}
 			q := "pull_queue"
-			if cc.routing == remote.RoutingPerTarget {
-				q = remote.PerTargetQueue(q, n)
+			if cc.routing == copier.RoutingPerTarget {
+				q = route.PerTargetQueue(q, n)
 			}
-			want = append(want, q+" "+remote.PullConsumerName(n))
+			want = append(want, q+" "+route.PullConsumerName(n))
 		}
 		sort.Strings(want)
 		got := subscriptions(t, cc.ctx, h.Pool)
@@ -252,13 +254,13 @@ func (cc *copyCluster) checkConsumers(hubs ...*pgtest.DB) {
 // or pull consumer is left behind to pin a queue (B3).
 func TestReshardOneTwoOne(t *testing.T) {
 	t.Parallel()
-	for _, routing := range []remote.Routing{remote.RoutingShared, remote.RoutingPerTarget} {
+	for _, routing := range []copier.Routing{copier.RoutingShared, copier.RoutingPerTarget} {
 		t.Run(routing.String(), func(t *testing.T) {
 			t.Parallel()
 			cc := newCopyCluster(t, 4, 2, routing, func(int) *pgtest.Cluster { return cluster }, cluster)
 			h1, h2 := cc.hubs[0], cc.hubs[1]
 			for _, n := range cc.nodes {
-				tc, err := remote.NewTargetedCopier(cc.hubConfig(n, h1))
+				tc, err := copier.New(cc.hubConfig(n, h1))
 				require.NoError(t, err)
 				require.NoError(t, tc.Setup(cc.ctx))
 			}
@@ -276,10 +278,10 @@ func TestReshardOneTwoOne(t *testing.T) {
 			rep := cc.reshard([]*pgtest.DB{h1}, []*pgtest.DB{h1, h2})
 			for _, n := range rep.Nodes {
 				require.Positive(t, n.Relayed, "node %s relayed its backlog to the cut", n.Node)
-				require.Equal(t, []string{remote.RelayConsumerName(n.Node, 1)}, n.Registered)
-				require.Equal(t, []string{remote.RelayConsumerName(n.Node, 0)}, n.Kept)
+				require.Equal(t, []string{route.RelayConsumerName(n.Node, 1)}, n.Registered)
+				require.Equal(t, []string{route.RelayConsumerName(n.Node, 0)}, n.Kept)
 				require.Empty(t, n.Unregistered)
-				require.Equal(t, remote.ShardOf(n.Node, 2) == 1, n.PullMoved, "node %s", n.Node)
+				require.Equal(t, route.ShardOf(n.Node, 2) == 1, n.PullMoved, "node %s", n.Node)
 				if n.PullMoved {
 					require.Positive(t, n.Moved, "node %s had rows waiting on hub 0", n.Node)
 				}
@@ -295,9 +297,9 @@ func TestReshardOneTwoOne(t *testing.T) {
 			rep = cc.reshard([]*pgtest.DB{h1, h2}, []*pgtest.DB{h1})
 			for _, n := range rep.Nodes {
 				require.Empty(t, n.Registered)
-				require.Equal(t, []string{remote.RelayConsumerName(n.Node, 0)}, n.Kept)
-				require.Equal(t, []string{remote.RelayConsumerName(n.Node, 1)}, n.Unregistered)
-				require.Equal(t, remote.ShardOf(n.Node, 2) == 1, n.PullMoved, "node %s", n.Node)
+				require.Equal(t, []string{route.RelayConsumerName(n.Node, 0)}, n.Kept)
+				require.Equal(t, []string{route.RelayConsumerName(n.Node, 1)}, n.Unregistered)
+				require.Equal(t, route.ShardOf(n.Node, 2) == 1, n.PullMoved, "node %s", n.Node)
 			}
 			cc.checkConsumers(h1)
 
@@ -318,16 +320,16 @@ func TestReshardOneTwoOne(t *testing.T) {
 // push queue with the relay it no longer runs.
 func TestReshardSetupRefusesStrayRelays(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 1, 2, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
-	tc, err := remote.NewTargetedCopier(cc.hubConfig("n1", cc.hubs...))
+	cc := newCopyCluster(t, 1, 2, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	tc, err := copier.New(cc.hubConfig("n1", cc.hubs...))
 	require.NoError(t, err)
 	require.NoError(t, tc.Setup(cc.ctx))
-	tc, err = remote.NewTargetedCopier(cc.hubConfig("n1", cc.hubs[0]))
+	tc, err = copier.New(cc.hubConfig("n1", cc.hubs[0]))
 	require.NoError(t, err)
 	err = tc.Setup(cc.ctx)
-	require.ErrorIs(t, err, remote.ErrReshardNeeded)
+	require.ErrorIs(t, err, copier.ErrReshardNeeded)
 	require.ErrorContains(t, err, "relay.n1.s1")
-	require.ErrorIs(t, tc.Run(cc.ctx), remote.ErrReshardNeeded)
+	require.ErrorIs(t, tc.Run(cc.ctx), copier.ErrReshardNeeded)
 }
 
 // TestSetupRefusesGrowthWithoutReshard: a node set up with one hub and
@@ -337,32 +339,32 @@ func TestReshardSetupRefusesStrayRelays(t *testing.T) {
 // Setup refuses both, and registers nothing.
 func TestSetupRefusesGrowthWithoutReshard(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 2, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 2, 2, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 	for _, n := range cc.nodes {
-		tc, err := remote.NewTargetedCopier(cc.hubConfig(n, cc.hubs[0]))
+		tc, err := copier.New(cc.hubConfig(n, cc.hubs[0]))
 		require.NoError(t, err)
 		require.NoError(t, tc.Setup(cc.ctx))
 	}
 	for _, n := range cc.nodes {
-		tc, err := remote.NewTargetedCopier(cc.hubConfig(n, cc.hubs...))
+		tc, err := copier.New(cc.hubConfig(n, cc.hubs...))
 		require.NoError(t, err)
 		err = tc.Setup(cc.ctx)
-		require.ErrorIs(t, err, remote.ErrReshardNeeded, n)
+		require.ErrorIs(t, err, copier.ErrReshardNeeded, n)
 		var registered bool
 		require.NoError(t, cc.local[n].Pool.QueryRow(cc.ctx, `select exists (select 1 from pgq.consumer
-			where co_name = $1)`, remote.RelayConsumerName(n, 1)).Scan(&registered))
+			where co_name = $1)`, route.RelayConsumerName(n, 1)).Scan(&registered))
 		require.False(t, registered, "%s: nothing registered", n)
 	}
 	// A node whose relays are in place but whose pull consumer sits on
 	// another hub than its shard (moved without reshard) is refused too.
 	const moved = "n2"
-	require.Equal(t, 1, remote.ShardOf(moved, 2), "n2 belongs to hub 2")
-	_, err := pgq.RegisterConsumer(cc.ctx, cc.local[moved].Pool, "push_queue", remote.RelayConsumerName(moved, 1))
+	require.Equal(t, 1, route.ShardOf(moved, 2), "n2 belongs to hub 2")
+	_, err := pgq.RegisterConsumer(cc.ctx, cc.local[moved].Pool, "push_queue", route.RelayConsumerName(moved, 1))
 	require.NoError(t, err)
-	tc, err := remote.NewTargetedCopier(cc.hubConfig(moved, cc.hubs...))
+	tc, err := copier.New(cc.hubConfig(moved, cc.hubs...))
 	require.NoError(t, err)
 	err = tc.Setup(cc.ctx)
-	require.ErrorIs(t, err, remote.ErrReshardNeeded)
+	require.ErrorIs(t, err, copier.ErrReshardNeeded)
 	require.ErrorContains(t, err, "pull."+moved)
 }
 
@@ -372,7 +374,7 @@ func TestSetupRefusesGrowthWithoutReshard(t *testing.T) {
 // it "relay.<node>" and the copiers then deliver every row exactly once.
 func TestReshardRenamesLegacyRelay(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 3, 2, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 3, 2, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 	hubs := cc.hubs
 	cc.setupAll()
 	n1 := cc.local["n1"].Pool
@@ -383,20 +385,20 @@ func TestReshardRenamesLegacyRelay(t *testing.T) {
 	_, err = pgq.UnregisterConsumer(cc.ctx, n1, "push_queue", "relay.n1")
 	require.NoError(t, err)
 	cc.startSlowTicker()
-	require.Equal(t, 0, remote.ShardOf("n3", 2), "n3 is carried by shard 0")
+	require.Equal(t, 0, route.ShardOf("n3", 2), "n3 is carried by shard 0")
 	rng := rand.New(rand.NewPCG(21, 22))
 	for range 3 {
 		require.NoError(t, cc.produceCommitted("n1", 10, rng))
 	}
 
-	tc, err := remote.NewTargetedCopier(cc.hubConfig("n1", hubs...))
+	tc, err := copier.New(cc.hubConfig("n1", hubs...))
 	require.NoError(t, err)
 	err = tc.Setup(cc.ctx)
-	require.ErrorIs(t, err, remote.ErrReshardNeeded)
+	require.ErrorIs(t, err, copier.ErrReshardNeeded)
 	require.ErrorContains(t, err, "relay.n1.s0")
 
 	rep := cc.reshard(hubs, hubs)
-	byNode := map[string]remote.NodeReshard{}
+	byNode := map[string]copier.NodeReshard{}
 	for _, n := range rep.Nodes {
 		byNode[n.Node] = n
 		require.False(t, n.PullMoved)
@@ -419,10 +421,10 @@ func TestReshardRenamesLegacyRelay(t *testing.T) {
 // it again completes it without losing or repeating a row.
 func TestReshardResumesAfterInterruption(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 3, 2, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 3, 2, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 	h1, h2 := cc.hubs[0], cc.hubs[1]
 	for _, n := range cc.nodes {
-		tc, err := remote.NewTargetedCopier(cc.hubConfig(n, h1))
+		tc, err := copier.New(cc.hubConfig(n, h1))
 		require.NoError(t, err)
 		require.NoError(t, tc.Setup(cc.ctx))
 	}
@@ -440,26 +442,26 @@ func TestReshardResumesAfterInterruption(t *testing.T) {
 	for _, n := range cc.nodes {
 		nodes[n] = cc.local[n].Pool
 	}
-	cfg := remote.ReshardConfig{Nodes: nodes, OldHubs: dbPools([]*pgtest.DB{h1}), NewHubs: dbPools([]*pgtest.DB{h1, h2})}
+	cfg := copier.ReshardConfig{Nodes: nodes, OldHubs: dbPools([]*pgtest.DB{h1}), NewHubs: dbPools([]*pgtest.DB{h1, h2})}
 	var mu sync.Mutex
 	var stopAt string // "point node": where the current run is interrupted
 	var cancelRun context.CancelFunc
-	remote.SetReshardHook(func(point, node string) {
+	copier.SetReshardHook(func(point, node string) {
 		mu.Lock()
 		defer mu.Unlock()
 		if point+" "+node == stopAt && cancelRun != nil {
 			cancelRun()
 		}
 	})
-	t.Cleanup(func() { remote.SetReshardHook(nil) })
+	t.Cleanup(func() { copier.SetReshardHook(nil) })
 	// n2 is the node that moves to the second hub.
-	require.Equal(t, 1, remote.ShardOf("n2", 2))
+	require.Equal(t, 1, route.ShardOf("n2", 2))
 	for _, at := range []string{"cut n2", "relayed n1", "moving pull.n2", "moved n2", "switched n1", "marked n2", "unmarked n1"} {
 		ctx, cancel := context.WithCancel(cc.ctx)
 		mu.Lock()
 		stopAt, cancelRun = at, cancel
 		mu.Unlock()
-		_, err := remote.Reshard(ctx, cfg)
+		_, err := copier.Reshard(ctx, cfg)
 		cancel()
 		require.ErrorIs(t, err, context.Canceled, "interrupted at %s", at)
 		t.Logf("interrupted at %s: %v", at, err)
@@ -470,21 +472,21 @@ func TestReshardResumesAfterInterruption(t *testing.T) {
 			if at == "cut n2" && n == "n3" || at == "unmarked n1" && n == "n1" {
 				continue
 			}
-			tc, err := remote.NewTargetedCopier(cc.hubConfig(n, h1, h2))
+			tc, err := copier.New(cc.hubConfig(n, h1, h2))
 			require.NoError(t, err)
-			require.ErrorIs(t, tc.Setup(cc.ctx), remote.ErrReshardNeeded, "node %s after %s", n, at)
+			require.ErrorIs(t, tc.Setup(cc.ctx), copier.ErrReshardNeeded, "node %s after %s", n, at)
 		}
 	}
 	mu.Lock()
 	stopAt = ""
 	mu.Unlock()
-	rep, err := remote.Reshard(cc.ctx, cfg)
+	rep, err := copier.Reshard(cc.ctx, cfg)
 	require.NoError(t, err)
 	t.Logf("%+v", rep.Nodes)
 	// Once done, a run with the same arguments refuses: the relays are
 	// the new layout's now.
-	_, err = remote.Reshard(cc.ctx, cfg)
-	require.ErrorIs(t, err, remote.ErrReshardRefused)
+	_, err = copier.Reshard(cc.ctx, cfg)
+	require.ErrorIs(t, err, copier.ErrReshardRefused)
 	cc.checkConsumers(h1, h2)
 
 	stop = cc.runCopiers(h1, h2)
@@ -500,10 +502,10 @@ func TestReshardResumesAfterInterruption(t *testing.T) {
 // anything changes.
 func TestReshardRefusesBadInput(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 2, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 2, 2, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 	h1, h2 := cc.hubs[0], cc.hubs[1]
 	for _, n := range cc.nodes {
-		tc, err := remote.NewTargetedCopier(cc.hubConfig(n, h1, h2))
+		tc, err := copier.New(cc.hubConfig(n, h1, h2))
 		require.NoError(t, err)
 		require.NoError(t, tc.Setup(cc.ctx))
 	}
@@ -515,21 +517,21 @@ func TestReshardRefusesBadInput(t *testing.T) {
 	nodes := map[string]*pgxpool.Pool{"n1": cc.local["n1"].Pool, "n2": cc.local["n2"].Pool}
 	for _, tc := range []struct {
 		name string
-		cfg  remote.ReshardConfig
+		cfg  copier.ReshardConfig
 		want string
 	}{
-		{"wrong old hubs", remote.ReshardConfig{Nodes: nodes, OldHubs: dbPools([]*pgtest.DB{h1}), NewHubs: dbPools([]*pgtest.DB{h1})}, "relay.n1.s1"},
-		{"hub twice", remote.ReshardConfig{Nodes: nodes, OldHubs: dbPools([]*pgtest.DB{h1, h2}), NewHubs: dbPools([]*pgtest.DB{h1, h1})}, "same database"},
-		{"node missing", remote.ReshardConfig{Nodes: map[string]*pgxpool.Pool{"n1": cc.local["n1"].Pool},
+		{"wrong old hubs", copier.ReshardConfig{Nodes: nodes, OldHubs: dbPools([]*pgtest.DB{h1}), NewHubs: dbPools([]*pgtest.DB{h1})}, "relay.n1.s1"},
+		{"hub twice", copier.ReshardConfig{Nodes: nodes, OldHubs: dbPools([]*pgtest.DB{h1, h2}), NewHubs: dbPools([]*pgtest.DB{h1, h1})}, "same database"},
+		{"node missing", copier.ReshardConfig{Nodes: map[string]*pgxpool.Pool{"n1": cc.local["n1"].Pool},
 			OldHubs: dbPools([]*pgtest.DB{h1, h2}), NewHubs: dbPools([]*pgtest.DB{h1})}, "not given as a node"},
-		{"same node twice", remote.ReshardConfig{Nodes: map[string]*pgxpool.Pool{"n1": cc.local["n1"].Pool, "x": cc.local["n1"].Pool},
+		{"same node twice", copier.ReshardConfig{Nodes: map[string]*pgxpool.Pool{"n1": cc.local["n1"].Pool, "x": cc.local["n1"].Pool},
 			OldHubs: dbPools([]*pgtest.DB{h1, h2}), NewHubs: dbPools([]*pgtest.DB{h1})}, "same database"},
 	} {
-		_, err := remote.Reshard(cc.ctx, tc.cfg)
-		require.ErrorIs(t, err, remote.ErrReshardRefused, tc.name)
+		_, err := copier.Reshard(cc.ctx, tc.cfg)
+		require.ErrorIs(t, err, copier.ErrReshardRefused, tc.name)
 		require.ErrorContains(t, err, tc.want, tc.name)
 	}
-	_, err := remote.Reshard(cc.ctx, remote.ReshardConfig{Nodes: nodes, OldHubs: dbPools([]*pgtest.DB{h1})})
+	_, err := copier.Reshard(cc.ctx, copier.ReshardConfig{Nodes: nodes, OldHubs: dbPools([]*pgtest.DB{h1})})
 	require.ErrorContains(t, err, "NewHubs")
 	for i, db := range all {
 		require.Equal(t, before[fmt.Sprint(i)], subscriptions(t, cc.ctx, db.Pool), "database %d unchanged", i)

@@ -1,4 +1,4 @@
-package remote
+package copier
 
 import (
 	"context"
@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/apply"
 	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/route"
 )
 
 // ParkedEvent is an event a targeted copier could not apply, kept in
@@ -137,6 +139,13 @@ var ErrWrongNode = errors.New("remote: parked event addressed to another node")
 // held: replay (or purge) that one first.
 var ErrOrderWait = errors.New("remote: an earlier event of the same order key is still parked or held")
 
+// NodeDB is a node's database as ReplayParked takes it: a *pgxpool.Pool
+// or a *pgx.Conn.
+type NodeDB interface {
+	pgq.DB
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
 // ReplayParked applies parked events again with applier on node's own
 // database db, each in its own transaction that also removes it from the
 // parked table; an event that fails again stays parked with its new error.
@@ -149,18 +158,15 @@ var ErrOrderWait = errors.New("remote: an earlier event of the same order key is
 // selects that one: a key's events are never applied out of order. So
 // once an event of a key fails again, the key's later events in the same
 // replay are refused too. Replays serialise with the node's pull.
-func ReplayParked(ctx context.Context, db txBeginner, node string, applier Applier, f ParkedFilter) (ReplayResult, error) {
+func ReplayParked(ctx context.Context, db NodeDB, node string, applier apply.Applier, f ParkedFilter) (ReplayResult, error) {
 	res := ReplayResult{Failed: map[int64]error{}}
-	if err := ValidateNode(node); err != nil {
+	if err := route.ValidateNode(node); err != nil {
 		return res, fmt.Errorf("remote: replay parked events: node: %w", err)
 	}
 	if applier == nil {
 		return res, errors.New("remote: replay parked events: no applier")
 	}
-	q, ok := db.(pgq.DB)
-	if !ok {
-		return res, errors.New("remote: replay parked events needs a pool or connection")
-	}
+	q := db
 	parked, err := ListParked(ctx, q, f)
 	if err != nil {
 		return res, err
@@ -195,7 +201,7 @@ const sqlEarlier = `select coalesce(
 	(select 'held event ' || min(ev_id) from pgq_go.held_event
 	  where consumer_id = $1 and order_key = $2))`
 
-func replayOne(ctx context.Context, db txBeginner, applier Applier, p ParkedEvent) error {
+func replayOne(ctx context.Context, db NodeDB, applier apply.Applier, p ParkedEvent) error {
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return err

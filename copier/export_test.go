@@ -1,4 +1,4 @@
-package remote
+package copier
 
 // RelayBufferStats returns, over the copier's relays, how many COPY
 // flushes they made and the most COPY data (bytes) one of them held

@@ -1,12 +1,15 @@
-package remote_test
+package copier_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
+	"github.com/pgq-go/pgq/apply"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
+	"github.com/pgq-go/pgq/urlenc"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,14 +22,14 @@ create table child (id text primary key, parent text references parent, val text
 type orderEnv struct {
 	cc *copyCluster
 	n2 *pgtest.DB
-	c2 *remote.TargetedCopier
-	ra *remote.RowApplier
+	c2 *copier.TargetedCopier
+	ra *apply.RowApplier
 }
 
 // newOrderEnv runs nodes n1 and n2; n2 applies rows into child.
 func newOrderEnv(t *testing.T, maxRetries int, pre string) *orderEnv {
 	t.Helper()
-	cc := newCopyCluster(t, 2, 1, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 2, 1, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 	e := &orderEnv{cc: cc, n2: cc.local["n2"]}
 	_, err := e.n2.Pool.Exec(cc.ctx, childDDL+pre)
 	require.NoError(t, err)
@@ -34,7 +37,7 @@ func newOrderEnv(t *testing.T, maxRetries int, pre string) *orderEnv {
 	cc.startTicker()
 	runCopier(t, cc.ctx, cc.config("n1"))
 	cfg := cc.config("n2")
-	e.ra, err = remote.NewRowApplier("child", "id")
+	e.ra, err = apply.NewRowApplier("child", []string{"id"})
 	require.NoError(t, err)
 	cfg.Applier, cfg.MaxRetries, cfg.RetryDelay = e.ra, maxRetries, 10*time.Millisecond
 	_, e.c2 = runCopier(t, cc.ctx, cfg)
@@ -42,16 +45,16 @@ func newOrderEnv(t *testing.T, maxRetries int, pre string) *orderEnv {
 }
 
 // send sends rows to n2 from n1, in one transaction (so one batch).
-func (e *orderEnv) send(t *testing.T, rows ...remote.Fields) {
+func (e *orderEnv) send(t *testing.T, rows ...urlenc.Fields) {
 	t.Helper()
-	var msgs []remote.Message
+	var msgs []route.Message
 	for _, r := range rows {
-		msgs = append(msgs, remote.Message{Targets: []string{"n2"}, Row: r})
+		msgs = append(msgs, route.Message{Targets: []string{"n2"}, Row: r})
 	}
 	tx, err := e.cc.local["n1"].Pool.Begin(e.cc.ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(context.Background())
-	_, err = remote.Sender{Queue: "push_queue", Origin: "n1"}.SendBulk(e.cc.ctx, tx, msgs)
+	_, err = route.Sender{Queue: "push_queue", Origin: "n1"}.SendBulk(e.cc.ctx, tx, msgs)
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(e.cc.ctx))
 }
@@ -76,7 +79,7 @@ func (e *orderEnv) child(t *testing.T, k string) (parent, val string, found bool
 	return parent, val, found
 }
 
-func (e *orderEnv) waitStats(t *testing.T, what string, cond func(remote.CopierStats) bool) {
+func (e *orderEnv) waitStats(t *testing.T, what string, cond func(copier.Stats) bool) {
 	t.Helper()
 	require.Eventually(t, func() bool { return cond(e.c2.Stats()) }, 90*time.Second, 20*time.Millisecond, what)
 }
@@ -86,13 +89,13 @@ func (e *orderEnv) waitStats(t *testing.T, what string, cond func(remote.CopierS
 var orderCases = []struct {
 	name  string
 	pre   string // n2's state before
-	rows  []remote.Fields
+	rows  []urlenc.Fields
 	fix   string // creates the missing parent
 	check func(t *testing.T, e *orderEnv)
 }{
 	{
 		name: "insert-then-delete",
-		rows: []remote.Fields{
+		rows: []urlenc.Fields{
 			{"action": "ins", "id": "k", "parent": "p", "val": "v1"},
 			{"action": "del", "id": "k"},
 		},
@@ -105,7 +108,7 @@ var orderCases = []struct {
 	{
 		name: "two-updates",
 		pre:  "insert into parent values ('p1'); insert into child values ('k', 'p1', 'v0');",
-		rows: []remote.Fields{
+		rows: []urlenc.Fields{
 			{"action": "upd", "id": "k", "parent": "p2", "val": "v1"},
 			{"action": "upd", "id": "k", "parent": "p1", "val": "v2"},
 		},
@@ -128,11 +131,11 @@ func TestOrderKeptAcrossRetries(t *testing.T) {
 			t.Parallel()
 			e := newOrderEnv(t, 1000, tc.pre)
 			e.send(t, tc.rows...)
-			e.waitStats(t, "first row failed", func(s remote.CopierStats) bool { return s.Retried >= 1 })
+			e.waitStats(t, "first row failed", func(s copier.Stats) bool { return s.Retried >= 1 })
 			e.exec(t, tc.fix)
-			e.waitStats(t, "both rows applied", func(s remote.CopierStats) bool { return s.Applied >= 2 })
+			e.waitStats(t, "both rows applied", func(s copier.Stats) bool { return s.Applied >= 2 })
 			tc.check(t, e)
-			n, err := remote.CountParked(e.cc.ctx, e.n2.Pool, "")
+			n, err := copier.CountParked(e.cc.ctx, e.n2.Pool, "")
 			require.NoError(t, err)
 			require.Zero(t, n)
 		})
@@ -149,21 +152,21 @@ func TestOrderKeptAcrossParkAndReplay(t *testing.T) {
 			t.Parallel()
 			e := newOrderEnv(t, 1, tc.pre)
 			e.send(t, tc.rows...)
-			e.waitStats(t, "first row parked, second handled", func(s remote.CopierStats) bool {
+			e.waitStats(t, "first row parked, second handled", func(s copier.Stats) bool {
 				return s.Parked >= 1 && s.Parked+s.Applied >= 2
 			})
 			e.exec(t, tc.fix)
 			ctx := e.cc.ctx
-			parked, err := remote.ListParked(ctx, e.n2.Pool, remote.ParkedFilter{})
+			parked, err := copier.ListParked(ctx, e.n2.Pool, copier.ParkedFilter{})
 			require.NoError(t, err)
 			// The later row alone is refused while the earlier is parked.
 			last := parked[len(parked)-1].ParkID
-			res, err := remote.ReplayParked(ctx, e.n2.Pool, "n2", e.ra, remote.ParkedFilter{IDs: []int64{last}})
+			res, err := copier.ReplayParked(ctx, e.n2.Pool, "n2", e.ra, copier.ParkedFilter{IDs: []int64{last}})
 			require.NoError(t, err)
 			require.Zero(t, res.Replayed, "a later row of a key is not replayed before an earlier one")
 			require.ErrorContains(t, res.Failed[last], "earlier")
 
-			res, err = remote.ReplayParked(ctx, e.n2.Pool, "n2", e.ra, remote.ParkedFilter{})
+			res, err = copier.ReplayParked(ctx, e.n2.Pool, "n2", e.ra, copier.ParkedFilter{})
 			require.NoError(t, err)
 			require.Empty(t, res.Failed)
 			tc.check(t, e)

@@ -1,15 +1,17 @@
-package remote
+package copier
 
 import (
-	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
 	"github.com/pgq-go/pgq/consumer"
 	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/route"
 )
 
 // Routing chooses how the hub holds events for their targets.
@@ -38,41 +40,37 @@ func (r Routing) String() string {
 	return fmt.Sprintf("Routing(%d)", int(r))
 }
 
-// Runner is anything with a Run(ctx) error lifecycle, such as a
-// *ticker.Ticker, run alongside the copier.
-type Runner interface {
-	Run(ctx context.Context) error
-}
-
-// CopierConfig configures a TargetedCopier.
-type CopierConfig struct {
-	// Node is this node's id (see ValidateNode). Required.
+// Config configures a TargetedCopier. Zero fields take the documented
+// defaults.
+type Config struct {
+	// Node is this node's id (see route.ValidateNode). Required.
 	Node string
 	// Local is this node's database: it holds PushQueue and receives the
 	// rows addressed to this node. Required.
 	Local *pgxpool.Pool
 	// Hubs are the hub shards, in the same order on every node. A target
-	// belongs to shard ShardOf(target, len(Hubs)). Required (at least one).
+	// belongs to shard route.ShardOf(target, len(Hubs)). Required (at least one).
 	Hubs []*pgxpool.Pool
 	// PushQueue is the queue on Local that producers write to. Default "push_queue".
 	PushQueue string
 	// PullQueue is the hub queue (RoutingShared) or the prefix of the
 	// per-target queues (RoutingPerTarget). Default "pull_queue". With
-	// RoutingPerTarget it must leave room for a node id of MaxNodeLen
-	// bytes: PerTargetQueue(PullQueue, node) is at most pgq.MaxNameLen.
+	// RoutingPerTarget it must leave room for a node id of route.MaxNodeLen
+	// bytes: route.PerTargetQueue(PullQueue, node) is at most pgq.MaxNameLen.
 	PullQueue string
 	// Routing chooses the hub layout. Default RoutingShared. Every node of
 	// a cluster must use the same.
 	Routing Routing
 	// Applier applies one pulled row inside the node's transaction. Required.
-	Applier Applier
+	Applier apply.Applier
 	// Accept decides which event types reach the Applier; others are
 	// counted as ignored (the seed ignores non-copy events). Default:
 	// "copy" and londiste-style types starting with "I:", "U:" or "D:".
 	Accept func(evType string) bool
-	// MaxRetries is how many times a failing row is retried before it is
-	// parked in pgq_go.parked_event. Rows with a bad payload
-	// (ErrBadPayload) are parked at once. Default 5. Retries are held on
+	// MaxRetries is how many times a failing row is retried after its
+	// first attempt before it is parked in pgq_go.parked_event: the
+	// default 5 means up to 6 attempts. Rows with a bad payload
+	// (apply.ErrBadPayload) are parked at once. Retries are held on
 	// the node (see OrderKey) and tried at the start of a pull batch once
 	// due: the pull gets a batch at least every ticker_idle_period of its
 	// queue (1 min by default), so a retry may come that much late.
@@ -86,23 +84,39 @@ type CopierConfig struct {
 	// of being invisible to its later registration. Unregister a
 	// decommissioned node's pull consumer, or its events are kept forever.
 	NoTargetRegistration bool
-	// Consumer tunes the relay and pull consumers (LazyFetch, PollInterval,
-	// ErrorBackoff, Logger, Hooks...). Queue, Name and Filter must be left
-	// empty: the copier sets them (New refuses them otherwise).
-	Consumer consumer.Config
+	// LazyFetch is how many events the relay and pull read per cursor
+	// fetch (consumer.Config.LazyFetch, Skytools pgq_lazy_fetch). Default 300.
+	LazyFetch int
+	// PollInterval is the longest wait of the relay and pull between two
+	// looks for a batch when their queue is drained; tick notifications
+	// end it earlier (consumer.Config.PollInterval, Skytools loop_delay).
+	// Default 1s.
+	PollInterval time.Duration
+	// DisableListen stops the relay and pull from listening for tick
+	// notifications: they then only poll. Default false.
+	DisableListen bool
+	// ErrorBackoff is the pause after a failed batch, setup or database
+	// error (consumer.Config.ErrorBackoff). Default 1s doubling up to 20s.
+	ErrorBackoff consumer.Backoff
+	// Logger receives the copier's logs. Relay and pull records carry the
+	// consumer name (relay.<node>[.s<i>], pull.<node>); add a "node"
+	// attribute yourself (Logger.With) if several copiers share a logger.
+	// Default: slog.Default() with a "node" attribute, records below Warn
+	// discarded.
+	Logger *slog.Logger
+	// Hooks observe the relay and pull consumers (consumer.Hooks).
+	// Default: none.
+	Hooks consumer.Hooks
 	// QueueConfig is applied to every queue the copier creates (the push
 	// queue, pull queues). Low latency needs TickerMaxLag near the ticker
 	// period (PgQ's default is 3s). Default: PgQ's defaults.
 	QueueConfig pgq.QueueConfig
-	// Also are run alongside the relay and pull, e.g. a ticker for the
-	// node's database.
-	Also []Runner
 	// OrderKey names the events that must be applied in the order they
 	// were sent. Once an event fails, later events with the same key are
 	// held on the node behind it (pgq_go.held_event) and follow it when it
 	// applies, or are parked behind it when it is parked; events with
 	// other keys go on. Default: the Applier's OrderKey when it implements
-	// OrderKeyer (RowApplier: table + key columns), else one key for every
+	// apply.OrderKeyer (apply.RowApplier: table + key columns), else one key for every
 	// event (strict order: one failing event holds the whole node until it
 	// applies, or until an operator replays or purges it once parked). Return a
 	// value unique per event (such as its id) to opt out of ordering. An
@@ -112,14 +126,14 @@ type CopierConfig struct {
 	// pull's node transaction may sit idle mid-batch (a silent network
 	// hang to the other side, a paused process) before that server ends
 	// it and releases its row locks; the batch is then redone. Default
-	// 60s; negative leaves the servers' settings. See Config.IdleTimeout.
+	// 60s; negative leaves the servers' settings. See remote.Config.IdleTimeout.
 	IdleTimeout time.Duration
 }
 
 // strictOrderKey puts every event under one key.
 func strictOrderKey(*pgq.Event) (string, error) { return "*", nil }
 
-func (c CopierConfig) withDefaults() CopierConfig {
+func (c Config) withDefaults() Config {
 	if c.PushQueue == "" {
 		c.PushQueue = "push_queue"
 	}
@@ -139,7 +153,7 @@ func (c CopierConfig) withDefaults() CopierConfig {
 		c.RetryDelay = 5 * time.Second
 	}
 	if c.OrderKey == nil {
-		if ok, isKeyer := c.Applier.(OrderKeyer); isKeyer {
+		if ok, isKeyer := c.Applier.(apply.OrderKeyer); isKeyer {
 			c.OrderKey = ok.OrderKey
 		} else {
 			c.OrderKey = strictOrderKey
@@ -148,72 +162,64 @@ func (c CopierConfig) withDefaults() CopierConfig {
 	return c
 }
 
-func (c CopierConfig) validate() error {
+func (c Config) validate() error {
 	var errs []error
-	if err := ValidateNode(c.Node); err != nil {
-		errs = append(errs, fmt.Errorf("remote: CopierConfig.Node: %w", err))
+	if err := route.ValidateNode(c.Node); err != nil {
+		errs = append(errs, fmt.Errorf("copier: Config.Node: %w", err))
 	}
 	if c.Local == nil {
-		errs = append(errs, errors.New("remote: CopierConfig.Local is required"))
+		errs = append(errs, errors.New("copier: Config.Local is required"))
 	}
 	if len(c.Hubs) == 0 {
-		errs = append(errs, errors.New("remote: CopierConfig.Hubs needs at least one hub"))
+		errs = append(errs, errors.New("copier: Config.Hubs needs at least one hub"))
 	}
 	for i, h := range c.Hubs {
 		if h == nil {
-			errs = append(errs, fmt.Errorf("remote: CopierConfig.Hubs[%d] is nil", i))
+			errs = append(errs, fmt.Errorf("copier: Config.Hubs[%d] is nil", i))
 		}
 	}
 	if c.Applier == nil {
-		errs = append(errs, errors.New("remote: CopierConfig.Applier is required"))
+		errs = append(errs, errors.New("copier: Config.Applier is required"))
 	}
 	for _, q := range []struct{ field, v string }{{"PushQueue", c.PushQueue}, {"PullQueue", c.PullQueue}} {
 		if err := pgq.ValidateName("queue", q.v); err != nil {
-			errs = append(errs, fmt.Errorf("remote: CopierConfig.%s: %w", q.field, err))
+			errs = append(errs, fmt.Errorf("copier: Config.%s: %w", q.field, err))
 		}
 	}
 	if c.Routing == RoutingPerTarget && c.PullQueue != "" {
 		// Every node id must yield a valid per-target queue name.
-		longest := PerTargetQueue(c.PullQueue, strings.Repeat("n", MaxNodeLen))
+		longest := route.PerTargetQueue(c.PullQueue, strings.Repeat("n", route.MaxNodeLen))
 		if err := pgq.ValidateName("queue", longest); err != nil {
-			errs = append(errs, fmt.Errorf("remote: CopierConfig.PullQueue %q is too long for per-target routing: "+
-				"the queue of a %d-byte node id would be %d bytes: %w", c.PullQueue, MaxNodeLen, len(longest), err))
+			errs = append(errs, fmt.Errorf("copier: Config.PullQueue %q is too long for per-target routing: "+
+				"the queue of a %d-byte node id would be %d bytes: %w", c.PullQueue, route.MaxNodeLen, len(longest), err))
 		}
 	}
 	if c.Routing != RoutingShared && c.Routing != RoutingPerTarget {
-		errs = append(errs, fmt.Errorf("remote: CopierConfig.Routing: unknown %v", c.Routing))
+		errs = append(errs, fmt.Errorf("copier: Config.Routing: unknown %v", c.Routing))
 	}
 	if c.MaxRetries < 0 {
-		errs = append(errs, fmt.Errorf("remote: CopierConfig.MaxRetries %d is negative", c.MaxRetries))
+		errs = append(errs, fmt.Errorf("copier: Config.MaxRetries %d is negative", c.MaxRetries))
 	}
 	if c.RetryDelay < 0 {
-		errs = append(errs, fmt.Errorf("remote: CopierConfig.RetryDelay %v is negative", c.RetryDelay))
+		errs = append(errs, fmt.Errorf("copier: Config.RetryDelay %v is negative", c.RetryDelay))
 	}
-	// The copier names its consumers and filters what each reads: a relay
-	// must see every event of the push queue (a filter would mark the
-	// events it hides done without relaying them), the pull selects its
-	// node's events. Options that would be silently overwritten or
-	// misapplied are refused.
-	if c.Consumer.Queue != "" {
-		errs = append(errs, errors.New("remote: CopierConfig.Consumer.Queue must be empty: use PushQueue and PullQueue"))
+	if c.LazyFetch < 0 {
+		errs = append(errs, fmt.Errorf("copier: Config.LazyFetch %d is negative", c.LazyFetch))
 	}
-	if c.Consumer.Name != "" {
-		errs = append(errs, errors.New("remote: CopierConfig.Consumer.Name must be empty: consumer names derive from Node (RelayConsumerName, PullConsumerName)"))
-	}
-	if !c.Consumer.Filter.IsZero() {
-		errs = append(errs, errors.New("remote: CopierConfig.Consumer.Filter does not apply to a copier: relays must read every event and the pull selects its node's; choose event types with Accept"))
+	if c.PollInterval < 0 {
+		errs = append(errs, fmt.Errorf("copier: Config.PollInterval %v is negative", c.PollInterval))
 	}
 	return errors.Join(errs...)
 }
 
 // DefaultAccept accepts "copy" events and londiste-style "I:", "U:", "D:" types.
 func DefaultAccept(evType string) bool {
-	return evType == CopyEventType || strings.HasPrefix(evType, "I:") ||
+	return evType == route.CopyEventType || strings.HasPrefix(evType, "I:") ||
 		strings.HasPrefix(evType, "U:") || strings.HasPrefix(evType, "D:")
 }
 
-// CopierStats counts what a TargetedCopier did since it started.
-type CopierStats struct {
+// Stats counts what a TargetedCopier did since it started.
+type Stats struct {
 	Relayed int64 // events relayed from the push queue to a hub
 	Applied int64 // rows applied on this node
 	Retried int64 // rows sent to the retry queue after a failed apply

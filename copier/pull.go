@@ -1,4 +1,4 @@
-package remote
+package copier
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/apply"
 	"github.com/pgq-go/pgq/pgq"
 )
 
@@ -174,7 +175,7 @@ func (p *puller) retryKey(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *keyS
 			continue
 		}
 		attempts := h.attempts + 1
-		if errors.Is(aerr, ErrBadPayload) || int(attempts) > p.tc.cfg.MaxRetries {
+		if errors.Is(aerr, apply.ErrBadPayload) || int(attempts) > p.tc.cfg.MaxRetries {
 			for _, f := range held[i:] {
 				done = append(done, f.id)
 			}
@@ -368,7 +369,7 @@ func (p *puller) applyEach(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *key
 			continue
 		}
 		attempts := ev.Retry + 1
-		if errors.Is(aerr, ErrBadPayload) || int(attempts) > tc.cfg.MaxRetries {
+		if errors.Is(aerr, apply.ErrBadPayload) || int(attempts) > tc.cfg.MaxRetries {
 			if err := parkKeyed(ctx, tx, b.Consumer, b.Queue, ev, aerr, &key); err != nil {
 				return c, err
 			}

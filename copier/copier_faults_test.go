@@ -1,35 +1,43 @@
-package remote_test
+package copier_test
 
 import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
+	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/route"
+	"github.com/pgq-go/pgq/urlenc"
 	"github.com/stretchr/testify/require"
 )
 
-// TestCopierRefusesConsumerOptions: a filter meant for the pull would make
-// the relays mark the events it hides done without relaying them; queue and
-// name would be overwritten silently. NewTargetedCopier refuses them.
-func TestCopierRefusesConsumerOptions(t *testing.T) {
+// TestCopierConfigErrors: the copier sets its consumers' queue, name,
+// registration and filter itself (Config has no field for them, so a
+// filter cannot hide events from a relay); what it does take is
+// validated, each error naming its field.
+func TestCopierConfigErrors(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 1, 1, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
-	for name, set := range map[string]func(*remote.CopierConfig){
-		"Filter": func(c *remote.CopierConfig) { c.Consumer.Filter = pgq.Eq(pgq.FieldType, "copy") },
-		"Queue":  func(c *remote.CopierConfig) { c.Consumer.Queue = "other" },
-		"Name":   func(c *remote.CopierConfig) { c.Consumer.Name = "mine" },
+	cc := newCopyCluster(t, 1, 1, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	for field, set := range map[string]func(*copier.Config){
+		"Node":         func(c *copier.Config) { c.Node = "bad node" },
+		"Applier":      func(c *copier.Config) { c.Applier = nil },
+		"LazyFetch":    func(c *copier.Config) { c.LazyFetch = -1 },
+		"PollInterval": func(c *copier.Config) { c.PollInterval = -time.Second },
+		"MaxRetries":   func(c *copier.Config) { c.MaxRetries = -1 },
+		"PushQueue":    func(c *copier.Config) { c.PushQueue = strings.Repeat("q", pgq.MaxNameLen+1) },
 	} {
 		cfg := cc.config("n1")
 		set(&cfg)
-		_, err := remote.NewTargetedCopier(cfg)
-		require.ErrorContains(t, err, "CopierConfig.Consumer."+name, name)
+		_, err := copier.New(cfg)
+		require.ErrorContains(t, err, "copier: Config."+field, field)
 	}
 }
 
@@ -42,7 +50,7 @@ func TestCopierOwnHubSmallPool(t *testing.T) {
 	hubDB := cluster.NewDB(t)
 	other := cluster.NewDB(t)
 	cc := &copyCluster{t: t, local: map[string]*pgtest.DB{"n1": hubDB, "n2": other}, hubs: []*pgtest.DB{hubDB},
-		nodes: []string{"n1", "n2"}, routing: remote.RoutingShared,
+		nodes: []string{"n1", "n2"}, routing: copier.RoutingShared,
 		expected: map[string]map[string]bool{"n1": {}, "n2": {}}}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
@@ -61,8 +69,8 @@ func TestCopierOwnHubSmallPool(t *testing.T) {
 	cfg1 := cc.config("n1")
 	cfg1.Local, cfg1.Hubs = small, []*pgxpool.Pool{small}
 	cfg2 := cc.config("n2")
-	for _, cfg := range []remote.CopierConfig{cfg1, cfg2} {
-		tc, err := remote.NewTargetedCopier(cfg)
+	for _, cfg := range []copier.Config{cfg1, cfg2} {
+		tc, err := copier.New(cfg)
 		require.NoError(t, err)
 		require.NoError(t, tc.Setup(ctx))
 	}
@@ -82,7 +90,7 @@ func TestCopierOwnHubSmallPool(t *testing.T) {
 // waits for release, so the test can freeze the network mid-batch while the
 // node transaction holds a row lock.
 type freezeApplier struct {
-	ra      *remote.RowApplier
+	ra      *apply.RowApplier
 	reached chan struct{}
 	release chan struct{}
 	first   bool
@@ -110,7 +118,7 @@ func (f *freezeApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) err
 // the network is back, every row arrives exactly once.
 func TestCopierHubHangReleasesNodeLocks(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 1, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	cc := newCopyCluster(t, 2, 1, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
 	cc.setupAll()
 	_, err := cc.local["n2"].Pool.Exec(cc.ctx, "create table sentinel (n int); insert into sentinel values (0)")
 	require.NoError(t, err)
@@ -119,13 +127,13 @@ func TestCopierHubHangReleasesNodeLocks(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(viaProxy.Close)
 
-	ra, err := remote.NewRowApplier("rows", "id")
+	ra, err := apply.NewRowApplier("rows", []string{"id"})
 	require.NoError(t, err)
 	fa := &freezeApplier{ra: ra, reached: make(chan struct{}), release: make(chan struct{})}
 	cfg := cc.config("n2")
 	cfg.Hubs = []*pgxpool.Pool{viaProxy}
 	cfg.Applier = fa
-	cfg.Consumer.LazyFetch = 1 // a hub round trip after every row
+	cfg.LazyFetch = 1 // a hub round trip after every row
 	cfg.IdleTimeout = time.Second
 	rng := rand.New(rand.NewPCG(5, 6))
 	cc.produce("n1", 30, rng)
@@ -162,8 +170,8 @@ func TestCopierHubHangReleasesNodeLocks(t *testing.T) {
 // number, and lost it.
 func TestCopierFlowsKeepTheirOwnPosition(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 2, remote.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
-	flow := func(i int, node string) remote.CopierConfig {
+	cc := newCopyCluster(t, 2, 2, copier.RoutingShared, func(int) *pgtest.Cluster { return cluster }, cluster)
+	flow := func(i int, node string) copier.Config {
 		cfg := cc.config(node)
 		cfg.Hubs = []*pgxpool.Pool{cc.hubs[i].Pool}
 		cfg.PushQueue, cfg.PullQueue = fmt.Sprintf("push_%d", i), fmt.Sprintf("pull_%d", i)
@@ -173,8 +181,8 @@ func TestCopierFlowsKeepTheirOwnPosition(t *testing.T) {
 		tx, err := cc.local["n2"].Pool.Begin(cc.ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(context.Background())
-		_, err = remote.Sender{Queue: fmt.Sprintf("push_%d", i), Origin: "n2"}.Send(cc.ctx, tx, []string{"n1"},
-			remote.Fields{"action": "ins", "id": id, "origin": "n2", "payload": "it's \\ a; -- row " + id})
+		_, err = route.Sender{Queue: fmt.Sprintf("push_%d", i), Origin: "n2"}.Send(cc.ctx, tx, []string{"n1"},
+			urlenc.Fields{"action": "ins", "id": id, "origin": "n2", "payload": "it's \\ a; -- row " + id})
 		require.NoError(t, err)
 		require.NoError(t, tx.Commit(cc.ctx))
 		cc.mu.Lock()
@@ -183,7 +191,7 @@ func TestCopierFlowsKeepTheirOwnPosition(t *testing.T) {
 	}
 	for i := range 2 {
 		for _, n := range cc.nodes {
-			tc, err := remote.NewTargetedCopier(flow(i, n))
+			tc, err := copier.New(flow(i, n))
 			require.NoError(t, err)
 			require.NoError(t, tc.Setup(cc.ctx))
 		}

@@ -1,4 +1,9 @@
-package remote
+// Package urlenc encodes and decodes rows in Skytools' urlencoded format
+// (skytools.db_urlencode / db_urldecode): "key=value&key2=value2", the
+// format of londiste's row events and of the targeted copy's rows. Any
+// londiste-style producer or consumer can use it; it depends on nothing but
+// the pgq package's Text type.
+package urlenc
 
 import (
 	"errors"
@@ -13,42 +18,15 @@ import (
 	"github.com/pgq-go/pgq/pgq"
 )
 
-// MaxPayload is the default limit on the size in bytes of one targeted
-// row's payload (ev_extra2). Encode refuses larger payloads; appliers take
-// their own limit (FuncApplier.MaxPayload, RowApplier.MaxPayload) that
-// defaults to this.
-const MaxPayload = 1 << 20
+// MaxRowSize is the default limit on the size in bytes of one encoded
+// row. Fields.Encode refuses larger rows; the targeted copy's appliers take
+// their own limit that defaults to this.
+const MaxRowSize = 1 << 20
 
-// ErrBadPayload is wrapped by every error caused by the content of a
-// payload rather than by the database: undecodable encoding, unknown or
-// missing columns, an unknown action, an oversized row. Such an event can
-// never succeed as it is, so the copier parks it at once instead of
-// retrying it. Test with errors.Is.
-var ErrBadPayload = errors.New("remote: bad payload")
-
-// Payload is what a targeted event carries in ev_extra2: Raw text, or
-// Fields encoded as a Skytools urlencoded row.
-type Payload interface {
-	Encode() (string, error)
-}
-
-// Raw is a payload sent as it is, for appliers that read their own format
-// (a FuncApplier's SQL function, a custom Applier).
-type Raw string
-
-// Encode returns r verbatim. It fails, wrapping ErrBadPayload, if r holds
-// a NUL byte or invalid UTF-8 (PostgreSQL text cannot store either) or is
-// longer than MaxPayload bytes.
-func (r Raw) Encode() (string, error) {
-	s := string(r)
-	if len(s) > MaxPayload {
-		return "", fmt.Errorf("%w: raw payload is %d bytes, more than %d", ErrBadPayload, len(s), MaxPayload)
-	}
-	if err := payloadCheckText(s); err != nil {
-		return "", fmt.Errorf("%w: raw payload %v", ErrBadPayload, err)
-	}
-	return s, nil
-}
+// ErrInvalid is wrapped by every error about the content of a row: a value
+// that cannot be encoded, or text that does not decode. Test with
+// errors.Is.
+var ErrInvalid = errors.New("urlenc: invalid row")
 
 // Fields is a typed row, encoded as a Skytools urlencoded row
 // (skytools.db_urlencode): "key=value&key2=value2", keys in sorted order so
@@ -73,7 +51,7 @@ func (r Raw) Encode() (string, error) {
 // and values must be valid UTF-8 without NUL bytes.
 type Fields map[string]any
 
-// Encode encodes f as a Skytools urlencoded row. Errors wrap ErrBadPayload.
+// Encode encodes f as a Skytools urlencoded row. Errors wrap ErrInvalid.
 func (f Fields) Encode() (string, error) {
 	keys := make([]string, 0, len(f))
 	for k := range f {
@@ -83,28 +61,28 @@ func (f Fields) Encode() (string, error) {
 	var b strings.Builder
 	for i, k := range keys {
 		if k == "" {
-			return "", fmt.Errorf("%w: empty key", ErrBadPayload)
+			return "", fmt.Errorf("%w: empty key", ErrInvalid)
 		}
-		if err := payloadCheckText(k); err != nil {
-			return "", fmt.Errorf("%w: key %q: %v", ErrBadPayload, k, err)
+		if err := checkText(k); err != nil {
+			return "", fmt.Errorf("%w: key %q: %v", ErrInvalid, k, err)
 		}
 		v, null, err := fieldText(f[k])
 		if err != nil {
-			return "", fmt.Errorf("%w: key %q: %v", ErrBadPayload, k, err)
+			return "", fmt.Errorf("%w: key %q: %v", ErrInvalid, k, err)
 		}
 		if i > 0 {
 			b.WriteByte('&')
 		}
-		payloadEscape(&b, k)
+		escape(&b, k)
 		if !null {
-			if err := payloadCheckText(v); err != nil {
-				return "", fmt.Errorf("%w: key %q: value %v", ErrBadPayload, k, err)
+			if err := checkText(v); err != nil {
+				return "", fmt.Errorf("%w: key %q: value %v", ErrInvalid, k, err)
 			}
 			b.WriteByte('=')
-			payloadEscape(&b, v)
+			escape(&b, v)
 		}
-		if b.Len() > MaxPayload {
-			return "", fmt.Errorf("%w: encoded row is more than %d bytes (at key %q)", ErrBadPayload, MaxPayload, k)
+		if b.Len() > MaxRowSize {
+			return "", fmt.Errorf("%w: encoded row is more than %d bytes (at key %q)", ErrInvalid, MaxRowSize, k)
 		}
 	}
 	return b.String(), nil
@@ -169,8 +147,8 @@ func fieldText(v any) (s string, null bool, err error) {
 	}
 }
 
-// payloadCheckText rejects what a PostgreSQL text value cannot hold.
-func payloadCheckText(s string) error {
+// checkText rejects what a PostgreSQL text value cannot hold.
+func checkText(s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
 		return errors.New("contains a NUL byte")
 	}
@@ -180,10 +158,10 @@ func payloadCheckText(s string) error {
 	return nil
 }
 
-const payloadHex = "0123456789ABCDEF"
+const hexDigits = "0123456789ABCDEF"
 
-// payloadEscape writes s escaped as Python's urllib.parse.quote_plus does.
-func payloadEscape(b *strings.Builder, s string) {
+// escape writes s escaped as Python's urllib.parse.quote_plus does.
+func escape(b *strings.Builder, s string) {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
@@ -194,8 +172,8 @@ func payloadEscape(b *strings.Builder, s string) {
 			b.WriteByte('+')
 		default:
 			b.WriteByte('%')
-			b.WriteByte(payloadHex[c>>4])
-			b.WriteByte(payloadHex[c&15])
+			b.WriteByte(hexDigits[c>>4])
+			b.WriteByte(hexDigits[c&15])
 		}
 	}
 }
@@ -207,10 +185,10 @@ type Field struct {
 	Value pgq.Text
 }
 
-// ParseFields decodes a Skytools urlencoded row (see Fields and
-// ParseFieldsOrdered) into a map.
-func ParseFields(s string) (map[string]pgq.Text, error) {
-	fields, err := ParseFieldsOrdered(s)
+// Parse decodes a Skytools urlencoded row (see Fields and
+// ParseOrdered) into a map.
+func Parse(s string) (map[string]pgq.Text, error) {
+	fields, err := ParseOrdered(s)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +199,7 @@ func ParseFields(s string) (map[string]pgq.Text, error) {
 	return m, nil
 }
 
-// ParseFieldsOrdered decodes a Skytools urlencoded row in the order of s.
+// ParseOrdered decodes a Skytools urlencoded row in the order of s.
 // It reads what skytools.db_urlencode writes, by either of its
 // implementations (the C one writes lowercase hex and escapes '~', the
 // Python one does not): "key=value" pairs joined by '&', '+' for space,
@@ -230,12 +208,12 @@ func ParseFields(s string) (map[string]pgq.Text, error) {
 // as Skytools does.
 //
 // It is stricter than Skytools where Skytools would silently read
-// something else than was meant; these are errors wrapping ErrBadPayload:
+// something else than was meant; these are errors wrapping ErrInvalid:
 // a malformed % escape, an empty key, a key given twice (Skytools keeps
 // the last), an unescaped '=' inside a value (Skytools' C decoder reads
 // "a=b=c" as two pairs, its Python decoder as a="b=c"), and decoded text
 // that is not valid UTF-8 or holds a NUL byte.
-func ParseFieldsOrdered(s string) ([]Field, error) {
+func ParseOrdered(s string) ([]Field, error) {
 	var fields []Field
 	seen := make(map[string]struct{})
 	for pair := range strings.SplitSeq(s, "&") {
@@ -243,25 +221,25 @@ func ParseFieldsOrdered(s string) ([]Field, error) {
 			continue
 		}
 		rawKey, rawVal, hasVal := strings.Cut(pair, "=")
-		key, err := payloadUnescape(rawKey)
+		key, err := unescape(rawKey)
 		if err != nil {
-			return nil, fmt.Errorf("%w: key %q: %v", ErrBadPayload, rawKey, err)
+			return nil, fmt.Errorf("%w: key %q: %v", ErrInvalid, rawKey, err)
 		}
 		if key == "" {
-			return nil, fmt.Errorf("%w: empty key in %q", ErrBadPayload, pair)
+			return nil, fmt.Errorf("%w: empty key in %q", ErrInvalid, pair)
 		}
 		if _, dup := seen[key]; dup {
-			return nil, fmt.Errorf("%w: key %q given twice", ErrBadPayload, key)
+			return nil, fmt.Errorf("%w: key %q given twice", ErrInvalid, key)
 		}
 		seen[key] = struct{}{}
 		f := Field{Key: key}
 		if hasVal {
 			if strings.IndexByte(rawVal, '=') >= 0 {
-				return nil, fmt.Errorf("%w: key %q: unescaped '=' in value", ErrBadPayload, key)
+				return nil, fmt.Errorf("%w: key %q: unescaped '=' in value", ErrInvalid, key)
 			}
-			v, err := payloadUnescape(rawVal)
+			v, err := unescape(rawVal)
 			if err != nil {
-				return nil, fmt.Errorf("%w: key %q: value: %v", ErrBadPayload, key, err)
+				return nil, fmt.Errorf("%w: key %q: value: %v", ErrInvalid, key, err)
 			}
 			f.Value = pgq.T(v)
 		}
@@ -270,11 +248,11 @@ func ParseFieldsOrdered(s string) ([]Field, error) {
 	return fields, nil
 }
 
-// payloadUnescape decodes '+' and %XX escapes and checks the result is
+// unescape decodes '+' and %XX escapes and checks the result is
 // valid text.
-func payloadUnescape(s string) (string, error) {
+func unescape(s string) (string, error) {
 	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
-		return s, payloadCheckText(s)
+		return s, checkText(s)
 	}
 	b := make([]byte, 0, len(s))
 	for i := 0; i < len(s); i++ {
@@ -285,8 +263,8 @@ func payloadUnescape(s string) (string, error) {
 			if i+2 >= len(s) {
 				return "", fmt.Errorf("incomplete escape %q", s[i:])
 			}
-			hi, ok1 := payloadUnhex(s[i+1])
-			lo, ok2 := payloadUnhex(s[i+2])
+			hi, ok1 := unhex(s[i+1])
+			lo, ok2 := unhex(s[i+2])
 			if !ok1 || !ok2 {
 				return "", fmt.Errorf("invalid escape %q", s[i:i+3])
 			}
@@ -297,10 +275,10 @@ func payloadUnescape(s string) (string, error) {
 		}
 	}
 	out := string(b)
-	return out, payloadCheckText(out)
+	return out, checkText(out)
 }
 
-func payloadUnhex(c byte) (byte, bool) {
+func unhex(c byte) (byte, bool) {
 	switch {
 	case c >= '0' && c <= '9':
 		return c - '0', true
