@@ -116,7 +116,7 @@ func (s *copySetup) config(t *testing.T, node string) copier.Config {
 		Node: node, Local: s.nodes[node].Pool, Hubs: []*pgxpool.Pool{s.hub.Pool}, Applier: ra,
 		Routing:    copier.RoutingPerTarget, // per-node pending counts are exact with one queue per node
 		RetryDelay: 10 * time.Millisecond, MaxRetries: 1,
-		QueueConfig: pgq.QueueConfig{TickerMaxLag: pgq.Ptr(time.Duration(0))},
+		QueueConfig:  pgq.QueueConfig{TickerMaxLag: pgq.Ptr(time.Duration(0))},
 		PollInterval: 20 * time.Millisecond,
 		ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond},
 	}
