@@ -1,11 +1,13 @@
 package consumer
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/pgq-go/pgq/internal/backoff"
+	"github.com/pgq-go/pgq/internal/logging"
 
 	"github.com/pgq-go/pgq/pgq"
 )
@@ -91,35 +93,9 @@ type Backoff struct {
 }
 
 // Delay returns the pause before attempt n (n >= 1 is the first retry).
-func (b Backoff) Delay(n int) time.Duration {
-	if n < 1 {
-		n = 1
-	}
-	d := float64(b.Initial)
-	for i := 1; i < n; i++ {
-		d *= b.Multiplier
-		if d >= float64(b.Max) {
-			return b.Max
-		}
-	}
-	if d > float64(b.Max) {
-		return b.Max
-	}
-	return time.Duration(d)
-}
+func (b Backoff) Delay(n int) time.Duration { return backoff.Policy(b).Delay(n) }
 
-func (b Backoff) withDefaults() Backoff {
-	if b.Initial == 0 {
-		b.Initial = DefaultBackoffStart
-	}
-	if b.Max == 0 {
-		b.Max = max(DefaultBackoffMax, b.Initial)
-	}
-	if b.Multiplier == 0 {
-		b.Multiplier = 2
-	}
-	return b
-}
+func (b Backoff) withDefaults() Backoff { return Backoff(backoff.Policy(b).WithDefaults()) }
 
 func (c Config) withDefaults() Config {
 	if c.LazyFetch == 0 && !c.NoLazyFetch {
@@ -132,9 +108,7 @@ func (c Config) withDefaults() Config {
 		c.PollInterval = DefaultPollInterval
 	}
 	c.ErrorBackoff = c.ErrorBackoff.withDefaults()
-	if c.Logger == nil {
-		c.Logger = slog.New(warnOnly{})
-	}
+	c.Logger = logging.Default(c.Logger)
 	return c
 }
 
@@ -175,34 +149,4 @@ func (c Config) validate() error {
 		bad("consumer: Config.ErrorBackoff.Multiplier %v is below 1", b.Multiplier)
 	}
 	return errors.Join(errs...)
-}
-
-// warnOnly forwards records at Warn and above to slog.Default's handler,
-// looked up at each record so a later slog.SetDefault is honoured.
-type warnOnly struct {
-	ops []func(slog.Handler) slog.Handler // WithAttrs/WithGroup, in order
-}
-
-func (w warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn && slog.Default().Handler().Enabled(ctx, l)
-}
-
-func (w warnOnly) Handle(ctx context.Context, r slog.Record) error {
-	h := slog.Default().Handler()
-	for _, op := range w.ops {
-		h = op(h)
-	}
-	return h.Handle(ctx, r)
-}
-
-func (w warnOnly) with(op func(slog.Handler) slog.Handler) slog.Handler {
-	return warnOnly{ops: append(append([]func(slog.Handler) slog.Handler(nil), w.ops...), op)}
-}
-
-func (w warnOnly) WithAttrs(as []slog.Attr) slog.Handler {
-	return w.with(func(h slog.Handler) slog.Handler { return h.WithAttrs(as) })
-}
-
-func (w warnOnly) WithGroup(name string) slog.Handler {
-	return w.with(func(h slog.Handler) slog.Handler { return h.WithGroup(name) })
 }

@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgq-go/pgq/internal/backoff"
+	"github.com/pgq-go/pgq/internal/logging"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/pgq"
@@ -89,7 +92,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			c.log.Error(stopMessage(err), "err", err)
+			c.log.Error(stopMessage(err), logging.KeyErr, err)
 			return err
 		}
 	}
@@ -120,10 +123,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return nil
 			}
 			if isFatal(err) {
-				c.log.Error(stopMessage(err), "err", err)
+				c.log.Error(stopMessage(err), logging.KeyErr, err)
 				return err
 			}
-			if !sleepCtx(ctx, l.fail(err)) {
+			if !backoff.Sleep(ctx, l.fail(err)) {
 				return nil
 			}
 			continue
@@ -209,7 +212,7 @@ func (l *loop) fail(err error) time.Duration {
 		l.attempts++
 	}
 	d := l.c.cfg.ErrorBackoff.Delay(l.failures)
-	args := []any{"err", se.err, "attempt", l.failures, "backoff", d}
+	args := []any{logging.KeyErr, se.err, "attempt", l.failures, logging.KeyBackoff, d}
 	if se.batchID != 0 {
 		args = append(args, "batch_id", se.batchID)
 	}
@@ -340,39 +343,17 @@ func (c *Consumer) callHandler(ctx context.Context, b *pgq.Batch) (err error, pa
 // registerOnStart registers the consumer if needed, retrying transient
 // errors (a server still starting, a queue without ticks yet).
 func (c *Consumer) registerOnStart(ctx context.Context) error {
-	for n := 1; ; n++ {
+	return backoff.Retry(ctx, backoff.Policy(c.cfg.ErrorBackoff), func() error {
 		created, err := c.Register(ctx)
-		if err == nil {
-			if created {
-				c.log.Info("consumer registered")
-			}
-			return nil
+		if err == nil && created {
+			c.log.Info("consumer registered")
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if errors.Is(err, pgq.ErrQueueNotFound) || errors.Is(err, pgq.ErrNoExtension) ||
-			errors.Is(err, pgq.ErrInvalidName) {
-			return err
-		}
-		d := c.cfg.ErrorBackoff.Delay(n)
-		c.log.Warn("register consumer failed; retrying", "err", err, "backoff", d)
-		if !sleepCtx(ctx, d) {
-			return ctx.Err()
-		}
-	}
-}
-
-// sleepCtx pauses for d; it reports false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+		return err
+	}, func(err error) bool {
+		return errors.Is(err, pgq.ErrQueueNotFound) || errors.Is(err, pgq.ErrNoExtension) || errors.Is(err, pgq.ErrInvalidName)
+	}, func(err error, d time.Duration) {
+		c.log.Warn("register consumer failed; retrying", logging.KeyErr, err, logging.KeyBackoff, d)
+	})
 }
 
 // listen keeps a dedicated connection LISTENing on the queue's tick
@@ -388,8 +369,8 @@ func (c *Consumer) listen(ctx context.Context, wake chan<- struct{}) {
 		}
 		fails++
 		d := c.cfg.ErrorBackoff.Delay(fails)
-		c.log.Warn("tick listener lost; reconnecting", "err", err, "backoff", d)
-		if !sleepCtx(ctx, d) {
+		c.log.Warn("tick listener lost; reconnecting", logging.KeyErr, err, logging.KeyBackoff, d)
+		if !backoff.Sleep(ctx, d) {
 			return
 		}
 	}

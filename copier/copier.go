@@ -185,7 +185,7 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 // match the configured hubs (the number of hub shards changed, or relays
 // named by an older version): starting would leave rows unrelayed or pin
 // the push queue. pgqctl copy reshard (Reshard) moves positions safely.
-var ErrReshardNeeded = errors.New("remote: hub shards changed; reshard first")
+var ErrReshardNeeded = errors.New("copier: hub shards changed; reshard first")
 
 // registerRelays registers this node's relays, all of them or none, in
 // one transaction, after checking that the relays already on the push
@@ -254,7 +254,7 @@ func (tc *TargetedCopier) checkPullPlacement(ctx context.Context, hubIDs []strin
 		if err := hub.QueryRow(ctx, `select exists (select 1 from pgq.subscription s
 			join pgq.queue q on q.queue_id = s.sub_queue join pgq.consumer c on c.co_id = s.sub_consumer
 			where q.queue_name = $1 and c.co_name = $2)`, tc.pullQueue(), route.PullConsumerName(tc.cfg.Node)).Scan(&there); err != nil {
-			return fmt.Errorf("remote: node %s: check hub %d: %w", tc.cfg.Node, i, err)
+			return fmt.Errorf("copier: node %s: check hub %d: %w", tc.cfg.Node, i, err)
 		}
 		if there {
 			return fmt.Errorf("%w: node %s belongs to hub %d of %d, but %s is registered on hub %d; run `pgqctl copy reshard`",
@@ -271,11 +271,11 @@ func relayConsumers(ctx context.Context, db pgq.DB, queue, node string) ([]strin
 		where q.queue_name = $1 and (c.co_name = $2 or starts_with(c.co_name, $2 || '.s'))
 		order by c.co_name`, queue, "relay."+node)
 	if err != nil {
-		return nil, fmt.Errorf("remote: list relays of node %s on %s: %w", node, queue, err)
+		return nil, fmt.Errorf("copier: list relays of node %s on %s: %w", node, queue, err)
 	}
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("remote: list relays of node %s on %s: %w", node, queue, err)
+		return nil, fmt.Errorf("copier: list relays of node %s on %s: %w", node, queue, err)
 	}
 	return names, nil
 }

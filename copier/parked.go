@@ -20,7 +20,7 @@ type ParkedEvent struct {
 	Queue    string
 	ParkedAt time.Time
 	Error    string
-	// OrderKey is the event's order key (see CopierConfig.OrderKey); ""
+	// OrderKey is the event's order key (see Config.OrderKey); ""
 	// when it has none.
 	OrderKey string
 	Event    pgq.Event
@@ -72,7 +72,7 @@ const sqlListParked = `select park_id, consumer_id, queue_name, parked_at, error
 func ListParked(ctx context.Context, db pgq.DB, f ParkedFilter) ([]ParkedEvent, error) {
 	rows, err := db.Query(ctx, sqlListParked, nullIfEmpty(f.Consumer), nullIDs(f.IDs), limit(f.Limit))
 	if err != nil {
-		return nil, fmt.Errorf("remote: list parked events: %w", err)
+		return nil, fmt.Errorf("copier: list parked events: %w", err)
 	}
 	defer rows.Close()
 	var out []ParkedEvent
@@ -81,12 +81,12 @@ func ListParked(ctx context.Context, db pgq.DB, f ParkedFilter) ([]ParkedEvent, 
 		e := &p.Event
 		if err := rows.Scan(&p.ParkID, &p.Consumer, &p.Queue, &p.ParkedAt, &p.Error, &p.OrderKey,
 			&e.ID, &e.Time, &e.TxID, &e.Retry, &e.Type, &e.Data, &e.Extra1, &e.Extra2, &e.Extra3, &e.Extra4); err != nil {
-			return nil, fmt.Errorf("remote: list parked events: %w", err)
+			return nil, fmt.Errorf("copier: list parked events: %w", err)
 		}
 		out = append(out, p)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("remote: list parked events: %w", err)
+		return nil, fmt.Errorf("copier: list parked events: %w", err)
 	}
 	return out, nil
 }
@@ -118,7 +118,7 @@ func CountParked(ctx context.Context, db pgq.DB, consumer string) (int64, error)
 	err := db.QueryRow(ctx, "select count(*) from pgq_go.parked_event where ($1::text is null or consumer_id = $1)",
 		nullIfEmpty(consumer)).Scan(&n)
 	if err != nil {
-		return 0, fmt.Errorf("remote: count parked events: %w", err)
+		return 0, fmt.Errorf("copier: count parked events: %w", err)
 	}
 	return n, nil
 }
@@ -132,12 +132,12 @@ type ReplayResult struct {
 // ErrWrongNode is wrapped by the error of a parked event ReplayParked
 // refuses because it is addressed (ev_extra1) to another node than the
 // one replaying.
-var ErrWrongNode = errors.New("remote: parked event addressed to another node")
+var ErrWrongNode = errors.New("copier: parked event addressed to another node")
 
 // ErrOrderWait is wrapped by the error of a parked event ReplayParked
 // refuses because an earlier event of its order key is still parked or
 // held: replay (or purge) that one first.
-var ErrOrderWait = errors.New("remote: an earlier event of the same order key is still parked or held")
+var ErrOrderWait = errors.New("copier: an earlier event of the same order key is still parked or held")
 
 // NodeDB is a node's database as ReplayParked takes it: a *pgxpool.Pool
 // or a *pgx.Conn.
@@ -151,7 +151,7 @@ type NodeDB interface {
 // parked table; an event that fails again stays parked with its new error.
 //
 // Events are taken in park order, which is the order of each order key's
-// events (see CopierConfig.OrderKey). An event is refused, and stays
+// events (see Config.OrderKey). An event is refused, and stays
 // parked with its error unchanged, when it is addressed to another node
 // than node (ErrWrongNode) or when an earlier event of its order key is
 // still parked or held on db (ErrOrderWait), whether or not the filter
@@ -161,10 +161,10 @@ type NodeDB interface {
 func ReplayParked(ctx context.Context, db NodeDB, node string, applier apply.Applier, f ParkedFilter) (ReplayResult, error) {
 	res := ReplayResult{Failed: map[int64]error{}}
 	if err := route.ValidateNode(node); err != nil {
-		return res, fmt.Errorf("remote: replay parked events: node: %w", err)
+		return res, fmt.Errorf("copier: replay parked events: node: %w", err)
 	}
 	if applier == nil {
-		return res, errors.New("remote: replay parked events: no applier")
+		return res, errors.New("copier: replay parked events: no applier")
 	}
 	q := db
 	parked, err := ListParked(ctx, q, f)
@@ -238,13 +238,13 @@ func replayOne(ctx context.Context, db NodeDB, applier apply.Applier, p ParkedEv
 // Purging a key's earliest parked event lets ReplayParked take the next.
 func PurgeParked(ctx context.Context, db pgq.DB, f ParkedFilter) (int64, error) {
 	if f.Consumer == "" && f.IDs == nil {
-		return 0, errors.New("remote: purge parked events: name a consumer or ids (refusing to purge everything implicitly)")
+		return 0, errors.New("copier: purge parked events: name a consumer or ids (refusing to purge everything implicitly)")
 	}
 	tag, err := db.Exec(ctx, `delete from pgq_go.parked_event
 		where ($1::text is null or consumer_id = $1) and ($2::bigint[] is null or park_id = any($2))`,
 		nullIfEmpty(f.Consumer), nullIDs(f.IDs))
 	if err != nil {
-		return 0, fmt.Errorf("remote: purge parked events: %w", err)
+		return 0, fmt.Errorf("copier: purge parked events: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgq-go/pgq/internal/logging"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/pgq-go/pgq/apply"
 	"github.com/pgq-go/pgq/pgq"
@@ -18,7 +20,7 @@ import (
 // pgq_go.held_event, with every later row of its key behind it; all of it
 // written in the node transaction that records the batch, so exactly once
 // across crashes. At the start of every batch the held keys whose first
-// row is due are tried again, in order. See CopierConfig.OrderKey.
+// row is due are tried again, in order. See Config.OrderKey.
 type puller struct {
 	tc      *TargetedCopier
 	pending pullCounts // this batch's counts, added to the copier's once committed
@@ -67,7 +69,7 @@ func (p *puller) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, tx pgx.Tx
 	p.pending = pullCounts{}
 	st, c, err := p.prepare(ctx, b, tx)
 	if err != nil {
-		return fmt.Errorf("remote: %s/%s batch %d: held rows: %w", b.Queue, b.Consumer, b.ID(), err)
+		return fmt.Errorf("copier: %s/%s batch %d: held rows: %w", b.Queue, b.Consumer, b.ID(), err)
 	}
 	// Fast path: every row in one savepoint, no per-row round trips.
 	bc, err := p.applyAll(ctx, b, tx, st)
@@ -196,7 +198,7 @@ func (p *puller) retryKey(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *keyS
 		}
 		c.retried++
 		p.tc.log.Warn("held row failed again; retrying later", "event_id", ev.ID, "key", key,
-			"attempts", attempts, "delay", d, "waiting", len(held)-i-1, "err", aerr)
+			"attempts", attempts, logging.KeyBackoff, d, "waiting", len(held)-i-1, logging.KeyErr, aerr)
 		break
 	}
 	if len(done) == len(held) && !st.parked[key] {
@@ -225,7 +227,7 @@ func (p *puller) parkKey(ctx context.Context, tx pgx.Tx, consumer, key string, r
 			return int64(i), err
 		}
 	}
-	p.tc.log.Warn("row parked", "event_id", rows[0].ev.ID, "key", key, "retries", attempts, "parked_behind", len(rows)-1, "err", cause)
+	p.tc.log.Warn("row parked", "event_id", rows[0].ev.ID, "key", key, "retries", attempts, "parked_behind", len(rows)-1, logging.KeyErr, cause)
 	return int64(len(rows)), nil
 }
 
@@ -342,7 +344,7 @@ func (p *puller) applyEach(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *key
 				return c, err
 			}
 			c.parked++
-			tc.log.Warn("row parked: no order key", "event_id", ev.ID, "err", kerr)
+			tc.log.Warn("row parked: no order key", "event_id", ev.ID, logging.KeyErr, kerr)
 			continue
 		}
 		switch {
@@ -375,7 +377,7 @@ func (p *puller) applyEach(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *key
 			}
 			st.parked[key] = true
 			c.parked++
-			tc.log.Warn("row parked", "event_id", ev.ID, "key", key, "retries", ev.Retry, "err", aerr)
+			tc.log.Warn("row parked", "event_id", ev.ID, "key", key, "retries", ev.Retry, logging.KeyErr, aerr)
 			continue
 		}
 		d := p.retryDelay(attempts)
@@ -385,7 +387,7 @@ func (p *puller) applyEach(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *key
 		st.held[key] = true
 		c.retried++
 		tc.log.Warn("row failed; held with its key, retrying later", "event_id", ev.ID, "key", key,
-			"retries", ev.Retry, "delay", d, "err", aerr)
+			"retries", ev.Retry, logging.KeyBackoff, d, logging.KeyErr, aerr)
 	}
 	return c, nil
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pgq-go/pgq/internal/logging"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/route"
@@ -90,7 +92,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 				return perr
 			}
 			r.pending.parked++
-			tc.log.Warn("event with an invalid target parked on the hub", "event_id", ev.ID, "err", err)
+			tc.log.Warn("event with an invalid target parked on the hub", "event_id", ev.ID, logging.KeyErr, err)
 			continue
 		}
 		if shards > 1 && route.ShardOf(target, shards) != r.shard {
@@ -109,7 +111,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 				return perr
 			}
 			r.pending.parked++
-			tc.log.Warn("event whose target has no valid queue name parked on the hub", "event_id", ev.ID, "target", target, "err", err)
+			tc.log.Warn("event whose target has no valid queue name parked on the hub", "event_id", ev.ID, "target", target, logging.KeyErr, err)
 			continue
 		}
 		if !tc.cfg.NoTargetRegistration && !r.isEnsured(target) {

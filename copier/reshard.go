@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgq-go/pgq/internal/logging"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/consumer"
@@ -33,13 +35,13 @@ type ReshardConfig struct {
 	// hub is recognised by its Identity, not its position: a hub listed in
 	// both keeps what it holds.
 	NewHubs []*pgxpool.Pool
-	// PushQueue, PullQueue and Routing are the copiers' (CopierConfig).
+	// PushQueue, PullQueue and Routing are the copiers' (Config).
 	// Defaults "push_queue", "pull_queue", RoutingShared.
 	PushQueue string
 	PullQueue string
 	Routing   Routing
 	// QueueConfig is applied to the pull queues Reshard creates on the new
-	// hubs (CopierConfig.QueueConfig).
+	// hubs (Config.QueueConfig).
 	QueueConfig pgq.QueueConfig
 	// Logger receives progress (Info) and problems. Default: slog.Default()
 	// with records below Warn discarded.
@@ -84,7 +86,7 @@ type ReshardReport struct {
 // ErrReshardRefused means Reshard found a state it cannot reshard safely
 // (consumers that do not match the old hub list, a target it was not
 // told about); it changed nothing. The error says what to do.
-var ErrReshardRefused = errors.New("remote: reshard refused")
+var ErrReshardRefused = errors.New("copier: reshard refused")
 
 // reshardGuardName is a consumer Reshard registers on a node's push queue
 // for as long as it works on the node. Its position is the node's cut,
@@ -165,7 +167,7 @@ func (rs *resharder) finish(ctx context.Context) error {
 	if !rs.finishing {
 		for _, n := range rs.nodes {
 			if _, err := pgq.RegisterConsumer(ctx, n.db, q, reshardDoneName(n.id)); err != nil {
-				return fmt.Errorf("remote: reshard: node %s: %w", n.id, err)
+				return fmt.Errorf("copier: reshard: node %s: %w", n.id, err)
 			}
 			reshardPoint("marked", n.id)
 		}
@@ -173,7 +175,7 @@ func (rs *resharder) finish(ctx context.Context) error {
 	for _, name := range []func(string) string{reshardGuardName, reshardDoneName} {
 		for _, n := range rs.nodes {
 			if _, err := pgq.UnregisterConsumer(ctx, n.db, q, name(n.id)); err != nil {
-				return fmt.Errorf("remote: reshard: node %s: %w", n.id, err)
+				return fmt.Errorf("copier: reshard: node %s: %w", n.id, err)
 			}
 			reshardPoint("unmarked", n.id)
 		}
@@ -191,9 +193,7 @@ func (c ReshardConfig) withDefaults() ReshardConfig {
 	if c.Routing == 0 {
 		c.Routing = RoutingShared
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(warnHandler{slog.Default().Handler()})
-	}
+	c.Logger = logging.Default(c.Logger)
 	if c.ErrorBackoff.Initial == 0 {
 		c.ErrorBackoff = consumer.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2}
 	}
@@ -201,23 +201,17 @@ func (c ReshardConfig) withDefaults() ReshardConfig {
 }
 
 // warnHandler passes records of level Warn and above.
-type warnHandler struct{ slog.Handler }
-
-func (h warnHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
-}
-
 func (c ReshardConfig) validate() error {
 	var errs []error
 	if len(c.Nodes) == 0 {
-		errs = append(errs, errors.New("remote: ReshardConfig.Nodes needs at least one node"))
+		errs = append(errs, errors.New("copier: ReshardConfig.Nodes needs at least one node"))
 	}
 	for n, db := range c.Nodes {
 		if err := route.ValidateNode(n); err != nil {
-			errs = append(errs, fmt.Errorf("remote: ReshardConfig.Nodes: %w", err))
+			errs = append(errs, fmt.Errorf("copier: ReshardConfig.Nodes: %w", err))
 		}
 		if db == nil {
-			errs = append(errs, fmt.Errorf("remote: ReshardConfig.Nodes[%q] is nil", n))
+			errs = append(errs, fmt.Errorf("copier: ReshardConfig.Nodes[%q] is nil", n))
 		}
 	}
 	for _, hs := range []struct {
@@ -225,27 +219,27 @@ func (c ReshardConfig) validate() error {
 		hubs  []*pgxpool.Pool
 	}{{"OldHubs", c.OldHubs}, {"NewHubs", c.NewHubs}} {
 		if len(hs.hubs) == 0 {
-			errs = append(errs, fmt.Errorf("remote: ReshardConfig.%s needs at least one hub", hs.field))
+			errs = append(errs, fmt.Errorf("copier: ReshardConfig.%s needs at least one hub", hs.field))
 		}
 		for i, h := range hs.hubs {
 			if h == nil {
-				errs = append(errs, fmt.Errorf("remote: ReshardConfig.%s[%d] is nil", hs.field, i))
+				errs = append(errs, fmt.Errorf("copier: ReshardConfig.%s[%d] is nil", hs.field, i))
 			}
 		}
 	}
 	for _, q := range []struct{ field, v string }{{"PushQueue", c.PushQueue}, {"PullQueue", c.PullQueue}} {
 		if err := pgq.ValidateName("queue", q.v); err != nil {
-			errs = append(errs, fmt.Errorf("remote: ReshardConfig.%s: %w", q.field, err))
+			errs = append(errs, fmt.Errorf("copier: ReshardConfig.%s: %w", q.field, err))
 		}
 	}
 	switch c.Routing {
 	case RoutingShared:
 	case RoutingPerTarget:
 		if err := pgq.ValidateName("queue", route.PerTargetQueue(c.PullQueue, strings.Repeat("n", route.MaxNodeLen))); err != nil {
-			errs = append(errs, fmt.Errorf("remote: ReshardConfig.PullQueue %q is too long for per-target routing: %w", c.PullQueue, err))
+			errs = append(errs, fmt.Errorf("copier: ReshardConfig.PullQueue %q is too long for per-target routing: %w", c.PullQueue, err))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("remote: ReshardConfig.Routing: unknown %v", c.Routing))
+		errs = append(errs, fmt.Errorf("copier: ReshardConfig.Routing: unknown %v", c.Routing))
 	}
 	return errors.Join(errs...)
 }
@@ -255,7 +249,7 @@ func (c ReshardConfig) validate() error {
 type noApplier struct{}
 
 func (noApplier) Apply(context.Context, pgx.Tx, *pgq.Event) error {
-	return errors.New("remote: reshard does not apply rows")
+	return errors.New("copier: reshard does not apply rows")
 }
 
 // hubRef is a hub shard of one layout.
@@ -325,7 +319,7 @@ func (rs *resharder) plan(ctx context.Context) error {
 		for i, db := range l.in {
 			id, err := prepareDB(ctx, db)
 			if err != nil {
-				return fmt.Errorf("remote: reshard: %s[%d]: %w", l.field, i, err)
+				return fmt.Errorf("copier: reshard: %s[%d]: %w", l.field, i, err)
 			}
 			if j, dup := seen[id]; dup {
 				return fmt.Errorf("%w: %s[%d] and %s[%d] are the same database (identity %s)", ErrReshardRefused, l.field, j, l.field, i, id)
@@ -346,7 +340,7 @@ func (rs *resharder) plan(ctx context.Context) error {
 		db := cfg.Nodes[id]
 		identity, err := prepareDB(ctx, db)
 		if err != nil {
-			return fmt.Errorf("remote: reshard: node %s: %w", id, err)
+			return fmt.Errorf("copier: reshard: node %s: %w", id, err)
 		}
 		if other, dup := nodeIDs[identity]; dup {
 			return fmt.Errorf("%w: nodes %s and %s are the same database (identity %s)", ErrReshardRefused, other, id, identity)
@@ -388,11 +382,11 @@ func prepareDB(ctx context.Context, db *pgxpool.Pool) (string, error) {
 func (rs *resharder) readNode(ctx context.Context, n *nodeState) error {
 	cfg := rs.cfg
 	if _, err := pgq.GetQueueInfo(ctx, n.db, cfg.PushQueue); err != nil {
-		return fmt.Errorf("remote: reshard: node %s: push queue %s: %w", n.id, cfg.PushQueue, err)
+		return fmt.Errorf("copier: reshard: node %s: push queue %s: %w", n.id, cfg.PushQueue, err)
 	}
 	cs, err := pgq.ListConsumers(ctx, n.db, cfg.PushQueue)
 	if err != nil {
-		return fmt.Errorf("remote: reshard: node %s: %w", n.id, err)
+		return fmt.Errorf("copier: reshard: node %s: %w", n.id, err)
 	}
 	n.relays = map[string]int64{}
 	guard := reshardGuardName(n.id)
@@ -507,7 +501,7 @@ func (rs *resharder) checkPulls(ctx context.Context) error {
 	for _, h := range hubs {
 		pulls, err := rs.hubPulls(ctx, h.ref.db)
 		if err != nil {
-			return fmt.Errorf("remote: reshard: %s: list pull consumers: %w", h.label, err)
+			return fmt.Errorf("copier: reshard: %s: list pull consumers: %w", h.label, err)
 		}
 		for _, p := range pulls {
 			oldID := rs.old[route.ShardOf(p.target, len(rs.old))].id
@@ -543,10 +537,10 @@ func (rs *resharder) fixCut(ctx context.Context, n *nodeState) error {
 	q := rs.cfg.PushQueue
 	tick, err := tickNow(ctx, n.db, q)
 	if err != nil {
-		return fmt.Errorf("remote: reshard: node %s: tick %s: %w", n.id, q, err)
+		return fmt.Errorf("copier: reshard: node %s: tick %s: %w", n.id, q, err)
 	}
 	if err := pgq.RegisterConsumerAt(ctx, n.db, q, reshardGuardName(n.id), tick); err != nil {
-		return fmt.Errorf("remote: reshard: node %s: record the cut: %w", n.id, err)
+		return fmt.Errorf("copier: reshard: node %s: record the cut: %w", n.id, err)
 	}
 	n.cut = tick
 	rs.log.Info("reshard: cut fixed", "node", n.id, "queue", q, "cut", tick)
@@ -595,7 +589,7 @@ func (rs *resharder) relayToCut(ctx context.Context, n *nodeState) error {
 		PullQueue: cfg.PullQueue, Routing: cfg.Routing, Applier: noApplier{}, QueueConfig: cfg.QueueConfig,
 		Logger: rs.log})
 	if err != nil {
-		return fmt.Errorf("remote: reshard: node %s: %w", n.id, err)
+		return fmt.Errorf("copier: reshard: node %s: %w", n.id, err)
 	}
 	for shard, name := range n.oldNames {
 		tick, ok := n.relays[name]
@@ -614,7 +608,7 @@ func (rs *resharder) relayToCut(ctx context.Context, n *nodeState) error {
 		r.close()
 		n.rep.Relayed += tc.relayed.Load() - before
 		if err != nil {
-			return fmt.Errorf("remote: reshard: node %s: relay %s to old hub %d up to the cut %d: %w", n.id, name, shard, n.cut, err)
+			return fmt.Errorf("copier: reshard: node %s: relay %s to old hub %d up to the cut %d: %w", n.id, name, shard, n.cut, err)
 		}
 		n.relays[name] = n.cut
 		rs.log.Info("reshard: relay at the cut", "node", n.id, "relay", name, "hub", shard, "cut", n.cut)
@@ -678,7 +672,7 @@ func (rs *resharder) movePull(ctx context.Context, n *nodeState) error {
 	qA, qB := rs.queueFor(n.id), rs.queueFor(n.id)
 	pull := route.PullConsumerName(n.id)
 	if err := ensureTarget(ctx, to.db, qB, n.id, rs.cfg.QueueConfig); err != nil {
-		return fmt.Errorf("remote: reshard: node %s: register %s on new hub %d: %w", n.id, pull, n.newHub, err)
+		return fmt.Errorf("copier: reshard: node %s: register %s on new hub %d: %w", n.id, pull, n.newHub, err)
 	}
 	if from.id == to.id {
 		return nil
@@ -688,7 +682,7 @@ func (rs *resharder) movePull(ctx context.Context, n *nodeState) error {
 		if errors.Is(err, pgq.ErrNotRegistered) || errors.Is(err, pgq.ErrQueueNotFound) {
 			return nil // never registered there, or moved by an interrupted run
 		}
-		return fmt.Errorf("remote: reshard: node %s: old hub %d: %w", n.id, n.oldHub, err)
+		return fmt.Errorf("copier: reshard: node %s: old hub %d: %w", n.id, n.oldHub, err)
 	}
 	// The node's retried events wait in the old hub's retry queue: make
 	// them due and move them back into the queue, then tick, so that the
@@ -696,20 +690,20 @@ func (rs *resharder) movePull(ctx context.Context, n *nodeState) error {
 	if _, err := from.db.Exec(ctx, `update pgq.retry_queue r set ev_retry_after = least(r.ev_retry_after, now())
 		from pgq.subscription s join pgq.queue q on q.queue_id = s.sub_queue join pgq.consumer c on c.co_id = s.sub_consumer
 		where q.queue_name = $1 and c.co_name = $2 and r.ev_owner = s.sub_id and r.ev_queue = q.queue_id`, qA, pull); err != nil {
-		return fmt.Errorf("remote: reshard: node %s: old hub %d: make retries due: %w", n.id, n.oldHub, err)
+		return fmt.Errorf("copier: reshard: node %s: old hub %d: make retries due: %w", n.id, n.oldHub, err)
 	}
 	if _, err := pgq.MaintRetryEvents(ctx, from.db); err != nil {
-		return fmt.Errorf("remote: reshard: node %s: old hub %d: %w", n.id, n.oldHub, err)
+		return fmt.Errorf("copier: reshard: node %s: old hub %d: %w", n.id, n.oldHub, err)
 	}
 	last, err := tickNow(ctx, from.db, qA)
 	if err != nil {
-		return fmt.Errorf("remote: reshard: node %s: old hub %d: %w", n.id, n.oldHub, err)
+		return fmt.Errorf("copier: reshard: node %s: old hub %d: %w", n.id, n.oldHub, err)
 	}
 	// Tracking key of the node's pull for the old hub; a row of an older
 	// version is adopted first, as the copier's Setup would.
 	nodeKey := TrackingKey(from.id, qA)
 	if err := remote.AdoptPosition(ctx, n.db, pull, nodeKey); err != nil {
-		return fmt.Errorf("remote: reshard: node %s: %w", n.id, err)
+		return fmt.Errorf("copier: reshard: node %s: %w", n.id, err)
 	}
 	m := &pullMover{node: n.db, pull: pull, nodeKey: nodeKey, queue: qB}
 	filter := pgq.Eq(pgq.FieldExtra1, n.id)
@@ -717,15 +711,15 @@ func (rs *resharder) movePull(ctx context.Context, n *nodeState) error {
 	n.rep.Moved += m.moved
 	n.rep.MovedBatches += m.batches
 	if err != nil {
-		return fmt.Errorf("remote: reshard: node %s: move %s from old hub %d to new hub %d: %w", n.id, pull, n.oldHub, n.newHub, err)
+		return fmt.Errorf("copier: reshard: node %s: move %s from old hub %d to new hub %d: %w", n.id, pull, n.oldHub, n.newHub, err)
 	}
 	if _, err := pgq.UnregisterConsumer(ctx, from.db, qA, pull); err != nil {
-		return fmt.Errorf("remote: reshard: node %s: old hub %d: %w", n.id, n.oldHub, err)
+		return fmt.Errorf("copier: reshard: node %s: old hub %d: %w", n.id, n.oldHub, err)
 	}
 	if rs.cfg.Routing == RoutingPerTarget {
 		// The node's own queue on the old hub is empty of work now.
 		if err := pgq.DropQueue(ctx, from.db, qA, false); err != nil {
-			rs.log.Warn("reshard: could not drop the old per-target queue", "node", n.id, "queue", qA, "err", err)
+			rs.log.Warn("reshard: could not drop the old per-target queue", "node", n.id, "queue", qA, logging.KeyErr, err)
 		}
 	}
 	rs.log.Info("reshard: pull moved", "node", n.id, "from", n.oldHub, "to", n.newHub, "events", m.moved)
@@ -803,7 +797,7 @@ func (rs *resharder) switchRelays(ctx context.Context, n *nodeState) error {
 	var cutTime time.Time
 	if err := n.db.QueryRow(ctx, `select t.tick_time from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue
 		where q.queue_name = $1 and t.tick_id = $2`, q, n.cut).Scan(&cutTime); err != nil {
-		return fmt.Errorf("remote: reshard: node %s: cut tick %d on %s: %w", n.id, n.cut, q, err)
+		return fmt.Errorf("copier: reshard: node %s: cut tick %d on %s: %w", n.id, n.cut, q, err)
 	}
 	for shard, name := range n.newNames {
 		// A position on the new hub past the cut would make the relay skip
@@ -811,7 +805,7 @@ func (rs *resharder) switchRelays(ctx context.Context, n *nodeState) error {
 		// push queue's history is not what this hub saw.
 		pos, found, err := remote.LastPosition(ctx, rs.new[shard].db, name, n.relayKey)
 		if err != nil {
-			return fmt.Errorf("remote: reshard: node %s: new hub %d: %w", n.id, shard, err)
+			return fmt.Errorf("copier: reshard: node %s: new hub %d: %w", n.id, shard, err)
 		}
 		if found && pos.TickID > n.cut && !pos.TickTime.Before(cutTime) {
 			return fmt.Errorf("%w: node %s: new hub %d records relay %s at tick %d, past the cut %d",
@@ -819,13 +813,13 @@ func (rs *resharder) switchRelays(ctx context.Context, n *nodeState) error {
 		}
 		if tick, ok := n.relays[name]; ok {
 			if tick != n.cut {
-				return fmt.Errorf("remote: reshard: node %s: relay %s is at tick %d, not at the cut %d", n.id, name, tick, n.cut)
+				return fmt.Errorf("copier: reshard: node %s: relay %s is at tick %d, not at the cut %d", n.id, name, tick, n.cut)
 			}
 			n.rep.Kept = append(n.rep.Kept, name)
 			continue
 		}
 		if err := pgq.RegisterConsumerAt(ctx, n.db, q, name, n.cut); err != nil {
-			return fmt.Errorf("remote: reshard: node %s: %w", n.id, err)
+			return fmt.Errorf("copier: reshard: node %s: %w", n.id, err)
 		}
 		n.relays[name] = n.cut
 		n.rep.Registered = append(n.rep.Registered, name)
@@ -839,7 +833,7 @@ func (rs *resharder) switchRelays(ctx context.Context, n *nodeState) error {
 	sort.Strings(drop)
 	for _, name := range drop {
 		if _, err := pgq.UnregisterConsumer(ctx, n.db, q, name); err != nil {
-			return fmt.Errorf("remote: reshard: node %s: %w", n.id, err)
+			return fmt.Errorf("copier: reshard: node %s: %w", n.id, err)
 		}
 		delete(n.relays, name)
 		n.rep.Unregistered = append(n.rep.Unregistered, name)

@@ -93,73 +93,25 @@ func (c Config) withDefaults() Config {
 // in pgq_go.remote_retry in the destination transaction and re-issued when
 // the batch is skipped as done.
 type RemoteConsumer struct {
-	src, dst *pgxpool.Pool
-	cfg      Config
-	h        Handler
-	c        *consumer.Consumer
+	f *flow
 }
 
 // New returns a RemoteConsumer reading from src and applying to dst.
 func New(src, dst *pgxpool.Pool, cfg Config, h Handler) (*RemoteConsumer, error) {
-	if src == nil || dst == nil {
-		return nil, errors.New("remote: New needs both a source and a destination pool")
-	}
-	if h == nil {
-		return nil, errors.New("remote: New needs a Handler")
-	}
-	if src == dst && cfg.Consumer.NoLazyFetch {
-		return nil, errors.New("remote: New: source and destination share a pool, so the handler writes through the batch's source transaction, which needs the cursor: NoLazyFetch cannot be used")
-	}
-	r := &RemoteConsumer{src: src, dst: dst, cfg: cfg.withDefaults(), h: h}
-	c, err := consumer.New(src, cfg.Consumer, consumer.BatchHandlerFunc(r.processBatch))
+	f, err := newFlow("New", src, dst, cfg, h, batchTracker{})
 	if err != nil {
-		return nil, fmt.Errorf("remote: %w", err)
+		return nil, err
 	}
-	r.c = c
-	r.cfg.Consumer = c.Config()
-	return r, nil
+	return &RemoteConsumer{f: f}, nil
 }
 
 // Consumer returns the underlying source-side consumer (admin: Register,
 // Unregister, Info).
-func (r *RemoteConsumer) Consumer() *consumer.Consumer { return r.c }
+func (r *RemoteConsumer) Consumer() *consumer.Consumer { return r.f.c }
 
 // Run installs (or verifies) the destination tracking schema and consumes
 // until ctx is cancelled; see consumer.Consumer.Run for the error policy.
-func (r *RemoteConsumer) Run(ctx context.Context) error {
-	if err := prepareDst(ctx, r.dst, r.cfg); err != nil {
-		return err
-	}
-	return r.c.Run(ctx)
-}
-
-func prepareDst(ctx context.Context, dst *pgxpool.Pool, cfg Config) error {
-	logf := cfg.Consumer.Logger
-	for n := 1; ; n++ {
-		var err error
-		if cfg.SkipInstall {
-			err = verify(ctx, dst)
-		} else {
-			err = Install(ctx, dst)
-		}
-		if err == nil || errors.Is(err, ErrTrackingSchema) {
-			return err
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		d := cfg.Consumer.ErrorBackoff.Delay(n)
-		logf.Error("destination tracking schema not ready; retrying", "queue", cfg.Consumer.Queue,
-			"consumer", cfg.Consumer.Name, "err", err, "backoff", d)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
-}
+func (r *RemoteConsumer) Run(ctx context.Context) error { return r.f.run(ctx) }
 
 // position is a RemoteConsumer's recorded place on the destination
 // (pgq_go.remote_position): the batch it applied last and the tick that
@@ -272,89 +224,49 @@ func readBatchCheck(res pgx.BatchResults, b pgq.BatchInfo) (BatchState, error) {
 	return st, nil
 }
 
-// processBatch applies one batch exactly once. Several instances of one
-// consumer may run at once (a rolling deploy, a paused process that
-// resumes): they are serialised on the destination by an advisory lock,
-// and PgQ may hand them two batch ids over the same ticks, so a batch
-// counts as done when its batch id is recorded (pgq_ext, as Skytools does)
-// or when its ticks are (pgq_go.remote_position).
-func (r *RemoteConsumer) processBatch(ctx context.Context, b *pgq.Batch) error {
-	name, sub := r.cfg.Consumer.Name, r.cfg.SubConsumer
-	pb := &pgx.Batch{}
-	tx, err := beginDst(ctx, r.src, r.dst, r.cfg, b, pb)
-	if err != nil {
-		return err
-	}
-	defer tx.close(ctx)
+// batchTracker records the last applied batch id (pgq_ext, as Skytools
+// does) and the ticks it covered (pgq_go.remote_position): PgQ may hand two
+// instances two batch ids over the same ticks, so a batch counts as done
+// when either is recorded.
+type batchTracker struct{}
 
-	prefix := len(pb.QueuedQueries)
+func (batchTracker) queueCheck(pb *pgx.Batch, name, sub string, b *pgq.Batch) {
 	queueBatchCheck(pb, name, sub, b.Info)
-	res := tx.SendBatch(ctx, pb)
-	err = execAll(res, prefix)
-	var st BatchState
-	if err == nil {
-		st, err = readBatchCheck(res, b.Info)
-	}
-	if cerr := res.Close(); err == nil {
-		err = cerr
-	}
+}
+
+func (batchTracker) decide(ctx context.Context, f *flow, res pgx.BatchResults, b *pgq.Batch) (bool, error) {
+	name := f.cfg.Consumer.Name
+	st, err := readBatchCheck(res, b.Info)
 	if err != nil {
-		return fmt.Errorf("remote: %s/%s batch %d: check destination: %w", b.Queue, name, b.ID(), err)
+		return false, fmt.Errorf("remote: %s/%s batch %d: check destination: %w", b.Queue, name, b.ID(), err)
 	}
-	done, pos, tags := st.Applied, st.pos, st.RetryTags
+	pos := st.pos
 	switch {
-	case done:
+	case st.Applied:
 		// Applied before (a crash after the destination commit, or another
 		// instance): skip it, and re-issue its retry tags so no retried
 		// event is lost.
 		if !st.byID && pos.batchID != b.ID() {
-			r.cfg.Consumer.Logger.Info("batch already applied by another batch id over the same ticks; skipped",
+			f.cfg.Consumer.Logger.Info("batch already applied by another batch id over the same ticks; skipped",
 				"queue", b.Queue, "consumer", name, "batch_id", b.ID(), "tick_id", b.Info.TickID, "applied_batch_id", pos.batchID, "applied_tick_id", pos.tickID)
 		}
-		return retag(ctx, b, tags)
+		return false, retag(ctx, b, st.RetryTags)
 	case st.Overlap:
 		// Another instance applied the first ticks of this batch under
 		// another batch id. Move the source consumer to the applied tick
 		// (this drops the open batch) and take the rest as a new batch.
-		if err := pgq.RegisterConsumerAt(ctx, r.src, b.Queue, name, pos.tickID); err != nil {
-			return fmt.Errorf("remote: %s/%s batch %d: reposition after overlap: %w", b.Queue, name, b.ID(), err)
+		if err := pgq.RegisterConsumerAt(ctx, f.src, b.Queue, name, pos.tickID); err != nil {
+			return false, fmt.Errorf("remote: %s/%s batch %d: reposition after overlap: %w", b.Queue, name, b.ID(), err)
 		}
-		return fmt.Errorf("remote: %s/%s batch %d covers ticks %d..%d, of which %d..%d were applied by batch %d of another instance; consumer moved to tick %d",
+		return false, fmt.Errorf("remote: %s/%s batch %d covers ticks %d..%d, of which %d..%d were applied by batch %d of another instance; consumer moved to tick %d",
 			b.Queue, name, b.ID(), b.Info.PrevTickID, b.Info.TickID, b.Info.PrevTickID, pos.tickID, pos.batchID, pos.tickID)
 	}
-
-	if err := r.h.ProcessRemoteBatch(ctx, b, tx); err != nil {
-		return err
-	}
-	// The handler succeeded: record and commit even if ctx is cancelled
-	// meanwhile, so a stop does not leave the destination ahead of the source.
-	fctx, cancel := finishCtx(ctx)
-	defer cancel()
-	if err := markDone(fctx, tx, name, sub, b); err != nil {
-		return fmt.Errorf("remote: %s/%s batch %d: record on destination: %w", b.Queue, name, b.ID(), err)
-	}
-	if err := tx.Commit(fctx); err != nil {
-		return fmt.Errorf("remote: %s/%s batch %d: commit destination: %w", b.Queue, name, b.ID(), err)
-	}
-	if r.cfg.AfterCommit != nil {
-		r.cfg.AfterCommit(b)
-	}
-	if afterDstCommit != nil && !tx.shared {
-		afterDstCommit(b.ID())
-	}
-	return nil
+	return true, nil
 }
 
-// finishTimeout bounds the destination's record + commit after a handler
-// succeeded; they run even when the caller's context is cancelled.
-const finishTimeout = 30 * time.Second
-
-func finishCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+func (batchTracker) record(ctx context.Context, tx pgx.Tx, name, sub string, b *pgq.Batch) error {
+	return markDone(ctx, tx, name, sub, b)
 }
-
-// afterDstCommit is a test hook (see export_test.go).
-var afterDstCommit func(batchID int64)
 
 // markDone records the batch, its ticks and its retry tags in the
 // destination transaction, in one round trip.

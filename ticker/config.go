@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
+
+	"github.com/pgq-go/pgq/internal/logging"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -88,8 +89,8 @@ type Config struct {
 	DisableNotify bool
 
 	// Logger receives errors (Warn/Error), state changes and stats (Info)
-	// and per-operation detail (Debug). Default: discards below Warn,
-	// writes to stderr otherwise.
+	// and per-operation detail (Debug). Default: slog.Default(), with
+	// records below Warn discarded (as every pgq-go component).
 	Logger *slog.Logger
 }
 
@@ -136,9 +137,7 @@ func (c Config) withDefaults() Config {
 		servers[i] = s
 	}
 	c.Servers = servers
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
+	c.Logger = logging.Default(c.Logger)
 	return c
 }
 

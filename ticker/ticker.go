@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgq-go/pgq/internal/logging"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -181,7 +183,7 @@ func (t *Ticker) reconcile(ctx context.Context) {
 					return
 				}
 				cfg.Logger.Warn("ticker: database discovery failed; keeping the current list",
-					"server", serverLabel(s.ConnString), "initial_database", s.InitialDatabase, "error", err)
+					"server", serverLabel(s.ConnString), "initial_database", s.InitialDatabase, logging.KeyErr, err)
 				keepServer[s.ConnString] = true
 				continue
 			}

@@ -8,6 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgq-go/pgq/internal/backoff"
+	"github.com/pgq-go/pgq/internal/logging"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgq-go/pgq/pgq"
@@ -70,7 +73,7 @@ var errNoPgq = errors.New("no usable pgq")
 
 func (w *worker) run(ctx context.Context) {
 	defer close(w.done)
-	var backoff time.Duration
+	failures := 0
 	for {
 		err := w.session(ctx)
 		if ctx.Err() != nil {
@@ -80,21 +83,16 @@ func (w *worker) run(ctx context.Context) {
 		var wait time.Duration
 		switch {
 		case err == nil: // connection recycled
-			backoff = 0
+			failures = 0
 		case errors.Is(err, errNoPgq):
-			backoff = 0
+			failures = 0
 			wait = cfg.CheckPeriod
 		default:
 			w.st.fail(err)
 			w.st.setState(StateFailing)
-			switch {
-			case backoff == 0:
-				backoff = cfg.MinBackoff
-			case backoff < cfg.MaxBackoff:
-				backoff = min(2*backoff, cfg.MaxBackoff)
-			}
-			wait = backoff
-			w.log.Warn("ticker: database failing; retrying", "error", err, "retry_in", wait)
+			failures++
+			wait = backoff.Policy{Initial: cfg.MinBackoff, Max: cfg.MaxBackoff, Multiplier: 2}.Delay(failures)
+			w.log.Warn("ticker: database failing; retrying", logging.KeyErr, err, logging.KeyBackoff, wait)
 		}
 		if !w.sleep(ctx, wait) {
 			return
@@ -135,7 +133,7 @@ func (w *worker) session(ctx context.Context) error {
 			if w.explicit.Load() {
 				level = slog.LevelWarn
 			}
-			w.log.Log(ctx, level, "ticker: database has no usable pgq; will check again", "error", err, "check_period", cfg.CheckPeriod)
+			w.log.Log(ctx, level, "ticker: database has no usable pgq; will check again", logging.KeyErr, err, "check_period", cfg.CheckPeriod)
 		}
 		w.st.update(func(s *DatabaseStats) { s.ConsecutiveErrors = 0 })
 		return errNoPgq
@@ -364,6 +362,6 @@ func (w *worker) softError(what string, conn *pgx.Conn, err error) error {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	w.st.fail(fmt.Errorf("%s: %w", what, err))
-	w.log.Error("ticker: maintenance step failed", "op", what, "error", err)
+	w.log.Error("ticker: maintenance step failed", "op", what, logging.KeyErr, err)
 	return nil
 }
