@@ -1,56 +1,58 @@
 package metrics
 
 import (
-	"sync"
-
-	"github.com/pgq-go/pgq/remote"
+	"github.com/pgq-go/pgq/copier"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// CopierSource is what CopierCollector reads: *remote.TargetedCopier.
+// CopierSource is what a CopierCollector reads: *copier.TargetedCopier.
 type CopierSource interface {
-	Stats() remote.CopierStats
+	Stats() copier.Stats
 }
 
-// CopierCollector reports a targeted copier's counters (the Copier*
-// metrics, labelled node). Like TickerCollector it sends increases since
-// its previous Collect, so one collector must feed one sink.
+// CopierCollector is a prometheus.Collector reading a targeted copier's
+// Stats on every scrape: the totals pgq_copier_relayed_total,
+// pgq_copier_applied_total, pgq_copier_retried_total,
+// pgq_copier_parked_total and pgq_copier_ignored_total, labelled node.
+//
+// Several copiers (of different nodes) can share a registry. The copier's
+// relay and pull consumers report batches through consumer hooks: see
+// ConsumerCollector.
 type CopierCollector struct {
-	node string
-	src  CopierSource
-	mu   sync.Mutex
-	last *remote.CopierStats
+	src                                        CopierSource
+	relayed, applied, retried, parked, ignored *prometheus.Desc
 }
 
 // NewCopierCollector returns a collector reading src, the copier of node.
 func NewCopierCollector(node string, src CopierSource) *CopierCollector {
-	return &CopierCollector{node: node, src: src}
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, nil, prometheus.Labels{"node": node})
+	}
+	return &CopierCollector{
+		src:     src,
+		relayed: desc("pgq_copier_relayed_total", "Events relayed from the node's push queue to a hub."),
+		applied: desc("pgq_copier_applied_total", "Rows applied on the node."),
+		retried: desc("pgq_copier_retried_total", "Rows sent to the retry queue after a failed apply."),
+		parked:  desc("pgq_copier_parked_total", "Rows parked for an operator (see pgqctl parked)."),
+		ignored: desc("pgq_copier_ignored_total", "Events of types the copier does not apply."),
+	}
 }
 
-// Collect sends the counters' increase to s.
-func (c *CopierCollector) Collect(s Sink) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cur := c.src.Stats()
-	var prev remote.CopierStats
-	if c.last != nil {
-		prev = *c.last
-	}
-	labels := Labels{"node": c.node}
-	for _, m := range []struct {
-		name      string
-		cur, prev int64
-	}{
-		{CopierRelayed, cur.Relayed, prev.Relayed},
-		{CopierApplied, cur.Applied, prev.Applied},
-		{CopierRetried, cur.Retried, prev.Retried},
-		{CopierParked, cur.Parked, prev.Parked},
-		{CopierIgnored, cur.Ignored, prev.Ignored},
-	} {
-		d := m.cur - m.prev
-		if d < 0 {
-			d = m.cur
-		}
-		s.Add(m.name, float64(d), labels)
-	}
-	c.last = &cur
+// Describe implements prometheus.Collector.
+func (c *CopierCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.relayed
+	ch <- c.applied
+	ch <- c.retried
+	ch <- c.parked
+	ch <- c.ignored
+}
+
+// Collect implements prometheus.Collector.
+func (c *CopierCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.Stats()
+	ch <- counterValue(c.relayed, s.Relayed)
+	ch <- counterValue(c.applied, s.Applied)
+	ch <- counterValue(c.retried, s.Retried)
+	ch <- counterValue(c.parked, s.Parked)
+	ch <- counterValue(c.ignored, s.Ignored)
 }

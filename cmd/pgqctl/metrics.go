@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pgq-go/pgq/metrics"
-	"github.com/pgq-go/pgq/metrics/prom"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // serveMetrics serves Prometheus metrics on addr at /metrics: the given
@@ -20,18 +20,20 @@ import (
 // plus Go runtime and process metrics. The listener is open when it
 // returns, so a bad or busy address is reported at once. stop shuts the
 // server down and returns when its goroutine has ended.
-func serveMetrics(addr string, log *slog.Logger, cs ...metrics.Collector) (stop func(), err error) {
-	sink := prom.New(nil)
-	sink.Registry().MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+func serveMetrics(addr string, log *slog.Logger, cs ...prometheus.Collector) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range cs {
-		sink.AddCollector(c)
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", sink.Handler())
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	wg.Add(1)
