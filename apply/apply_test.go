@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/apply"
+	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/route"
 	"github.com/pgq-go/pgq/urlenc"
@@ -88,21 +89,6 @@ func applierEvent(id int64, typ string, payload route.Payload) *pgq.Event {
 		Extra1: pgq.T("node-1"), Extra2: pgq.T(data)}}
 }
 
-var applierHostile = []string{
-	`'); drop table victim; --`,
-	`it's "quoted" ''`,
-	`a; b; c;`,
-	`-- comment`,
-	`/* c */`,
-	`back\slash \\ \' \"`,
-	`$$ dollar $$ $x$ tag $x$`,
-	`żółw 日本 😀`,
-	"tab\tnewline\ncr\r",
-	`& = + % %41 ~`,
-	``,
-	`NULL`,
-}
-
 func TestApplierFuncPassesDataVerbatim(t *testing.T) {
 	e := applierDB(t,
 		"create table victim (x int)",
@@ -114,20 +100,21 @@ func TestApplierFuncPassesDataVerbatim(t *testing.T) {
 		`create function "Odd ""Schema"""."Copy Fn"(target text, data text) returns int language sql as
 		 $$ insert into got values ('odd:' || target, data) returning 1 $$`,
 	)
+	hostile := pgtest.Hostile(t)
 	a, err := apply.NewFuncApplier("__data_copier")
 	require.NoError(t, err)
-	for i, s := range applierHostile {
+	for i, s := range hostile {
 		require.NoError(t, e.apply(a, applierEvent(int64(i+1), "copy", route.Raw(s))))
 	}
 	// A NULL payload reaches the function as NULL.
 	require.NoError(t, e.apply(a, &pgq.Event{ID: 99, EventData: pgq.EventData{Extra1: pgq.T("node-1")}}))
 
 	got := e.rows(t, "select target, data from got")
-	require.Len(t, got, len(applierHostile)+1)
-	for i, s := range applierHostile {
+	require.Len(t, got, len(hostile)+1)
+	for i, s := range hostile {
 		require.Equal(t, []any{"node-1", s}, got[i])
 	}
-	require.Equal(t, []any{"node-1", nil}, got[len(applierHostile)])
+	require.Equal(t, []any{"node-1", nil}, got[len(hostile)])
 	require.Len(t, e.rows(t, "select * from victim"), 0) // still there
 
 	// Schema-qualified, quoted as given.
@@ -371,20 +358,21 @@ func TestApplierRowConfigErrors(t *testing.T) {
 
 func TestApplierRowHostileValuesLandVerbatim(t *testing.T) {
 	e := applierDB(t, "create table victim (x int)", `create table "we""ird; table" (id text primary key, v text)`)
+	hostile := pgtest.Hostile(t)
 	a, err := apply.NewRowApplier(`we"ird; table`, []string{"id"})
 	require.NoError(t, err)
-	for i, s := range applierHostile {
+	for i, s := range hostile {
 		require.NoError(t, e.apply(a, applierEvent(int64(i), "copy",
 			urlenc.Fields{"action": "ins", "id": fmt.Sprintf("%02d %s", i, s), "v": s})))
 	}
 	got := e.rows(t, `select id, v from "we""ird; table" order by id`)
-	require.Len(t, got, len(applierHostile))
-	for i, s := range applierHostile {
+	require.Len(t, got, len(hostile))
+	for i, s := range hostile {
 		require.Equal(t, []any{fmt.Sprintf("%02d %s", i, s), s}, got[i])
 	}
 	require.Empty(t, e.rows(t, "select * from victim"))
 	// Keys are hostile too: update and delete find them.
-	for i, s := range applierHostile {
+	for i, s := range hostile {
 		id := fmt.Sprintf("%02d %s", i, s)
 		require.NoError(t, e.apply(a, applierEvent(100, "U:id", urlenc.Fields{"id": id, "v": s + "!"})))
 		require.NoError(t, e.apply(a, applierEvent(101, "D:id", urlenc.Fields{"id": id})))

@@ -23,13 +23,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// rowsDDL is the node table rows are copied into; the trigger logs every
-// write, so a row applied twice is seen even though the applier upserts.
-const rowsDDL = `create table rows (id text primary key, origin text not null, payload text);
-create table applies (id text not null, at timestamptz default clock_timestamp());
-create function log_apply() returns trigger language plpgsql as
-  $$ begin insert into applies (id) values (new.id); return new; end $$;
-create trigger log_apply after insert or update on rows for each row execute function log_apply();`
+// rowsDDL is the demo's node schema (testdata/demo.sql): rows are copied
+// into rows; its trigger logs every write into applies, so a row applied
+// twice is seen even though the applier upserts.
+var rowsDDL = func() string {
+	b, err := pgtest.ReadFixture("demo.sql")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 // cluster of nodes and hubs for targeted-copy tests.
 type copyCluster struct {

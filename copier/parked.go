@@ -54,7 +54,9 @@ func clipError(msg string) string {
 	return msg
 }
 
-// ParkedFilter selects parked events; zero fields match everything.
+// ParkedFilter selects parked events. For ListParked and ReplayParked a
+// zero field matches everything; PurgeParked needs Consumer or IDs, so that
+// a zero filter never deletes every parked event.
 type ParkedFilter struct {
 	Consumer string
 	IDs      []int64 // park ids

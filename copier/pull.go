@@ -212,6 +212,12 @@ func (p *puller) retryKey(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *keyS
 	return c, nil
 }
 
+// errBehindParked is the error stored with a row parked only because an
+// earlier row of its order key is parked.
+func errBehindParked(evID int64, key string) error {
+	return fmt.Errorf("event %d: parked behind an earlier parked event of order key %s (replay that one first)", evID, key)
+}
+
 // parkKey parks rows (of one key, in order): the first with cause, the
 // others behind it. It returns how many it parked.
 func (p *puller) parkKey(ctx context.Context, tx pgx.Tx, consumer, key string, rows []heldRow, attempts int32, cause error) (int64, error) {
@@ -221,7 +227,7 @@ func (p *puller) parkKey(ctx context.Context, tx pgx.Tx, consumer, key string, r
 		if i == 0 {
 			ev.Retry = attempts
 		} else {
-			err = fmt.Errorf("event %d: held behind event %d of the same order key %s, which was parked", ev.ID, rows[0].ev.ID, key)
+			err = errBehindParked(ev.ID, key)
 		}
 		if err := parkKeyed(ctx, tx, consumer, h.queue, &ev, err, &key); err != nil {
 			return int64(i), err
@@ -349,7 +355,7 @@ func (p *puller) applyEach(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *key
 		}
 		switch {
 		case st.parked[key]:
-			cause := fmt.Errorf("event %d: held behind an earlier parked event of the same order key %s", ev.ID, key)
+			cause := errBehindParked(ev.ID, key)
 			if err := parkKeyed(ctx, tx, b.Consumer, b.Queue, ev, cause, &key); err != nil {
 				return c, err
 			}

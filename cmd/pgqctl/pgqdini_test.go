@@ -7,11 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/stretchr/testify/require"
 )
 
 func TestParsePgqdINI(t *testing.T) {
-	cfg, err := readPgqdINI("testdata/pgqd.ini")
+	cfg, err := readPgqdINI(pgtest.FixturePath(t, "skytools/pgqd.ini"))
 	require.NoError(t, err)
 	home, err := os.UserHomeDir()
 	require.NoError(t, err)
@@ -61,7 +62,7 @@ func TestTickerFlagsPrecedence(t *testing.T) {
 	getenv := func(k string) string { return env[k] }
 
 	f := newTickerFlags(&strings.Builder{})
-	require.NoError(t, f.parse([]string{"--ticker-period", "100ms", "testdata/pgqd.ini"}, getenv))
+	require.NoError(t, f.parse([]string{"--ticker-period", "100ms", pgtest.FixturePath(t, "skytools/pgqd.ini")}, getenv))
 	dc, err := f.load()
 	require.NoError(t, err)
 	require.Equal(t, 100*time.Millisecond, dc.ticker.TickPeriod, "flag beats ini")

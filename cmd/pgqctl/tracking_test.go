@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"testing"
 
+	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/remote"
 	"github.com/stretchr/testify/require"
 )
@@ -17,7 +17,7 @@ func TestTrackingSkytoolsPlainPgqExt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := cluster.NewPlainDB(t)
-	fixture, err := os.ReadFile("../../testdata/pgq_ext_skytools3_plain.sql")
+	fixture, err := pgtest.ReadFixture("pgq_ext_skytools3_plain.sql")
 	require.NoError(t, err)
 	_, err = db.Pool.Exec(ctx, string(fixture))
 	require.NoError(t, err)

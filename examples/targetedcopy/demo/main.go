@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,7 +32,10 @@ import (
 	"github.com/pgq-go/pgq/ticker"
 )
 
-//go:embed demo.sql
+
+// demoSQL is the node schema (--schema): rows receives copied rows, a
+// trigger logs every write into applies (a row applied twice shows up even
+// though the applier upserts), sent records what the node sent.
 var demoSQL string
 
 type nodeFlags []string
@@ -52,8 +54,15 @@ func main() {
 	hub := flag.String("hub", os.Getenv("PGQ_DSN_HUB"), "hub database DSN (env PGQ_DSN_HUB)")
 	flag.Var(&nodeList, "node", "name=DSN of a node database, repeatable (default: PGQ_DSN_N1..N4)")
 	rows := flag.Int("rows", 2000, "rows each node produces")
+	schema := flag.String("schema", "testdata/demo.sql", "node schema, run on every node first (the repository's shared fixture)")
 	timeout := flag.Duration("timeout", 50*time.Second, "give up after this long")
 	flag.Parse()
+	b, err := os.ReadFile(*schema)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo: node schema:", err)
+		os.Exit(2)
+	}
+	demoSQL = string(b)
 	if len(nodeList) == 0 {
 		for i := 1; i <= 4; i++ {
 			if dsn := os.Getenv(fmt.Sprintf("PGQ_DSN_N%d", i)); dsn != "" {
