@@ -22,7 +22,7 @@ func installV1(t *testing.T, ctx context.Context, db *pgxpool.Pool) {
 	_, err := db.Exec(ctx, `create schema pgq_go;
 		create table pgq_go.migration (name text primary key, applied_at timestamptz not null default now())`)
 	require.NoError(t, err)
-	for _, f := range []string{"testdata/v1/pgq_ext_1.sql", "testdata/v1/pgq_go_1.sql"} {
+	for _, f := range []string{"../remote/schema/pgq_ext_1.sql", "testdata/v1/pgq_go_1.sql"} {
 		sql, err := os.ReadFile(f)
 		require.NoError(t, err)
 		_, err = db.Exec(ctx, string(sql))
