@@ -19,7 +19,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/pgq-go/pgq/internal/pgtest"
+	"github.com/pgq-go/pgq/internal/pgcluster"
 )
 
 func main() { os.Exit(run()) }
@@ -35,7 +35,7 @@ func run() int {
 	env := os.Environ()
 	if os.Getenv("DATABASE_URL") == "" {
 		fmt.Fprintln(os.Stderr, "sandbox: starting a throwaway PostgreSQL cluster (set DATABASE_URL to use your own)")
-		c, err := pgtest.Start()
+		c, err := pgcluster.Start()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
 			return 1
