@@ -9,4 +9,4 @@ import (
 
 var cluster *pgtest.Cluster
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &cluster)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &cluster, pgtest.ExamplesDB("apply_examples"))) }

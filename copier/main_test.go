@@ -14,5 +14,5 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "node" {
 		os.Exit(runNodeProcess(context.Background()))
 	}
-	os.Exit(pgtest.Main(m, &cluster))
+	os.Exit(pgtest.Main(m, &cluster, pgtest.ExamplesDB("copier_examples")))
 }

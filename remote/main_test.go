@@ -13,5 +13,5 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelperProcess())
 	}
-	os.Exit(pgtest.Main(m, &cluster))
+	os.Exit(pgtest.Main(m, &cluster, pgtest.ExamplesDB("remote_examples")))
 }
