@@ -211,7 +211,7 @@ func TestManyRetriesFinishFast(t *testing.T) {
 		for i := range evs {
 			evs[i] = pgq.EventData{Type: pgq.T("t"), Data: pgq.T("x")}
 		}
-		_, err := pgq.InsertEvents(ctx, tx, e.Queue, evs)
+		_, err := pgq.InsertEvents(ctx, tx, e.Queue, slices.Values(evs))
 		return err
 	})
 	require.NoError(t, err)

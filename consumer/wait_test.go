@@ -181,7 +181,7 @@ func TestCatchUpBoundedMemory(t *testing.T) {
 	e.Tick(t)
 	data := strings.Repeat("x", payload)
 	require.NoError(t, pgx.BeginFunc(e.Ctx, e.Pool, func(tx pgx.Tx) error {
-		_, err := pgq.InsertEventsFrom(e.Ctx, tx, e.Queue, func(yield func(pgq.EventData) bool) {
+		_, err := pgq.InsertEvents(e.Ctx, tx, e.Queue, func(yield func(pgq.EventData) bool) {
 			for range bigN {
 				if !yield(pgq.EventData{Type: pgq.T("big"), Data: pgq.T(data)}) {
 					return

@@ -3,6 +3,7 @@ package copier
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -63,7 +64,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			if len(buf) == 0 {
 				continue
 			}
-			if _, err := pgq.InsertEvents(ctx, hub, queue, buf); err != nil {
+			if _, err := pgq.InsertEvents(ctx, hub, queue, slices.Values(buf)); err != nil {
 				return err
 			}
 			r.pending.applied += int64(len(buf))

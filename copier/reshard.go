@@ -775,7 +775,7 @@ func (m *pullMover) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, dst pg
 			}
 		}
 	}
-	n, err := pgq.InsertEventsFrom(ctx, dst, m.queue, iter.Seq[pgq.EventData](events))
+	n, err := pgq.InsertEvents(ctx, dst, m.queue, iter.Seq[pgq.EventData](events))
 	if rerr != nil {
 		return rerr
 	}

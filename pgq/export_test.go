@@ -2,7 +2,7 @@ package pgq
 
 import "context"
 
-// SetBeforeCopyHook installs f to run in InsertEventsFrom between reading
+// SetBeforeCopyHook installs f to run in InsertEvents between reading
 // pgq.current_event_table and the COPY; the returned func removes it. Tests
 // using it must not run in parallel with other inserting tests.
 func SetBeforeCopyHook(f func(ctx context.Context, queue, table string)) (restore func()) {

@@ -29,34 +29,6 @@ func InsertEvent(ctx context.Context, db DB, queue string, ev EventData) (int64,
 	return id, nil
 }
 
-// InsertEventsPipelined inserts events one pgq.insert_event call each, sent
-// in one pipelined round trip, and returns their ids in order.
-func InsertEventsPipelined(ctx context.Context, tx pgx.Tx, queue string, evs []EventData) ([]int64, error) {
-	if err := ValidateName("queue", queue); err != nil {
-		return nil, err
-	}
-	b := &pgx.Batch{}
-	for i := range evs {
-		if n := evs[i].size(); n > MaxPayload {
-			return nil, fmt.Errorf("pgq: insert events %s: event %d payload %d bytes exceeds %d: %w", queue, i, n, MaxPayload, ErrInvalidArgument)
-		}
-		e := &evs[i]
-		b.Queue(sqlInsertEvent, queue, e.Type, e.Data, e.Extra1, e.Extra2, e.Extra3, e.Extra4)
-	}
-	res := tx.SendBatch(ctx, b)
-	ids := make([]int64, len(evs))
-	for i := range evs {
-		if err := res.QueryRow().Scan(&ids[i]); err != nil {
-			res.Close()
-			return nil, opErr("insert events", queue, "", err)
-		}
-	}
-	if err := res.Close(); err != nil {
-		return nil, opErr("insert events", queue, "", err)
-	}
-	return ids, nil
-}
-
 // Copier is what bulk insert needs: pgx.Tx satisfies it.
 type Copier interface {
 	DB
@@ -66,30 +38,25 @@ type Copier interface {
 var copyColumns = []string{"ev_time", "ev_type", "ev_data", "ev_extra1", "ev_extra2", "ev_extra3", "ev_extra4"}
 
 // InsertEvents bulk-inserts events with COPY into
-// pgq.current_event_table(queue). It must run in the caller's transaction
-// (the current table is valid only inside it). The rows are the ones
-// pgq.insert_event would write: ev_id from the queue's sequence, ev_time =
-// now() of the transaction, ev_txid = the transaction's id, owner and retry
-// NULL.
-func InsertEvents(ctx context.Context, tx Copier, queue string, evs []EventData) (int64, error) {
-	return InsertEventsFrom(ctx, tx, queue, func(yield func(EventData) bool) {
-		for _, e := range evs {
-			if !yield(e) {
-				return
-			}
-		}
-	})
-}
-
-// InsertEventsFrom is InsertEvents reading events from an iterator, so huge
-// loads never sit in memory.
+// pgq.current_event_table(queue) and returns how many it wrote. It reads
+// the events from an iterator, so huge loads never sit in memory; pass a
+// slice as slices.Values(evs).
+//
+// It must run in the caller's transaction (the current table is valid only
+// inside it): the events exist iff that transaction commits. The rows are
+// the ones pgq.insert_event would write: ev_id from the queue's sequence,
+// ev_time = now() of the transaction, ev_txid = the transaction's id, owner
+// and retry NULL. The ids are not returned; use InsertEvent for one event
+// whose id you need.
 //
 // The transaction must be READ COMMITTED (PostgreSQL's default): under
 // REPEATABLE READ or SERIALIZABLE the event table would be read from a
 // snapshot older than the transaction's id, and a table rotation in between
 // could hide the events from every consumer, so such a transaction is
-// refused with ErrInvalidArgument before anything is written.
-func InsertEventsFrom(ctx context.Context, tx Copier, queue string, evs iter.Seq[EventData]) (int64, error) {
+// refused with ErrInvalidArgument before anything is written. An event
+// larger than MaxPayload fails the call with ErrInvalidArgument (nothing
+// of the COPY is kept).
+func InsertEvents(ctx context.Context, tx Copier, queue string, evs iter.Seq[EventData]) (int64, error) {
 	if err := ValidateName("queue", queue); err != nil {
 		return 0, err
 	}

@@ -2,6 +2,7 @@ package pgq_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -26,7 +27,7 @@ func TestRetryTagsBoundedInBytes(t *testing.T) {
 	}
 	tx, err := e.pool.Begin(e.ctx)
 	require.NoError(t, err)
-	_, err = pgq.InsertEvents(e.ctx, tx, e.queue, in)
+	_, err = pgq.InsertEvents(e.ctx, tx, e.queue, slices.Values(in))
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(e.ctx))
 	e.tick(t)

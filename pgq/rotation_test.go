@@ -3,6 +3,7 @@ package pgq_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -77,7 +78,7 @@ func TestBulkInsertDuringRotationLosesNothing(t *testing.T) {
 	tx, err := e.pool.Begin(e.ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(e.ctx)
-	got, err := pgq.InsertEvents(e.ctx, tx, e.queue, evs)
+	got, err := pgq.InsertEvents(e.ctx, tx, e.queue, slices.Values(evs))
 	require.NoError(t, err)
 	require.EqualValues(t, n, got)
 	require.True(t, rotated, "the hook did not run")
@@ -104,14 +105,14 @@ func TestBulkInsertRefusesRepeatableRead(t *testing.T) {
 	for _, iso := range []pgx.TxIsoLevel{pgx.RepeatableRead, pgx.Serializable} {
 		tx, err := e.pool.BeginTx(e.ctx, pgx.TxOptions{IsoLevel: iso})
 		require.NoError(t, err)
-		_, err = pgq.InsertEvents(e.ctx, tx, e.queue, []pgq.EventData{{Data: pgq.T("x")}})
+		_, err = pgq.InsertEvents(e.ctx, tx, e.queue, slices.Values([]pgq.EventData{{Data: pgq.T("x")}}))
 		require.ErrorIs(t, err, pgq.ErrInvalidArgument, "isolation %s", iso)
 		require.ErrorContains(t, err, "read committed")
 		require.NoError(t, tx.Rollback(e.ctx))
 	}
 	tx, err := e.pool.BeginTx(e.ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	require.NoError(t, err)
-	_, err = pgq.InsertEvents(e.ctx, tx, e.queue, []pgq.EventData{{Data: pgq.T("x")}})
+	_, err = pgq.InsertEvents(e.ctx, tx, e.queue, slices.Values([]pgq.EventData{{Data: pgq.T("x")}}))
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(e.ctx))
 }

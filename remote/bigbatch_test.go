@@ -48,7 +48,7 @@ func TestRemoteOneMillionEventBatchBoundedMemory(t *testing.T) {
 	const n = 1_000_000
 	tx, err := e.src.Pool.Begin(e.ctx)
 	require.NoError(t, err)
-	_, err = pgq.InsertEventsFrom(e.ctx, tx, "q", func(yield func(pgq.EventData) bool) {
+	_, err = pgq.InsertEvents(e.ctx, tx, "q", func(yield func(pgq.EventData) bool) {
 		for i := range n {
 			if !yield(pgq.EventData{Data: pgq.T("row-" + strconv.Itoa(i))}) {
 				return

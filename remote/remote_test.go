@@ -3,6 +3,7 @@ package remote_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func (e *env) produce(t *testing.T, from, n int, data func(i int) string) {
 	}
 	tx, err := e.src.Pool.Begin(e.ctx)
 	require.NoError(t, err)
-	_, err = pgq.InsertEvents(e.ctx, tx, "q", evs)
+	_, err = pgq.InsertEvents(e.ctx, tx, "q", slices.Values(evs))
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(e.ctx))
 }

@@ -89,26 +89,26 @@ type Sender struct {
 	Type   string // event type; default "copy"
 }
 
-// Send queues row for every target node, one event per target, and returns
-// the event ids. For many rows in one transaction use SendBulk: one COPY
-// instead of a round trip per event.
-func (s Sender) Send(ctx context.Context, tx pgx.Tx, targets []string, row Payload) ([]int64, error) {
+// Send queues row for every target node, one event per target, with one
+// COPY (pgq.InsertEvents) in the caller's transaction, and returns how
+// many events it wrote: len(targets). The transaction must be READ
+// COMMITTED, as for pgq.InsertEvents. For many rows in one transaction use
+// SendBulk: one COPY for all of them.
+func (s Sender) Send(ctx context.Context, tx pgx.Tx, targets []string, row Payload) (int64, error) {
 	if err := checkTargets(targets); err != nil {
-		return nil, err
+		return 0, err
 	}
 	data, err := row.Encode()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	evs := make([]pgq.EventData, len(targets))
-	for i, t := range targets {
-		evs[i] = targetedEvent(s.Type, t, data, s.Origin)
-	}
-	return pgq.InsertEventsPipelined(ctx, tx, s.Queue, evs)
+	return s.insert(ctx, tx, []Message{{Targets: targets}}, []string{data})
 }
 
-// SendBulk sends many targeted rows with one COPY, in the caller's
-// transaction. Every message is validated before anything is sent.
+// SendBulk sends many targeted rows with one COPY (pgq.InsertEvents), in
+// the caller's transaction, and returns how many events it wrote (one per
+// target of each message). Every message is validated before anything is
+// sent.
 func (s Sender) SendBulk(ctx context.Context, tx pgx.Tx, msgs []Message) (int64, error) {
 	encoded := make([]string, len(msgs))
 	for i, m := range msgs {
@@ -121,7 +121,13 @@ func (s Sender) SendBulk(ctx context.Context, tx pgx.Tx, msgs []Message) (int64,
 		}
 		encoded[i] = d
 	}
-	return pgq.InsertEventsFrom(ctx, tx, s.Queue, func(yield func(pgq.EventData) bool) {
+	return s.insert(ctx, tx, msgs, encoded)
+}
+
+// insert COPYs one event per target of each message, encoded[i] being
+// message i's row.
+func (s Sender) insert(ctx context.Context, tx pgx.Tx, msgs []Message, encoded []string) (int64, error) {
+	return pgq.InsertEvents(ctx, tx, s.Queue, func(yield func(pgq.EventData) bool) {
 		for i, m := range msgs {
 			typ := m.Type
 			if typ == "" {

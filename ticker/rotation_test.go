@@ -3,6 +3,7 @@ package ticker_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -84,7 +85,7 @@ func TestRotationBoundedAndLossless(t *testing.T) {
 				n++
 			}
 			fail(pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-				_, err := pgq.InsertEvents(ctx, tx, q, evs)
+				_, err := pgq.InsertEvents(ctx, tx, q, slices.Values(evs))
 				return err
 			}))
 			inserted.Add(int64(len(evs)))

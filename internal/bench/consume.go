@@ -98,7 +98,7 @@ func insertCommit(ctx context.Context, p *pgxpool.Pool, q string, evs iter.Seq[p
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := pgq.InsertEventsFrom(ctx, tx, q, evs); err != nil {
+	if _, err := pgq.InsertEvents(ctx, tx, q, evs); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)

@@ -75,7 +75,7 @@ func newInsertFixture(ctx context.Context, env *Env) (*insertFixture, error) {
 	return f, nil
 }
 
-// bulkOurs inserts n events with pgq.InsertEventsFrom (COPY into the
+// bulkOurs inserts n events with pgq.InsertEvents (COPY into the
 // current event table) into a fresh queue, in one transaction; the time
 // covers begin to commit.
 func (f *insertFixture) bulkOurs(ctx context.Context, n int) (time.Duration, error) {
@@ -92,7 +92,7 @@ func (f *insertFixture) bulkOurs(ctx context.Context, n int) (time.Duration, err
 		return 0, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	got, err := pgq.InsertEventsFrom(ctx, tx, q, benchEvents(n))
+	got, err := pgq.InsertEvents(ctx, tx, q, benchEvents(n))
 	if err != nil {
 		return 0, err
 	}
@@ -149,8 +149,14 @@ func (f *insertFixture) bulkCeiling(ctx context.Context, n int) (time.Duration, 
 // pipelineChunk is how many insert_event calls share one round trip.
 const pipelineChunk = 1000
 
-// pipelinedOurs inserts n events with pgq.InsertEventsPipelined, chunks
-// of pipelineChunk calls per round trip, in one transaction.
+// sqlInsertEvent is the statement pgq.InsertEvent sends. The pipelined case
+// queues it on a pgx.Batch itself: the pgq package has no pipelined insert
+// (COPY, pgq.InsertEvents, is its bulk form), so this measures the raw
+// alternative a producer could write with pgx.
+const sqlInsertEvent = "select pgq.insert_event($1, $2, $3, $4, $5, $6, $7)"
+
+// pipelinedOurs inserts n events with pgq.insert_event, chunks of
+// pipelineChunk calls per round trip (pgx.Batch), in one transaction.
 func (f *insertFixture) pipelinedOurs(ctx context.Context, n int) (time.Duration, error) {
 	start := time.Now()
 	tx, err := f.db.Pool.Begin(ctx)
@@ -158,14 +164,14 @@ func (f *insertFixture) pipelinedOurs(ctx context.Context, n int) (time.Duration
 		return 0, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	evs := make([]pgq.EventData, 0, pipelineChunk)
 	for i := 0; i < n; {
-		evs = evs[:0]
-		for ; i < n && len(evs) < pipelineChunk; i++ {
-			evs = append(evs, benchEvent(i))
+		pb := &pgx.Batch{}
+		for ; i < n && pb.Len() < pipelineChunk; i++ {
+			e := benchEvent(i)
+			pb.Queue(sqlInsertEvent, pipeQueue, e.Type, e.Data, e.Extra1, e.Extra2, e.Extra3, e.Extra4)
 		}
-		if _, err := pgq.InsertEventsPipelined(ctx, tx, pipeQueue, evs); err != nil {
-			return 0, err
+		if err := tx.SendBatch(ctx, pb).Close(); err != nil {
+			return 0, fmt.Errorf("pipelined insert_event: %w", err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -77,15 +77,17 @@ func (e *Env) TryProduce(n int, mk func(i int) pgq.EventData) ([]int64, error) {
 	if mk == nil {
 		mk = func(i int) pgq.EventData { return pgq.EventData{Type: pgq.T("t"), Data: pgq.T(fmt.Sprint(i))} }
 	}
-	evs := make([]pgq.EventData, n)
-	for i := range evs {
-		evs[i] = mk(i)
-	}
 	var ids []int64
 	err := pgx.BeginFunc(e.Ctx, e.Pool, func(tx pgx.Tx) error {
-		var err error
-		ids, err = pgq.InsertEventsPipelined(e.Ctx, tx, e.Queue, evs)
-		return err
+		ids = make([]int64, n)
+		for i := range n {
+			id, err := pgq.InsertEvent(e.Ctx, tx, e.Queue, mk(i))
+			if err != nil {
+				return err
+			}
+			ids[i] = id
+		}
+		return nil
 	})
 	return ids, err
 }
