@@ -40,7 +40,7 @@ func serveMetrics(addr string, log *slog.Logger, cs ...prometheus.Collector) (st
 	go func() {
 		defer wg.Done()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server failed", "error", err)
+			log.Error("metrics server failed", "err", err)
 		}
 	}()
 	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")

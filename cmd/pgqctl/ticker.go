@@ -348,7 +348,7 @@ func runTicker(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		select {
 		case err := <-done:
 			if err != nil {
-				log.Error("ticker stopped", "error", err)
+				log.Error("ticker stopped", "err", err)
 				return 1
 			}
 			log.Info("ticker stopped")
@@ -370,7 +370,7 @@ func reload(f *tickerFlags, sink *logSink, log *slog.Logger, tk *ticker.Ticker) 
 		err = tk.Reload(dc.ticker)
 	}
 	if err != nil {
-		log.Error("reload failed; keeping the running configuration", "error", err)
+		log.Error("reload failed; keeping the running configuration", "err", err)
 		return
 	}
 	for _, n := range dc.notes {
