@@ -7,6 +7,7 @@ import (
 	"iter"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -134,6 +135,14 @@ func FinishBatch(ctx context.Context, db DB, batchID int64) (bool, error) {
 
 // Batch is an open batch being processed: its info, its events (streamed),
 // and the retry tags set on them.
+//
+// Concurrency: read the events (Events, All) and finish the batch (Finish,
+// QueueFinish) from one goroutine at a time; reading streams through one
+// connection. The retry tags are safe for concurrent use: events of the
+// batch may be tagged (Event.TagRetry, TagRetryAt, TagDone) from several
+// goroutines at once, also while Retries, RetryTags, RetryCount or
+// ResetRetries run. Tags set while Finish runs may or may not be sent: wait
+// for the goroutines that tag before finishing.
 type Batch struct {
 	Queue    string
 	Consumer string
@@ -143,6 +152,7 @@ type Batch struct {
 	fetchSize int
 	filter    Filter
 
+	mu        sync.Mutex // guards the retry tags below and Event.retryAt of the batch's events
 	retries   map[int64]*retryTag
 	order     []int64 // tagged ids in tagging order (stale entries skipped by seq)
 	heldBytes int     // event bytes kept by retries, at most RetryTagBudget
@@ -362,6 +372,7 @@ func (b *Batch) scan(rows pgx.Rows) (*Event, error) {
 	return ev, nil
 }
 
+// tagRetry records e's tag; b.mu is held.
 func (b *Batch) tagRetry(e *Event) {
 	if t, ok := b.retries[e.ID]; ok {
 		t.at = e.retryAt
@@ -382,6 +393,7 @@ func (b *Batch) tagRetry(e *Event) {
 	b.order = append(b.order, e.ID)
 }
 
+// untagRetry drops e's tag; b.mu is held.
 func (b *Batch) untagRetry(e *Event) {
 	t, ok := b.retries[e.ID]
 	if !ok {
@@ -396,7 +408,7 @@ func (b *Batch) untagRetry(e *Event) {
 	}
 }
 
-// compactOrder drops the order entries of untagged events.
+// compactOrder drops the order entries of untagged events; b.mu is held.
 func (b *Batch) compactOrder() {
 	live := b.order[:0]
 	for i, id := range b.order {
@@ -409,7 +421,7 @@ func (b *Batch) compactOrder() {
 	b.order = live
 }
 
-// tags yields every retry tag once, in tagging order.
+// tags yields every retry tag once, in tagging order; b.mu is held.
 func (b *Batch) tags() iter.Seq2[int64, *retryTag] {
 	return func(yield func(int64, *retryTag) bool) {
 		for i, id := range b.order {
@@ -426,6 +438,8 @@ func (b *Batch) tags() iter.Seq2[int64, *retryTag] {
 // tagged past RetryTagBudget come back without their data: only ID and
 // RetryAt are set (Finish retries them by id, on the server).
 func (b *Batch) Retries() []*Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	out := make([]*Event, 0, len(b.retries))
 	for id, t := range b.tags() {
 		e := t.ev
@@ -438,11 +452,22 @@ func (b *Batch) Retries() []*Event {
 }
 
 // RetryTags yields the id and retry time of every event tagged for retry,
-// in tagging order, without building events.
+// in tagging order, without building events. It yields the tags as they
+// were when iteration began, so the loop body may tag and untag events.
 func (b *Batch) RetryTags() iter.Seq2[int64, time.Time] {
 	return func(yield func(int64, time.Time) bool) {
+		type tag struct {
+			id int64
+			at time.Time
+		}
+		b.mu.Lock()
+		tags := make([]tag, 0, len(b.retries))
 		for id, t := range b.tags() {
-			if !yield(id, t.at) {
+			tags = append(tags, tag{id, t.at})
+		}
+		b.mu.Unlock()
+		for _, t := range tags {
+			if !yield(t.id, t.at) {
 				return
 			}
 		}
@@ -450,10 +475,20 @@ func (b *Batch) RetryTags() iter.Seq2[int64, time.Time] {
 }
 
 // RetryCount is the number of events tagged for retry.
-func (b *Batch) RetryCount() int { return len(b.retries) }
+func (b *Batch) RetryCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.retries)
+}
 
 // ResetRetries drops every retry tag (before processing the batch again).
-func (b *Batch) ResetRetries() { b.retries, b.order, b.heldBytes = nil, nil, 0 }
+// Events already read keep reporting their retry time from RetryAt; read
+// the batch again for fresh events.
+func (b *Batch) ResetRetries() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.retries, b.order, b.heldBytes = nil, nil, 0
+}
 
 // sqlRetryByID retries the events of batch $1 whose ids are in $4 (retry
 // times in $5) with one read of the batch: what pgq.event_retry does per
@@ -473,6 +508,8 @@ func (b *Batch) QueueFinish(pb *pgx.Batch) { b.queueFinish(pb) }
 // queueFinish is QueueFinish; it returns how many events the retry-by-id
 // statement (queued just before finish_batch) must retry, 0 if none.
 func (b *Batch) queueFinish(pb *pgx.Batch) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	var ids []int64
 	var ats []time.Time
 	for id, t := range b.tags() {

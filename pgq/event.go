@@ -1,6 +1,8 @@
 package pgq
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -25,6 +27,26 @@ type EventData struct {
 	Extra4 Text
 }
 
+// NewEvent returns an event of type typ carrying data in ev_data; the
+// extra fields are NULL. Set them on the result when needed:
+//
+//	ev := pgq.NewEvent("order.created", `{"id":42}`)
+//	ev.Extra1 = pgq.T("public.orders")
+func NewEvent(typ, data string) EventData {
+	return EventData{Type: T(typ), Data: T(data)}
+}
+
+// JSONEvent returns an event of type typ whose ev_data is v encoded with
+// encoding/json; the extra fields are NULL. consumer.JSON decodes such
+// events back into a typed value. The error is json.Marshal's, wrapped.
+func JSONEvent(typ string, v any) (EventData, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return EventData{}, fmt.Errorf("pgq: json event %q: %w", typ, err)
+	}
+	return EventData{Type: T(typ), Data: T(string(b))}, nil
+}
+
 // MaxPayload bounds the total size of an event's text fields accepted by
 // the insert functions (PostgreSQL itself allows up to 1 GB per value).
 const MaxPayload = 64 << 20
@@ -35,6 +57,12 @@ func (d *EventData) size() int {
 }
 
 // Event is one event of a batch, as returned by pgq.get_batch_events.
+//
+// Its fields are read-only data and may be read from any goroutine. The
+// tagging methods (TagRetry, TagRetryAt, TagDone, RetryAt) are safe for
+// concurrent use on the events of one Batch: a handler may hand events to
+// worker goroutines that tag them. For an Event built by hand, not read
+// from a Batch, they are not synchronised.
 type Event struct {
 	ID    int64
 	Time  time.Time
@@ -57,14 +85,22 @@ func (e *Event) TagRetryAt(t time.Time) {
 	if t.IsZero() {
 		t = time.Now()
 	}
-	e.retryAt = t
-	if e.batch != nil {
-		e.batch.tagRetry(e)
+	if b := e.batch; b != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		e.retryAt = t
+		b.tagRetry(e)
+		return
 	}
+	e.retryAt = t
 }
 
 // TagDone undoes TagRetry: the event is done when the batch finishes.
 func (e *Event) TagDone() {
+	if b := e.batch; b != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+	}
 	if e.retryAt.IsZero() {
 		return
 	}
@@ -75,4 +111,10 @@ func (e *Event) TagDone() {
 }
 
 // RetryAt reports the retry time set by TagRetry, and whether one is set.
-func (e *Event) RetryAt() (time.Time, bool) { return e.retryAt, !e.retryAt.IsZero() }
+func (e *Event) RetryAt() (time.Time, bool) {
+	if b := e.batch; b != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+	}
+	return e.retryAt, !e.retryAt.IsZero()
+}
