@@ -11,4 +11,8 @@ func SetBeforeCopyHook(f func(ctx context.Context, queue, table string)) (restor
 }
 
 // HeldRetryBytes is how many bytes of events the batch's retry tags keep.
-func (b *Batch) HeldRetryBytes() int { return b.heldBytes }
+func (b *Batch) HeldRetryBytes() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.heldBytes
+}

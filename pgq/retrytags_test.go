@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/stretchr/testify/require"
@@ -107,6 +109,86 @@ func TestRetryTagsBoundedInBytes(t *testing.T) {
 		w, ok := want[ev.ID]
 		require.True(t, ok, "unexpected event %d", ev.ID)
 		require.Equal(t, w, ev.EventData, "event %d intact", ev.ID)
+		require.EqualValues(t, 1, ev.Retry)
+	}
+}
+
+// TestTagRetryConcurrent tags and untags the events of one batch from
+// several goroutines at once (each owning some events, all of them tagging
+// one shared event), while others read the tags; run with -race. Exactly
+// the events left tagged come back, once each, with their retry count.
+func TestTagRetryConcurrent(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const n, workers = 400, 8
+	evs := make([]pgq.EventData, n)
+	for i := range evs {
+		evs[i] = pgq.NewEvent("t", fmt.Sprint(i))
+	}
+	tx, err := e.pool.Begin(e.ctx)
+	require.NoError(t, err)
+	_, err = pgq.InsertEvents(e.ctx, tx, e.queue, slices.Values(evs))
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(e.ctx))
+	e.tick(t)
+	b := pgq.NewBatch(e.pool, e.queue, e.cons, *e.next(t), pgq.ReadOptions{FetchSize: 50})
+	got, err := b.All(e.ctx)
+	require.NoError(t, err)
+	require.Len(t, got, n)
+
+	// Event i stays tagged unless i%3 == 0; event 1 is tagged by everyone.
+	want := map[int64]bool{}
+	for i, ev := range got {
+		if i%3 != 0 {
+			want[ev.ID] = true
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				ev := got[i]
+				ev.TagRetry(0)
+				got[1].TagRetryAt(time.Now())
+				if _, ok := ev.RetryAt(); !ok {
+					t.Errorf("event %d: RetryAt reports no tag after TagRetry", ev.ID)
+				}
+				if i%3 == 0 {
+					ev.TagDone()
+				}
+			}
+		})
+		wg.Go(func() { // readers
+			for range n / workers {
+				_ = b.RetryCount()
+				for id := range b.RetryTags() {
+					_ = id
+				}
+				_ = b.Retries()
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, len(want), b.RetryCount())
+	for id := range b.RetryTags() {
+		require.True(t, want[id], "event %d tagged", id)
+	}
+
+	tx, err = e.pool.Begin(e.ctx)
+	require.NoError(t, err)
+	ok, err := b.Finish(e.ctx, tx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, tx.Commit(e.ctx))
+	moved, err := pgq.MaintRetryEvents(e.ctx, e.pool)
+	require.NoError(t, err)
+	require.EqualValues(t, len(want), moved)
+	e.tick(t)
+	back := e.events(t, e.next(t), pgq.ReadOptions{})
+	require.Len(t, back, len(want))
+	for _, ev := range back {
+		require.True(t, want[ev.ID], "event %d came back", ev.ID)
+		delete(want, ev.ID)
 		require.EqualValues(t, 1, ev.Retry)
 	}
 }
