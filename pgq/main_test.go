@@ -15,7 +15,7 @@ import (
 var cluster *pgtest.Cluster
 
 func TestMain(m *testing.M) {
-	os.Exit(pgtest.Main(m, &cluster))
+	os.Exit(pgtest.Main(m, &cluster, pgtest.ExamplesDB("pgq_examples")))
 }
 
 type env struct {
