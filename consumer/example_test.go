@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,12 +18,8 @@ import (
 // production the ticker package, pgqctl ticker or pgqd makes the ticks).
 func produce(ctx context.Context, pool *pgxpool.Pool, queue string, evs ...pgq.EventData) {
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		for _, ev := range evs {
-			if _, err := pgq.InsertEvent(ctx, tx, queue, ev); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := pgq.InsertEvents(ctx, tx, queue, slices.Values(evs)) // one COPY
+		return err
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -62,9 +59,9 @@ func Example() {
 		log.Fatal(err)
 	}
 	produce(ctx, pool, "orders",
-		pgq.EventData{Type: pgq.T("new"), Data: pgq.T("order 1")},
-		pgq.EventData{Type: pgq.T("new"), Data: pgq.T("order 2")},
-		pgq.EventData{Type: pgq.T("paid"), Data: pgq.T("order 3")})
+		pgq.NewEvent("new", "order 1"),
+		pgq.NewEvent("new", "order 2"),
+		pgq.NewEvent("paid", "order 3"))
 
 	if err := c.Run(ctx); err != nil {
 		log.Fatal(err)
@@ -115,9 +112,9 @@ func ExampleBatchHandlerFunc() {
 		log.Fatal(err)
 	}
 	produce(ctx, pool, "payments",
-		pgq.EventData{Type: pgq.T("pay"), Data: pgq.T("10.00")},
+		pgq.NewEvent("pay", "10.00"),
 		pgq.EventData{Type: pgq.T("pay"), Data: pgq.T("25.00"), Extra1: pgq.T("gateway-down")},
-		pgq.EventData{Type: pgq.T("pay"), Data: pgq.T("7.50")})
+		pgq.NewEvent("pay", "7.50"))
 	if err := c.Run(ctx); err != nil {
 		log.Fatal(err)
 	}
@@ -166,4 +163,58 @@ func ExampleConfig_filter() {
 	// Output:
 	// node_b row 2
 	// node_b row 4
+}
+
+// A typed JSON handler: each event's ev_data is decoded into an Order
+// before the function sees it. Producers write such events with
+// pgq.JSONEvent. An event that does not decode fails the batch (it is
+// retried, not skipped): see JSON.
+func ExampleJSON() {
+	type Order struct {
+		ID    int     `json:"id"`
+		Total float64 `json:"total"`
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pgq.CreateQueue(ctx, pool, "json_orders"); err != nil {
+		log.Fatal(err)
+	}
+
+	cfg := consumer.Config{Queue: "json_orders", Name: "invoicer"}
+	cfg.Hooks.OnBatch = func(s consumer.BatchStats) {
+		if s.Events > 0 {
+			cancel() // stop after the batch with our events
+		}
+	}
+	c, err := consumer.New(pool, cfg, consumer.JSON(func(ctx context.Context, ev *pgq.Event, o Order) error {
+		fmt.Printf("%s: order %d, total %.2f\n", ev.Type.String, o.ID, o.Total)
+		return nil
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.Register(ctx); err != nil {
+		log.Fatal(err)
+	}
+	var evs []pgq.EventData
+	for _, o := range []Order{{ID: 1, Total: 9.9}, {ID: 2, Total: 120}} {
+		ev, err := pgq.JSONEvent("order.created", o)
+		if err != nil {
+			log.Fatal(err)
+		}
+		evs = append(evs, ev)
+	}
+	produce(ctx, pool, "json_orders", evs...)
+
+	if err := c.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// order.created: order 1, total 9.90
+	// order.created: order 2, total 120.00
 }
