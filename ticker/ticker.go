@@ -75,7 +75,11 @@ func (t *Ticker) Reload(cfg Config) error {
 }
 
 // Snapshot returns the stats of every served database, ordered by server
-// and database name.
+// and database name. Only a running Ticker serves databases: Snapshot is
+// empty before Run has started serving them and again once Run has
+// returned (Run stops every database's worker and drops its stats; a
+// later Run starts the counters from zero). Take the Snapshot before
+// cancelling Run's context to keep the final figures.
 func (t *Ticker) Snapshot() []DatabaseStats {
 	t.mu.Lock()
 	out := make([]DatabaseStats, 0, len(t.workers))

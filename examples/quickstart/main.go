@@ -1,6 +1,7 @@
 // Command quickstart shows PgQ end to end with the pgq package: create a
 // queue, register a consumer, produce events in a transaction, tick, and
-// consume batches until the queue is drained.
+// consume batches until the queue is drained. (examples/onebox runs a
+// ticker and a consumer loop instead, with a low-latency queue.)
 //
 //	DATABASE_URL=postgres://... go run ./examples/quickstart
 //
@@ -49,9 +50,7 @@ func run(ctx context.Context) error {
 	}
 	defer tx.Rollback(ctx)
 	for i := 1; i <= 5; i++ {
-		if _, err := pgq.InsertEvent(ctx, tx, queue, pgq.EventData{
-			Type: pgq.T("greeting"), Data: pgq.T(fmt.Sprintf("hello #%d", i)),
-		}); err != nil {
+		if _, err := pgq.InsertEvent(ctx, tx, queue, pgq.NewEvent("greeting", fmt.Sprintf("hello #%d", i))); err != nil {
 			return err
 		}
 	}
