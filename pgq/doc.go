@@ -39,11 +39,11 @@
 // ticker_idle_period (default 1 min) without a tick.
 //
 // Low latency therefore needs both knobs turned down: the queue's
-// ticker_max_lag ([SetQueueConfig] with [QueueConfig].TickerMaxLag), so that
+// ticker_max_lag ([SetQueueConfig] with [QueueConfig.TickerMaxLag]), so that
 // a call may tick the queue soon after an event, and the ticker's period
 // (ticker.Config.TickPeriod, pgqd ticker_period, default 1 s), so that the
 // call comes soon. A 50 ms max lag under a 1 s ticker period still waits up
-// to a second; a 50 ms period under the default 3 s max lag waits three.
+// to a second; a 50 ms period under the default 3 s max lag waits three seconds.
 //
 //	pgq.SetQueueConfig(ctx, pool, "orders", pgq.QueueConfig{TickerMaxLag: pgq.Ptr(50 * time.Millisecond)})
 //	ticker.New(ticker.Config{Servers: ..., TickPeriod: 50 * time.Millisecond})
