@@ -133,16 +133,23 @@ type Config struct {
 // strictOrderKey puts every event under one key.
 func strictOrderKey(*pgq.Event) (string, error) { return "*", nil }
 
+// layoutDefaults fills the queue names and routing every node of a
+// cluster shares (Config, ReshardConfig).
+func layoutDefaults(push, pull string, r Routing) (string, string, Routing) {
+	if push == "" {
+		push = "push_queue"
+	}
+	if pull == "" {
+		pull = "pull_queue"
+	}
+	if r == 0 {
+		r = RoutingShared
+	}
+	return push, pull, r
+}
+
 func (c Config) withDefaults() Config {
-	if c.PushQueue == "" {
-		c.PushQueue = "push_queue"
-	}
-	if c.PullQueue == "" {
-		c.PullQueue = "pull_queue"
-	}
-	if c.Routing == 0 {
-		c.Routing = RoutingShared
-	}
+	c.PushQueue, c.PullQueue, c.Routing = layoutDefaults(c.PushQueue, c.PullQueue, c.Routing)
 	if c.Accept == nil {
 		c.Accept = DefaultAccept
 	}

@@ -184,15 +184,7 @@ func (rs *resharder) finish(ctx context.Context) error {
 }
 
 func (c ReshardConfig) withDefaults() ReshardConfig {
-	if c.PushQueue == "" {
-		c.PushQueue = "push_queue"
-	}
-	if c.PullQueue == "" {
-		c.PullQueue = "pull_queue"
-	}
-	if c.Routing == 0 {
-		c.Routing = RoutingShared
-	}
+	c.PushQueue, c.PullQueue, c.Routing = layoutDefaults(c.PushQueue, c.PullQueue, c.Routing)
 	c.Logger = logging.Default(c.Logger)
 	if c.ErrorBackoff.Initial == 0 {
 		c.ErrorBackoff = consumer.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2}
