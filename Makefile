@@ -15,7 +15,7 @@ demo: deps
 	$(GO) run ./internal/sandbox -db demo,hub,n1,n2,n3,n4 -- sh -c '$(GO) run ./examples/quickstart && $(GO) run ./examples/targetedcopy/demo'
 
 bench: deps
-	$(GO) run ./cmd/pgqctl bench
+	$(GO) run ./bench
 
 lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...

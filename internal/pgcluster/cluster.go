@@ -1,6 +1,6 @@
 // Package pgcluster starts and manages throwaway PostgreSQL clusters with
 // the pgq extension: for the tests (through internal/pgtest), for the
-// benchmarks `pgqctl bench` runs, and for the demo sandbox. It imports no test
+// benchmarks (go run ./bench), and for the demo sandbox. It imports no test
 // code (no testing, goleak or testify), so a program may link it.
 //
 // A cluster lives in a temporary directory, listens on 127.0.0.1 at a random

@@ -1,10 +1,10 @@
-// Package bench measures pgq-go against the raw PostgreSQL ceiling on the
+// Package harness measures pgq-go against the raw PostgreSQL ceiling on the
 // same server in the same run: bulk and pipelined inserts, streamed and
 // ticked consumption, remote copy, latency, consumer memory, a ticker
-// serving many queues and targeted copy. "pgqctl bench" (make bench) prints
+// serving many queues and targeted copy. the bench command (go run ./bench, make bench) prints
 // the table and writes bench/results.json; the Benchmark functions in
 // bench_test.go run the same measurements under go test -bench.
-package bench
+package harness
 
 import (
 	"context"

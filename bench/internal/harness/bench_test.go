@@ -1,4 +1,4 @@
-package bench
+package harness
 
 import (
 	"context"
@@ -12,13 +12,13 @@ import (
 	"github.com/pgq-go/pgq/copier"
 )
 
-// The Benchmark functions run the measurements of pgqctl bench under
+// The Benchmark functions run the measurements of the bench command (go run ./bench) under
 // go test -bench (and benchstat). Each op is one measurement of the case
 // at PGQ_BENCH_SCALE (default 0.1: 100k-event batches); ns/op is the
 // measured time of that op only (setup excluded), events/s is derived from
 // it. PGQ_BENCH_DSN (or PGQ_TEST_DSN) uses an existing server.
 //
-//	go test ./internal/bench -run '^$' -bench . -count 5 | tee new.txt
+//	go test ./bench/internal/harness -run '^$' -bench . -count 5 | tee new.txt
 //	benchstat old.txt new.txt
 
 var testEnv *Env

@@ -1,3 +1,10 @@
+// Command bench measures pgq-go on one PostgreSQL server and prints each
+// figure beside the raw PostgreSQL ceiling measured in the same run; "make
+// bench" runs it. It lives apart from the operator's binary (pgqctl): it
+// starts throwaway clusters and carries the measurement harness
+// (bench/internal/harness), which an operator never needs.
+//
+//	go run ./bench [flags]
 package main
 
 import (
@@ -9,14 +16,20 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pgq-go/pgq/internal/bench"
+	"os/signal"
+	"syscall"
+
+	"github.com/pgq-go/pgq/bench/internal/harness"
 )
 
-func init() {
-	register("bench", "measure throughput, latency and memory beside the PostgreSQL ceiling", runBench)
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-const benchUsage = `usage: pgqctl bench [flags]
+const benchUsage = `usage: go run ./bench [flags]
 
 Measures pgq-go on one server and prints each figure beside the raw
 PostgreSQL ceiling measured in the same run (median of --runs runs), then
@@ -38,12 +51,12 @@ Case families (--cases): insert, consume, latency, ticker, targeted.
 flags:
 `
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// The peak-RSS case re-executes this binary in child mode.
-	if ran, code := bench.ChildMain(); ran {
+	if ran, code := harness.ChildMain(); ran {
 		return code
 	}
-	fs := flag.NewFlagSet("pgqctl bench", flag.ContinueOnError)
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, benchUsage)
@@ -60,14 +73,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if err == flag.ErrHelp {
 			return 0
 		}
-		return exitUsage
+		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "pgqctl bench: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+		fmt.Fprintf(stderr, "bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
 	}
-	o := bench.Options{DSN: *dsn, Runs: *runs, Scale: *scale, Out: *out, Log: stderr,
-		Command: "pgqctl bench " + strings.Join(args, " ")}
+	o := harness.Options{DSN: *dsn, Runs: *runs, Scale: *scale, Out: *out, Log: stderr,
+		Command: "go run ./bench " + strings.Join(args, " ")}
 	if *quiet {
 		o.Log = nil
 	}
@@ -77,16 +90,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	for _, f := range strings.Split(*nodes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 2 {
-			fmt.Fprintf(stderr, "pgqctl bench: --nodes: %q is not a node count >= 2\n", f)
-			return exitUsage
+			fmt.Fprintf(stderr, "bench: --nodes: %q is not a node count >= 2\n", f)
+			return 2
 		}
 		o.Nodes = append(o.Nodes, n)
 	}
 	if exe, err := os.Executable(); err == nil {
-		o.Child = []string{exe, "bench"}
+		o.Child = []string{exe}
 	}
-	if _, err := bench.Run(ctx, o, stdout); err != nil {
-		fmt.Fprintf(stderr, "pgqctl bench: %v\n", err)
+	if _, err := harness.Run(ctx, o, stdout); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
 	}
 	return 0

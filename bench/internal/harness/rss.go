@@ -1,4 +1,4 @@
-package bench
+package harness
 
 import (
 	"bytes"
@@ -41,7 +41,7 @@ type childResult struct {
 // result to stdout, and reports whether it ran and the exit code. Call it
 // first thing in main or TestMain:
 //
-//	if ran, code := bench.ChildMain(); ran { os.Exit(code) }
+//	if ran, code := harness.ChildMain(); ran { os.Exit(code) }
 func ChildMain() (ran bool, code int) {
 	spec := os.Getenv(ChildEnv)
 	if spec == "" {
