@@ -68,7 +68,7 @@ func In(field Field, vs ...string) Filter {
 		if i > 0 {
 			sb.WriteString(", ")
 		}
-		lit, err := QuoteLiteral(v)
+		lit, err := quoteLiteral(v)
 		if err != nil {
 			return Filter{err: err}
 		}
@@ -125,7 +125,7 @@ func HasPrefix(field Field, prefix string) Filter {
 	// The escape character is '!', not a backslash: an ordinary '\'
 	// literal is an unterminated string when standard_conforming_strings
 	// is off, and no emitted literal should depend on that setting.
-	lit, err := QuoteLiteral(likeEscaper.Replace(prefix) + "%")
+	lit, err := quoteLiteral(likeEscaper.Replace(prefix) + "%")
 	if err != nil {
 		return Filter{err: err}
 	}
@@ -168,13 +168,13 @@ func combine(op string, fs []Filter) Filter {
 	return Filter{sql: strings.Join(parts, op)}
 }
 
-// QuoteLiteral quotes s as an SQL string literal that means s whatever
+// quoteLiteral quotes s as an SQL string literal that means s whatever
 // standard_conforming_strings is set to: a value with a backslash becomes
 // an escape string (E'...', backslashes doubled), read the same way under
 // either setting; any other value is a plain '...' literal, which holds no
 // backslash. NUL bytes are refused with ErrInvalidArgument (PostgreSQL text
 // cannot hold them).
-func QuoteLiteral(s string) (string, error) {
+func quoteLiteral(s string) (string, error) {
 	if strings.IndexByte(s, 0) >= 0 {
 		return "", fmt.Errorf("pgq: value contains a NUL byte: %w", ErrInvalidArgument)
 	}

@@ -43,8 +43,8 @@ func Example() {
 
 	q := pgqtest.NewQueue(t, pool) // a queue of this test's own, dropped at its end
 	q.Insert(t,
-		pgq.EventData{Type: pgq.T("order"), Data: pgq.T("order 1")},
-		pgq.EventData{Type: pgq.T("order"), Data: pgq.T("order 2")})
+		pgq.NewEvent("order", "order 1"),
+		pgq.NewEvent("order", "order 2"))
 	q.Tick(t)
 
 	m := &mailer{down: true}

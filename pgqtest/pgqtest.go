@@ -8,7 +8,7 @@
 // tests may share a database and run in parallel:
 //
 //	q := pgqtest.NewQueue(t, pool)
-//	q.Insert(t, pgq.EventData{Type: pgq.T("order"), Data: pgq.T("42")})
+//	q.Insert(t, pgq.NewEvent("order", "42"))
 //	q.Tick(t)
 //	res := q.RunBatch(t, myHandler)
 //	require.NoError(t, res.Err)
