@@ -32,7 +32,6 @@ import (
 	"github.com/pgq-go/pgq/ticker"
 )
 
-
 // demoSQL is the node schema (--schema): rows receives copied rows, a
 // trigger logs every write into applies (a row applied twice shows up even
 // though the applier upserts), sent records what the node sent.
