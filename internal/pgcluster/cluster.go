@@ -51,7 +51,6 @@ type Cluster struct {
 	exited   chan struct{}
 	watchdog *exec.Cmd
 	wdPipe   *os.File
-	dbSeq    int
 }
 
 // Start starts a throwaway cluster, or connects to PGQ_TEST_DSN when set.
