@@ -73,13 +73,12 @@ func (t *targetedNodes) drop(env *Env) {
 
 // targetedRun is one measurement of one configuration.
 type targetedRun struct {
-	rate          float64 // rows applied per second, production commit → last apply
-	hubCPU        float64 // seconds of the hub database's backends
-	hubTicker     float64 // of which the ticker's backend
-	clusterCPU    float64 // seconds of the whole server
-	events, rows  int
-	relayed       int64
-	copierStarted time.Duration
+	rate       float64 // rows applied per second, production commit → last apply
+	hubCPU     float64 // seconds of the hub database's backends
+	hubTicker  float64 // of which the ticker's backend
+	clusterCPU float64 // seconds of the whole server
+	rows       int
+	relayed    int64
 }
 
 // targetedConfig is one cluster: N nodes, one hub, one routing.
