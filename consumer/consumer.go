@@ -137,13 +137,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if h := c.cfg.Hooks.OnIdle; h != nil {
 			h()
 		}
-		t := time.NewTimer(c.cfg.PollInterval)
-		select {
-		case <-ctx.Done():
-		case <-wake:
-		case <-t.C:
-		}
-		t.Stop()
+		backoff.Wait(ctx, c.cfg.PollInterval, wake) // the loop's top sees a cancelled ctx
 	}
 }
 

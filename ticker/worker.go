@@ -54,19 +54,7 @@ func (w *worker) poke() {
 // sleep waits d, or less when poked (a reload); it reports false when ctx
 // is done.
 func (w *worker) sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-w.wake:
-		return true
-	case <-tm.C:
-		return true
-	}
+	return backoff.Wait(ctx, d, w.wake)
 }
 
 var errNoPgq = errors.New("no usable pgq")

@@ -52,7 +52,11 @@ func (p Policy) Delay(n int) time.Duration {
 }
 
 // Sleep pauses for d; it reports false if ctx ended first.
-func Sleep(ctx context.Context, d time.Duration) bool {
+func Sleep(ctx context.Context, d time.Duration) bool { return Wait(ctx, d, nil) }
+
+// Wait pauses for d or until wake fires (nil: never); it reports false if
+// ctx ended first.
+func Wait(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
@@ -61,6 +65,8 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	select {
 	case <-ctx.Done():
 		return false
+	case <-wake:
+		return true
 	case <-t.C:
 		return true
 	}
