@@ -154,7 +154,7 @@ func Run(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 	rep := &Report{
 		Command: o.Command, Started: start.UTC(), Runs: o.Runs, Scale: o.Scale,
 		Machine: Machine{CPUs: runtime.NumCPU(), CPU: cpuModel(), OS: runtime.GOOS + "/" + runtime.GOARCH,
-			Go: runtime.Version(), Server: "throwaway cluster (internal/pgtest)"},
+			Go: runtime.Version(), Server: "throwaway cluster (internal/pgcluster)"},
 	}
 	if !env.Throwaway {
 		rep.Machine.Server = "existing server (--dsn or PGQ_TEST_DSN)"
