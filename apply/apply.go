@@ -266,16 +266,52 @@ const (
 
 // Apply writes ev's row into the table.
 func (a *RowApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error {
+	r, err := a.prepare(ctx, tx, ev)
+	if err != nil {
+		return err
+	}
+	sql, args, keyDesc := a.statement(r.action, a.table, r.t, r.fields)
+	tag, err := tx.Exec(ctx, sql, args...)
+	if err != nil {
+		a.forgetOn(err)
+		return fmt.Errorf("apply: event %d (%s) to %s: %w", ev.ID, r.action, a.table, err)
+	}
+	if r.action == rowUpd && tag.RowsAffected() == 0 {
+		return fmt.Errorf("apply: event %d (upd) to %s: no row with key %s", ev.ID, a.table, keyDesc)
+	}
+	return nil
+}
+
+// forgetOn drops the cached columns after a database error: the table may
+// have changed under them (undefined_column, undefined_table,
+// datatype_mismatch, a cached plan gone stale...). A failed event is rare
+// enough for re-reading the catalog to cost nothing.
+func (a *RowApplier) forgetOn(err error) {
+	if _, ok := errors.AsType[*pgconn.PgError](err); ok {
+		a.forget()
+	}
+}
+
+// rowOp is one event decoded and checked against the table.
+type rowOp struct {
+	ev     *pgq.Event
+	action string
+	fields []urlenc.Field // columns of the table only
+	t      *rowTable
+}
+
+// prepare decodes ev and checks it against the table's catalog.
+func (a *RowApplier) prepare(ctx context.Context, tx pgx.Tx, ev *pgq.Event) (rowOp, error) {
 	if a.table == "" {
-		return fmt.Errorf("event %d: %w", ev.ID, errNotBuilt)
+		return rowOp{}, fmt.Errorf("event %d: %w", ev.ID, errNotBuilt)
 	}
 	table := a.table
 	if err := applierCheckSize(ev, a.maxPayload); err != nil {
-		return err
+		return rowOp{}, err
 	}
 	fields, err := decode(ev)
 	if err != nil {
-		return err
+		return rowOp{}, err
 	}
 
 	action, londiste := "", false
@@ -292,51 +328,36 @@ func (a *RowApplier) Apply(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error 
 	if !londiste {
 		i := slices.IndexFunc(fields, func(f urlenc.Field) bool { return f.Key == "action" })
 		if i < 0 {
-			return fmt.Errorf("%w: event %d: no action (neither an I:/U:/D: event type nor an action field; type %q)",
+			return rowOp{}, fmt.Errorf("%w: event %d: no action (neither an I:/U:/D: event type nor an action field; type %q)",
 				ErrBadPayload, ev.ID, ev.Type.String)
 		}
 		action = fields[i].Value.String
 		if !fields[i].Value.Valid || (action != rowIns && action != rowUpd && action != rowDel) {
-			return fmt.Errorf("%w: event %d: unknown action %q (want ins, upd or del)", ErrBadPayload, ev.ID, action)
+			return rowOp{}, fmt.Errorf("%w: event %d: unknown action %q (want ins, upd or del)", ErrBadPayload, ev.ID, action)
 		}
 		fields = slices.Delete(fields, i, i+1)
 	}
 
 	t, err := a.columns(ctx, tx, false)
 	if err != nil {
-		return fmt.Errorf("apply: event %d to %s: %w", ev.ID, table, err)
+		return rowOp{}, fmt.Errorf("apply: event %d to %s: %w", ev.ID, table, err)
 	}
 	if cerr := a.checkColumns(t, fields, londiste, ev.ID, table); cerr != nil {
 		// A column added since we read the catalog is not an error: read
 		// it again before blaming the payload.
 		if t, err = a.columns(ctx, tx, true); err != nil {
-			return fmt.Errorf("apply: event %d to %s: %w", ev.ID, table, err)
+			return rowOp{}, fmt.Errorf("apply: event %d to %s: %w", ev.ID, table, err)
 		}
 		if cerr = a.checkColumns(t, fields, londiste, ev.ID, table); cerr != nil {
-			return cerr
+			return rowOp{}, cerr
 		}
 	}
 	if londiste {
 		// "action" in a londiste row the table has no column for.
 		fields = slices.DeleteFunc(fields, func(f urlenc.Field) bool { _, ok := t.cols[f.Key]; return !ok })
 	}
-
-	sql, args, keyDesc := a.statement(action, table, t, fields)
-	tag, err := tx.Exec(ctx, sql, args...)
-	if err != nil {
-		// The table may have changed under the cached columns
-		// (undefined_column, undefined_table, datatype_mismatch, a cached
-		// plan gone stale...): re-read the catalog next time. A failed
-		// event is rare enough for that to cost nothing.
-		if _, ok := errors.AsType[*pgconn.PgError](err); ok {
-			a.forget()
-		}
-		return fmt.Errorf("apply: event %d (%s) to %s: %w", ev.ID, action, table, err)
-	}
-	if action == rowUpd && tag.RowsAffected() == 0 {
-		return fmt.Errorf("apply: event %d (upd) to %s: no row with key %s", ev.ID, table, keyDesc)
-	}
-	return nil
+	slices.SortFunc(fields, func(x, y urlenc.Field) int { return strings.Compare(x.Key, y.Key) })
+	return rowOp{ev: ev, action: action, fields: fields, t: t}, nil
 }
 
 // checkColumns checks fields against the table: known columns, every key

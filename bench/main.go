@@ -46,7 +46,7 @@ be installed on the server), runs an in-process ticker on them only, and
 drops them (drop database ... with (force)) when it ends. It touches no
 other database. Hub CPU figures need the server on this machine (/proc).
 
-Case families (--cases): insert, consume, latency, ticker, targeted.
+Case families (--cases): insert, apply, consume, latency, ticker, targeted.
 
 flags:
 `

@@ -265,13 +265,35 @@ func (p *puller) applyOne(ctx context.Context, tx pgx.Tx, ev *pgq.Event) (aerr, 
 // key.
 var errWaits = errors.New("row waits behind its order key")
 
-// applyAll applies the batch inside one savepoint; any failure rolls it
-// back and is returned.
+// Bulk apply: an applier that implements apply.BatchApplier gets the
+// batch's rows in chunks of at most this many rows or bytes of payload.
+const (
+	applyChunkRows  = 2000
+	applyChunkBytes = 4 << 20
+)
+
+// applyAll applies the batch inside one savepoint, in chunks when the
+// applier applies in bulk; any failure rolls it all back and is returned
+// (the caller then applies row by row).
 func (p *puller) applyAll(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *keyState) (pullCounts, error) {
 	var c pullCounts
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return c, err
+	}
+	bulk, _ := p.tc.cfg.Applier.(apply.BatchApplier)
+	var chunk []*pgq.Event
+	chunkBytes := 0
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		if err := bulk.ApplyBatch(ctx, sp, chunk); err != nil {
+			return err
+		}
+		c.applied += int64(len(chunk))
+		chunk, chunkBytes = chunk[:0], 0
+		return nil
 	}
 	check := st.blocked()
 	for ev, err := range b.Events(ctx) {
@@ -290,14 +312,27 @@ func (p *puller) applyAll(ctx context.Context, b *pgq.Batch, tx pgx.Tx, st *keyS
 						break
 					}
 				}
-				err = p.tc.cfg.Applier.Apply(ctx, sp, ev)
+				if bulk != nil {
+					chunk = append(chunk, ev)
+					chunkBytes += len(ev.Extra2.String)
+					if len(chunk) >= applyChunkRows || chunkBytes >= applyChunkBytes {
+						err = flush()
+					}
+					break
+				}
+				if err = p.tc.cfg.Applier.Apply(ctx, sp, ev); err == nil {
+					c.applied++
+				}
 			}
 		}
 		if err != nil {
 			_ = sp.Rollback(ctx)
 			return c, err
 		}
-		c.applied++
+	}
+	if err := flush(); err != nil {
+		_ = sp.Rollback(ctx)
+		return c, err
 	}
 	return c, sp.Commit(ctx)
 }

@@ -22,7 +22,7 @@ import (
 )
 
 // Families of cases, in the order they run; Options.Cases selects some.
-var Families = []string{"insert", "consume", "latency", "ticker", "targeted"}
+var Families = []string{"insert", "apply", "consume", "latency", "ticker", "targeted"}
 
 // Options configure a Run.
 type Options struct {
@@ -172,6 +172,7 @@ func Run(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 		run  func(context.Context) error
 	}{
 		{"insert", s.insertFamily},
+		{"apply", s.applyFamily},
 		{"consume", s.consumeFamily},
 		{"latency", s.latencyFamily},
 		{"ticker", s.tickerFamily},

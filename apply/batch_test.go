@@ -1,0 +1,160 @@
+package apply_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
+	"github.com/pgq-go/pgq/internal/pgtest"
+	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/urlenc"
+	"github.com/stretchr/testify/require"
+)
+
+// applyBatch runs a.ApplyBatch in its own transaction, committed on success.
+func (e *applierEnv) applyBatch(a *apply.RowApplier, evs []*pgq.Event) error {
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if err := a.ApplyBatch(e.ctx, tx, evs); err != nil {
+		return err
+	}
+	return tx.Commit(e.ctx)
+}
+
+// randomHistory is a mixed stream of row events over a few keys: inserts,
+// updates of rows that exist, deletes, re-inserts, londiste and seed
+// forms, NULLs and hostile values, in an order where the same key recurs.
+func randomHistory(t *testing.T, n int, seed uint64) []*pgq.Event {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	hostile := pgtest.Hostile(t)
+	exists := map[string]bool{}
+	var evs []*pgq.Event
+	for i := range n {
+		ki := rng.IntN(12)
+		k := fmt.Sprintf("k%d", ki)
+		v := hostile[rng.IntN(len(hostile))]
+		var val any = v
+		if rng.IntN(7) == 0 {
+			val = nil
+		}
+		id := int64(i + 1)
+		londiste := rng.IntN(2) == 0
+		var typ, action string
+		switch {
+		case !exists[k]:
+			typ, action = "I:a,b", "ins"
+			exists[k] = true
+		case rng.IntN(4) == 0:
+			typ, action = "D:a,b", "del"
+			exists[k] = false
+		case rng.IntN(3) == 0:
+			typ, action = "I:a,b", "ins" // an upsert of an existing row
+		default:
+			typ, action = "U:a,b", "upd"
+		}
+		f := urlenc.Fields{"a": k, "b": int64(ki % 3), "v": val}
+		if action == "del" {
+			f = urlenc.Fields{"a": k, "b": f["b"]}
+		}
+		if action == "upd" && rng.IntN(3) == 0 {
+			delete(f, "v") // an update of the keys only
+		}
+		if !londiste {
+			typ = "copy"
+			f["action"] = action
+		}
+		evs = append(evs, applierEvent(id, typ, f))
+	}
+	return evs
+}
+
+// TestApplierRowBatchEqualsRowByRow: ApplyBatch leaves a table exactly as
+// Apply one event at a time does, for a stream where keys recur (runs
+// split there, so every row's history keeps its order), forms and column
+// sets mix, and values are hostile or NULL.
+func TestApplierRowBatchEqualsRowByRow(t *testing.T) {
+	e := applierDB(t,
+		"create table one (a text, b int, v text, primary key (a, b))",
+		"create table many (a text, b int, v text, primary key (a, b))")
+	one, many := mustRow(t, "one", []string{"a", "b"}), mustRow(t, "many", []string{"a", "b"})
+	for seed := range uint64(5) {
+		evs := randomHistory(t, 400, seed*7)
+		for _, ev := range evs {
+			require.NoError(t, e.apply(one, ev), "event %d", ev.ID)
+		}
+		for i := 0; i < len(evs); i += 97 { // chunks of several runs
+			require.NoError(t, e.applyBatch(many, evs[i:min(i+97, len(evs))]))
+		}
+		want := e.rows(t, "select a, b, v from one order by a, b")
+		require.Equal(t, want, e.rows(t, "select a, b, v from many order by a, b"), "seed %d", seed)
+		require.NotEmpty(t, want)
+	}
+}
+
+// TestApplierRowBatchFailsWhole: a failing event fails the call (the
+// caller then applies one by one to name it); nothing of the call is
+// kept when its transaction rolls back.
+func TestApplierRowBatchFailsWhole(t *testing.T) {
+	e := applierDB(t, "create table t (id int primary key, v text)")
+	a := mustRow(t, "t", []string{"id"})
+	ins := func(id int64) *pgq.Event {
+		return applierEvent(id, "I:id", urlenc.Fields{"id": id, "v": "x"})
+	}
+	err := e.applyBatch(a, []*pgq.Event{ins(1), ins(2), applierEvent(3, "U:id", urlenc.Fields{"id": 99, "v": "y"})})
+	require.ErrorContains(t, err, "events 3..3 (upd)")
+	require.ErrorContains(t, err, "0 of 1 rows found")
+	require.Empty(t, e.rows(t, "select * from t"))
+	err = e.applyBatch(a, []*pgq.Event{ins(1), applierEvent(2, "I:id", urlenc.Fields{"id": 2, "nope": "x"})})
+	require.ErrorIs(t, err, apply.ErrBadPayload)
+	require.Empty(t, e.rows(t, "select * from t"))
+	require.NoError(t, e.applyBatch(a, nil))
+}
+
+// countingTracer counts the statements a connection sends.
+type countingTracer struct{ n atomic.Int64 }
+
+func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (c *countingTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (c *countingTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
+	c.n.Add(1)
+}
+func (c *countingTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// TestApplierRowBatchFewStatements: 1,000 inserts of one shape take one
+// statement (plus one catalog read), not 1,000.
+func TestApplierRowBatchFewStatements(t *testing.T) {
+	e := applierDB(t, "create table t (id int primary key, v text)")
+	cfg, err := pgxpool.ParseConfig(e.pool.Config().ConnString())
+	require.NoError(t, err)
+	tr := &countingTracer{}
+	cfg.ConnConfig.Tracer = tr
+	pool, err := pgxpool.NewWithConfig(e.ctx, cfg)
+	require.NoError(t, err)
+	defer pool.Close()
+	var evs []*pgq.Event
+	for i := range int64(1000) {
+		evs = append(evs, applierEvent(i+1, "copy", urlenc.Fields{"action": "ins", "id": i, "v": fmt.Sprint("row ", i)}))
+	}
+	a := mustRow(t, "t", []string{"id"})
+	tx, err := pool.Begin(e.ctx)
+	require.NoError(t, err)
+	before := tr.n.Load()
+	require.NoError(t, a.ApplyBatch(e.ctx, tx, evs))
+	require.LessOrEqual(t, tr.n.Load()-before, int64(2))
+	require.NoError(t, tx.Commit(e.ctx))
+	require.Equal(t, [][]any{{int64(1000)}}, e.rows(t, "select count(*) from t"))
+}
