@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -183,6 +184,9 @@ type RowApplier struct {
 
 	mu     sync.Mutex
 	cached *rowTable // the table's columns, nil until read
+
+	copySkip  atomic.Int64 // insert runs left to send as upserts without trying COPY
+	copyFails atomic.Int64 // COPY attempts failed in a row (on an existing key)
 }
 
 // rowTable is a table's writable columns: name → type to cast text to.

@@ -1,13 +1,16 @@
 package apply
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/urlenc"
 )
@@ -29,8 +32,9 @@ var _ BatchApplier = (*RowApplier)(nil)
 // repeated key starts a new run, so every row's history is applied in
 // order), all runs sent in one round trip. Values travel as text arrays
 // (unnest) and are cast to the columns' catalog types, as Apply's bound
-// parameters are. An update that finds fewer rows than it has events fails
-// the whole call; Apply then names the event.
+// parameters are. An insert run of copyMinRows rows or more is first tried
+// as a COPY (see copyRun). An update that finds fewer rows than it has
+// events fails the whole call; Apply then names the event.
 func (a *RowApplier) ApplyBatch(ctx context.Context, tx pgx.Tx, evs []*pgq.Event) error {
 	if len(evs) == 0 {
 		return nil
@@ -47,36 +51,124 @@ func (a *RowApplier) ApplyBatch(ctx context.Context, tx pgx.Tx, evs []*pgq.Event
 	if err != nil {
 		return fmt.Errorf("apply: %d events to %s: %w", len(evs), a.table, err)
 	}
-	pb := &pgx.Batch{}
-	type check struct {
-		run  []rowOp
-		upd  bool
-		stmt int
-	}
-	var checks []check
+	var pending []rowRun // runs queued for one pipelined round trip
 	for start := 0; start < len(ops); {
 		end := a.runEnd(ops, start)
-		run := ops[start:end]
+		run := rowRun(ops[start:end])
+		start = end
+		if run[0].action == rowIns && len(run) >= copyMinRows && a.copySkip.Load() <= 0 {
+			if err := a.sendRuns(ctx, tx, t, pending); err != nil {
+				return err
+			}
+			pending = nil
+			done, err := a.copyRun(ctx, tx, t, run)
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
+		} else if run[0].action == rowIns && len(run) >= copyMinRows {
+			a.copySkip.Add(-1)
+		}
+		pending = append(pending, run)
+	}
+	return a.sendRuns(ctx, tx, t, pending)
+}
+
+// rowRun is a run of rowOps one statement applies.
+type rowRun []rowOp
+
+func (r rowRun) span() string { return fmt.Sprintf("%d..%d", r[0].ev.ID, r[len(r)-1].ev.ID) }
+
+// sendRuns sends one statement per run in one round trip.
+func (a *RowApplier) sendRuns(ctx context.Context, tx pgx.Tx, t *rowTable, runs []rowRun) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	pb := &pgx.Batch{}
+	for _, run := range runs {
 		sql, args := a.runStatement(t, run)
 		pb.Queue(sql, args...)
-		checks = append(checks, check{run: run, upd: run[0].action == rowUpd, stmt: len(pb.QueuedQueries) - 1})
-		start = end
 	}
 	res := tx.SendBatch(ctx, pb)
 	defer res.Close()
-	for _, c := range checks {
+	for _, run := range runs {
 		tag, err := res.Exec()
 		if err != nil {
 			a.forgetOn(err)
-			return fmt.Errorf("apply: events %d..%d (%s) to %s: %w", c.run[0].ev.ID, c.run[len(c.run)-1].ev.ID, c.run[0].action, a.table, err)
+			return fmt.Errorf("apply: events %s (%s) to %s: %w", run.span(), run[0].action, a.table, err)
 		}
-		if c.upd && tag.RowsAffected() != int64(len(c.run)) {
-			return fmt.Errorf("apply: events %d..%d (upd) to %s: %d of %d rows found",
-				c.run[0].ev.ID, c.run[len(c.run)-1].ev.ID, a.table, tag.RowsAffected(), len(c.run))
+		if run[0].action == rowUpd && tag.RowsAffected() != int64(len(run)) {
+			return fmt.Errorf("apply: events %s (upd) to %s: %d of %d rows found",
+				run.span(), a.table, tag.RowsAffected(), len(run))
 		}
 	}
 	return res.Close()
 }
+
+// Insert runs of at least copyMinRows rows are first tried as a plain
+// COPY into the table, in a savepoint: when none of their keys exists yet
+// (new rows, a backfill) that is an insert at COPY speed, and the upsert
+// would have inserted them all too. When a key exists the COPY fails with
+// unique_violation, the savepoint is rolled back and the run goes as an
+// upsert; the next runs skip the attempt for a while (up to copySkipMax
+// runs, doubling while COPY keeps failing), so a table that is mostly
+// updated does not pay for a failed COPY on every run.
+const (
+	copyMinRows = 64
+	copySkipMax = 256
+)
+
+// copyRun tries run as a COPY; done is false when a key already exists
+// (nothing of the run applied then).
+func (a *RowApplier) copyRun(ctx context.Context, tx pgx.Tx, t *rowTable, run rowRun) (done bool, err error) {
+	cols := run[0].fields
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = pgx.Identifier{c.Key}.Sanitize()
+	}
+	var buf bytes.Buffer
+	for _, op := range run {
+		for i, f := range op.fields {
+			if i > 0 {
+				buf.WriteByte('\t')
+			}
+			if !f.Value.Valid {
+				buf.WriteString(`\N`)
+				continue
+			}
+			copyEscaper.WriteString(&buf, f.Value.String)
+		}
+		buf.WriteByte('\n')
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	_, err = sp.Conn().PgConn().CopyFrom(ctx, &buf, "copy "+a.table+" ("+strings.Join(names, ", ")+") from stdin")
+	if err == nil {
+		if err := sp.Commit(ctx); err != nil {
+			return false, err
+		}
+		a.copySkip.Store(0)
+		a.copyFails.Store(0)
+		return true, nil
+	}
+	if rerr := sp.Rollback(ctx); rerr != nil {
+		return false, rerr
+	}
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "23505" {
+		n := min(int64(1)<<min(a.copyFails.Add(1), 8), copySkipMax)
+		a.copySkip.Store(n)
+		return false, nil
+	}
+	a.forgetOn(err)
+	return false, fmt.Errorf("apply: events %s (ins) to %s: %w", run.span(), a.table, err)
+}
+
+// copyEscaper escapes text for COPY's text format.
+var copyEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`)
 
 // runEnd returns the end of the run starting at ops[start]: same action,
 // same columns (in the same order: prepare sorts them), distinct keys.

@@ -134,8 +134,9 @@ func (c *countingTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBa
 }
 func (c *countingTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
-// TestApplierRowBatchFewStatements: 1,000 inserts of one shape take one
-// statement (plus one catalog read), not 1,000.
+// TestApplierRowBatchFewStatements: 1,000 inserts of one shape take a
+// catalog read and a COPY in a savepoint (savepoint, release), not 1,000
+// statements.
 func TestApplierRowBatchFewStatements(t *testing.T) {
 	e := applierDB(t, "create table t (id int primary key, v text)")
 	cfg, err := pgxpool.ParseConfig(e.pool.Config().ConnString())
@@ -154,7 +155,44 @@ func TestApplierRowBatchFewStatements(t *testing.T) {
 	require.NoError(t, err)
 	before := tr.n.Load()
 	require.NoError(t, a.ApplyBatch(e.ctx, tx, evs))
-	require.LessOrEqual(t, tr.n.Load()-before, int64(2))
+	require.LessOrEqual(t, tr.n.Load()-before, int64(3))
 	require.NoError(t, tx.Commit(e.ctx))
 	require.Equal(t, [][]any{{int64(1000)}}, e.rows(t, "select count(*) from t"))
+}
+
+// TestApplierRowBatchCopyThenUpsert: long insert runs go as a COPY when
+// their keys are new and fall back to the upsert when one exists, with the
+// same result as row by row: hostile text (tabs, newlines, backslashes,
+// \N) lands verbatim, NULLs stay NULL, an existing row is updated.
+func TestApplierRowBatchCopyThenUpsert(t *testing.T) {
+	e := applierDB(t,
+		"create table one (id int primary key, v text, n int)",
+		"create table many (id int primary key, v text, n int)")
+	one, many := mustRow(t, "one", []string{"id"}), mustRow(t, "many", []string{"id"})
+	hostile := append(pgtest.Hostile(t), `\N`, "a\tb", `\\.`, "\\.\n")
+	var evs []*pgq.Event
+	for i := range 300 {
+		var v any = hostile[i%len(hostile)]
+		if i%11 == 0 {
+			v = nil
+		}
+		evs = append(evs, applierEvent(int64(i+1), "I:id", urlenc.Fields{"id": i, "v": v, "n": i * 2}))
+	}
+	// Rows 250..299 exist already (with other values) in both tables: the
+	// second chunk's COPY fails and it goes as an upsert.
+	for _, tbl := range []string{"one", "many"} {
+		_, err := e.pool.Exec(e.ctx, "insert into "+tbl+" select g, 'old', -1 from generate_series(250, 299) g")
+		require.NoError(t, err)
+	}
+	for _, ev := range evs {
+		require.NoError(t, e.apply(one, ev))
+	}
+	require.NoError(t, e.applyBatch(many, evs[:200])) // new keys: COPY
+	require.Zero(t, apply.CopyFails(many), "COPY succeeded")
+	require.NoError(t, e.applyBatch(many, evs[200:])) // 200..299, half exist: upsert
+	require.EqualValues(t, 1, apply.CopyFails(many), "COPY met an existing key and the run went as an upsert")
+	want := e.rows(t, "select id, v, n from one order by id")
+	require.Len(t, want, 300)
+	require.Equal(t, want, e.rows(t, "select id, v, n from many order by id"))
+	require.Equal(t, [][]any{{int64(0)}}, e.rows(t, "select count(*) from many where v = 'old'"))
 }

@@ -214,8 +214,8 @@ func Parse(s string) (map[string]pgq.Text, error) {
 // "a=b=c" as two pairs, its Python decoder as a="b=c"), and decoded text
 // that is not valid UTF-8 or holds a NUL byte.
 func ParseOrdered(s string) ([]Field, error) {
-	var fields []Field
-	seen := make(map[string]struct{})
+	fields := make([]Field, 0, strings.Count(s, "&")+1)
+	var seen map[string]struct{} // only for wide rows; narrow ones scan fields
 	for pair := range strings.SplitSeq(s, "&") {
 		if pair == "" {
 			continue
@@ -228,10 +228,9 @@ func ParseOrdered(s string) ([]Field, error) {
 		if key == "" {
 			return nil, fmt.Errorf("%w: empty key in %q", ErrInvalid, pair)
 		}
-		if _, dup := seen[key]; dup {
+		if dupKey(fields, &seen, key) {
 			return nil, fmt.Errorf("%w: key %q given twice", ErrInvalid, key)
 		}
-		seen[key] = struct{}{}
 		f := Field{Key: key}
 		if hasVal {
 			if strings.IndexByte(rawVal, '=') >= 0 {
@@ -246,6 +245,31 @@ func ParseOrdered(s string) ([]Field, error) {
 		fields = append(fields, f)
 	}
 	return fields, nil
+}
+
+// dupKey reports whether key is among fields' keys, and records it: a
+// linear scan for the usual narrow rows, a map once a row is wide.
+func dupKey(fields []Field, seen *map[string]struct{}, key string) bool {
+	const wide = 16
+	if len(fields) < wide {
+		for _, f := range fields {
+			if f.Key == key {
+				return true
+			}
+		}
+		return false
+	}
+	if *seen == nil {
+		*seen = make(map[string]struct{}, 2*wide)
+		for _, f := range fields {
+			(*seen)[f.Key] = struct{}{}
+		}
+	}
+	if _, dup := (*seen)[key]; dup {
+		return true
+	}
+	(*seen)[key] = struct{}{}
+	return false
 }
 
 // unescape decodes '+' and %XX escapes and checks the result is

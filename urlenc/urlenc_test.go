@@ -1,6 +1,7 @@
 package urlenc_test
 
 import (
+	"fmt"
 	"math"
 	"net/netip"
 	"net/url"
@@ -282,4 +283,23 @@ func FuzzFieldsRoundTrip(f *testing.F) {
 		require.NoError(t, err, enc)
 		require.Equal(t, want, got)
 	})
+}
+
+// TestParseDuplicateKeysWideRows: a key given twice is refused in narrow
+// rows and in wide ones (which switch from a scan to a map).
+func TestParseDuplicateKeysWideRows(t *testing.T) {
+	for _, width := range []int{2, 15, 16, 17, 40} {
+		var pairs []string
+		for i := range width {
+			pairs = append(pairs, fmt.Sprintf("k%d=%d", i, i))
+		}
+		got, err := urlenc.ParseOrdered(strings.Join(pairs, "&"))
+		require.NoError(t, err, width)
+		require.Len(t, got, width)
+		for _, dup := range []int{0, width / 2, width - 1} {
+			_, err := urlenc.ParseOrdered(strings.Join(append(slices.Clone(pairs), pairs[dup]), "&"))
+			require.ErrorIs(t, err, urlenc.ErrInvalid, "width %d dup %d", width, dup)
+			require.ErrorContains(t, err, "given twice")
+		}
+	}
 }
