@@ -129,6 +129,11 @@ func (a *RowApplier) copyRun(ctx context.Context, tx pgx.Tx, t *rowTable, run ro
 		names[i] = pgx.Identifier{c.Key}.Sanitize()
 	}
 	var buf bytes.Buffer
+	size := 0
+	for _, op := range run {
+		size += len(op.ev.Extra2.String)
+	}
+	buf.Grow(size + size/8)
 	for _, op := range run {
 		for i, f := range op.fields {
 			if i > 0 {
@@ -174,7 +179,8 @@ var copyEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `
 // same columns (in the same order: prepare sorts them), distinct keys.
 func (a *RowApplier) runEnd(ops []rowOp, start int) int {
 	first := ops[start]
-	seen := map[string]struct{}{a.keyOf(first): {}}
+	seen := make(map[string]struct{}, len(ops)-start)
+	seen[a.keyOf(first)] = struct{}{}
 	end := start + 1
 	for ; end < len(ops); end++ {
 		op := ops[end]
