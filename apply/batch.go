@@ -292,3 +292,31 @@ func (a *RowApplier) runStatement(t *rowTable, run []rowOp) (string, []any) {
 	}
 	return b.String(), args
 }
+
+var _ BatchApplier = (*FuncApplier)(nil)
+
+// ApplyBatch calls the function once per event, in order, all calls sent
+// in one round trip.
+func (a *FuncApplier) ApplyBatch(ctx context.Context, tx pgx.Tx, evs []*pgq.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	if a.sql == "" {
+		return fmt.Errorf("event %d: %w", evs[0].ID, errNotBuilt)
+	}
+	pb := &pgx.Batch{}
+	for _, ev := range evs {
+		if err := applierCheckSize(ev, a.maxPayload); err != nil {
+			return err
+		}
+		pb.Queue(a.sql, ev.Extra1, ev.Extra2)
+	}
+	res := tx.SendBatch(ctx, pb)
+	defer res.Close()
+	for _, ev := range evs {
+		if _, err := res.Exec(); err != nil {
+			return fmt.Errorf("apply: event %d with %s: %w", ev.ID, a.fn, err)
+		}
+	}
+	return res.Close()
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/pgq-go/pgq/apply"
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/route"
 	"github.com/pgq-go/pgq/urlenc"
 	"github.com/stretchr/testify/require"
 )
@@ -195,4 +196,36 @@ func TestApplierRowBatchCopyThenUpsert(t *testing.T) {
 	require.Len(t, want, 300)
 	require.Equal(t, want, e.rows(t, "select id, v, n from many order by id"))
 	require.Equal(t, [][]any{{int64(0)}}, e.rows(t, "select count(*) from many where v = 'old'"))
+}
+
+// TestApplierFuncBatch: FuncApplier.ApplyBatch calls the function for each
+// event in order, data verbatim, in one round trip; a failing call fails
+// the whole call.
+func TestApplierFuncBatch(t *testing.T) {
+	e := applierDB(t,
+		"create table got (seq serial, target text, data text)",
+		`create function keep(target text, data text) returns void language sql as $$ insert into got (target, data) values (target, data) $$`,
+		`create function picky(target text, data text) returns void language plpgsql as $$
+		 begin if data = 'bad' then raise exception 'bad data'; end if; insert into got (target, data) values (target, data); end $$`)
+	hostile := pgtest.Hostile(t)
+	var evs []*pgq.Event
+	for i, h := range hostile {
+		evs = append(evs, applierEvent(int64(i+1), "copy", route.Raw(h)))
+	}
+	a := mustFunc(t, "keep")
+	tx, err := e.pool.Begin(e.ctx)
+	require.NoError(t, err)
+	require.NoError(t, a.ApplyBatch(e.ctx, tx, evs))
+	require.NoError(t, tx.Commit(e.ctx))
+	got := e.rows(t, "select data from got order by seq")
+	require.Len(t, got, len(hostile))
+	for i, h := range hostile {
+		require.Equal(t, []any{h}, got[i])
+	}
+	bad := []*pgq.Event{applierEvent(1, "copy", route.Raw("ok")), applierEvent(2, "copy", route.Raw("bad"))}
+	tx, err = e.pool.Begin(e.ctx)
+	require.NoError(t, err)
+	err = mustFunc(t, "picky").ApplyBatch(e.ctx, tx, bad)
+	require.ErrorContains(t, err, "event 2")
+	require.NoError(t, tx.Rollback(e.ctx))
 }
