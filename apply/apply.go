@@ -5,6 +5,11 @@
 // against the catalog) and FuncApplier (a user SQL function, like the
 // seed's __data_copier, with the row bound as a parameter).
 //
+// Both also implement BatchApplier: the copier's pull hands them its rows
+// in chunks, which RowApplier writes with one statement per run of
+// same-shaped rows (a COPY for runs of new rows) and FuncApplier with all
+// calls in one round trip; a chunk that fails is redone row by row.
+//
 // Appliers are built once, by their constructor, which validates their
 // configuration; they are safe for concurrent use, so one applier may
 // serve several copiers.
