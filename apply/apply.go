@@ -197,7 +197,13 @@ type RowApplier struct {
 // rowTable is a table's writable columns: name → type to cast text to.
 type rowTable struct {
 	cols map[string]string
+	// copyOK: a COPY into the table does what an INSERT does (a plain or
+	// partitioned table without rules: COPY does not apply rules).
+	copyOK bool
 }
+
+// sqlCopyOK tells whether COPY into a table behaves as INSERT.
+const sqlCopyOK = `select c.relkind in ('r', 'p') and not c.relhasrules from pg_catalog.pg_class c where c.oid = to_regclass($1)`
 
 // NewRowApplier returns a RowApplier writing into table (optionally
 // schema-qualified, "app.items", split at the first '.', quoted as it is,
@@ -516,6 +522,9 @@ func (a *RowApplier) columns(ctx context.Context, tx pgx.Tx, reload bool) (*rowT
 		}
 	}
 	t = &rowTable{cols: cols}
+	if err := tx.QueryRow(ctx, sqlCopyOK, a.table).Scan(&t.copyOK); err != nil {
+		return nil, fmt.Errorf("read table kind: %w", err)
+	}
 	a.mu.Lock()
 	a.cached = t
 	a.mu.Unlock()

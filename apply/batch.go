@@ -56,7 +56,7 @@ func (a *RowApplier) ApplyBatch(ctx context.Context, tx pgx.Tx, evs []*pgq.Event
 		end := a.runEnd(ops, start)
 		run := rowRun(ops[start:end])
 		start = end
-		if run[0].action == rowIns && len(run) >= copyMinRows && a.copySkip.Load() <= 0 {
+		if run[0].action == rowIns && len(run) >= copyMinRows && t.copyOK && a.copySkip.Load() <= 0 {
 			if err := a.sendRuns(ctx, tx, t, pending); err != nil {
 				return err
 			}
@@ -68,7 +68,7 @@ func (a *RowApplier) ApplyBatch(ctx context.Context, tx pgx.Tx, evs []*pgq.Event
 			if done {
 				continue
 			}
-		} else if run[0].action == rowIns && len(run) >= copyMinRows {
+		} else if run[0].action == rowIns && len(run) >= copyMinRows && t.copyOK {
 			a.copySkip.Add(-1)
 		}
 		pending = append(pending, run)
@@ -114,7 +114,8 @@ func (a *RowApplier) sendRuns(ctx context.Context, tx pgx.Tx, t *rowTable, runs 
 // unique_violation, the savepoint is rolled back and the run goes as an
 // upsert; the next runs skip the attempt for a while (up to copySkipMax
 // runs, doubling while COPY keeps failing), so a table that is mostly
-// updated does not pay for a failed COPY on every run.
+// updated does not pay for a failed COPY on every run. Tables with rules
+// (which COPY does not apply) and views never take the COPY path.
 const (
 	copyMinRows = 64
 	copySkipMax = 256
@@ -163,12 +164,14 @@ func (a *RowApplier) copyRun(ctx context.Context, tx pgx.Tx, t *rowTable, run ro
 	if rerr := sp.Rollback(ctx); rerr != nil {
 		return false, rerr
 	}
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "23505" {
+	if _, ok := errors.AsType[*pgconn.PgError](err); ok {
+		// An existing key (unique_violation), or anything else the server
+		// refused: the upsert runs instead and, if the rows are at fault,
+		// fails with the error Apply would give.
 		n := min(int64(1)<<min(a.copyFails.Add(1), 8), copySkipMax)
 		a.copySkip.Store(n)
 		return false, nil
 	}
-	a.forgetOn(err)
 	return false, fmt.Errorf("apply: events %s (ins) to %s: %w", run.span(), a.table, err)
 }
 
