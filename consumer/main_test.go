@@ -2,7 +2,6 @@ package consumer_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -70,22 +69,7 @@ func startOn(t *testing.T, ctx context.Context, pool *pgxpool.Pool, cfg consumer
 	t.Helper()
 	c, err := consumer.New(pool, cfg, h)
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	var res error
-	stop := func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case res = <-done:
-			case <-time.After(60 * time.Second):
-				res = fmt.Errorf("Run did not return within 60s of cancel")
-			}
-		})
-		return res
-	}
+	stop := pgtest.Background(t, ctx, c.Run)
 	t.Cleanup(func() { require.NoError(t, stop()) })
 	return stop
 }

@@ -200,7 +200,7 @@ func runCopier(t *testing.T, ctx context.Context, cfg copier.Config) (stop func(
 	t.Helper()
 	tc, err := copier.New(cfg)
 	require.NoError(t, err)
-	return start(t, ctx, tc.Run), tc
+	return pgtest.Background(t, ctx, tc.Run), tc
 }
 
 func TestTargetedCopyFourNodes(t *testing.T) {
@@ -495,7 +495,7 @@ func TestTargetedCopyLeastPrivilegeRole(t *testing.T) {
 		tc, err := copier.New(cfg)
 		require.NoError(t, err)
 		require.NoError(t, tc.Setup(cc.ctx))
-		start(t, cc.ctx, tc.Run)
+		pgtest.Background(t, cc.ctx, tc.Run)
 	}
 	rng := rand.New(rand.NewPCG(9, 10))
 	for range 3 {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
-	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -49,21 +47,4 @@ func runNodeProcess(ctx context.Context) int {
 		return 1
 	}
 	return 0
-}
-
-// start runs run(ctx) in the background until the returned stop is called
-// (or the test ends); stop returns run's error.
-func start(t *testing.T, ctx context.Context, run func(context.Context) error) (stop func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-done })
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/remote"
 	"github.com/stretchr/testify/require"
@@ -86,7 +87,7 @@ func TestRemoteOneMillionEventBatchBoundedMemory(t *testing.T) {
 	cfg.Consumer.LazyFetch = 1000
 	rc, err := remote.New(e.src.Pool, e.dst.Pool, cfg, h)
 	require.NoError(t, err)
-	stop := start(t, e.ctx, rc.Run)
+	stop := pgtest.Background(t, e.ctx, rc.Run)
 	require.Eventually(t, func() bool {
 		var got int
 		_ = e.dst.Pool.QueryRow(e.ctx, "select count(*) from applied").Scan(&got)

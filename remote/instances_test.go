@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/remote"
 	"github.com/stretchr/testify/require"
@@ -246,7 +247,7 @@ func TestTwoBatchIDsSameTicks(t *testing.T) {
 			lock, release := raceForeignAllocation(t, e)
 			run, err := tc.run(e)
 			require.NoError(t, err)
-			stop := start(t, e.ctx, run)
+			stop := pgtest.Background(t, e.ctx, run)
 			lock()
 			// The first batch is applied; its finish waits for the second allocation.
 			require.Eventually(t, func() bool {

@@ -59,22 +59,6 @@ func (e *env) cfg() remote.Config {
 		ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}}}
 }
 
-// start runs a RemoteConsumer until the returned stop is called.
-func start(t *testing.T, ctx context.Context, run func(context.Context) error) (stop func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-done })
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
-}
-
 // pump keeps the source moving like the ticker daemon would (retry
 // maintenance + a tick) and reports whether want rows are applied.
 func (e *env) pump(t *testing.T, dst *pgxpool.Pool, want int) func() bool {
@@ -103,7 +87,7 @@ func TestRemoteConsumerAppliesExactlyOnce(t *testing.T) {
 	e := setup(t, cluster, cluster)
 	rc, err := remote.New(e.src.Pool, e.dst.Pool, e.cfg(), copyHandler(nil))
 	require.NoError(t, err)
-	stop := start(t, e.ctx, rc.Run)
+	stop := pgtest.Background(t, e.ctx, rc.Run)
 	e.produce(t, 0, 100, plain)
 	e.produce(t, 100, 50, func(i int) string { return fmt.Sprintf("retry-%d", i) })
 	require.Eventually(t, e.pump(t, e.dst.Pool, 150), 30*time.Second, 20*time.Millisecond)
@@ -137,7 +121,7 @@ func TestRemoteConsumerHandlerErrorRollsBack(t *testing.T) {
 	}))
 	require.NoError(t, err)
 	e.produce(t, 0, 30, plain)
-	stop := start(t, e.ctx, rc.Run)
+	stop := pgtest.Background(t, e.ctx, rc.Run)
 	require.Eventually(t, e.pump(t, e.dst.Pool, 30), 30*time.Second, 20*time.Millisecond)
 	require.NoError(t, stop())
 	requireExactlyOnce(t, e.ctx, e.dst.Pool, 30)
@@ -173,7 +157,7 @@ func TestRemoteConsumerCrashPoints(t *testing.T) {
 
 			rc, err := remote.New(e.src.Pool, e.dst.Pool, e.cfg(), copyHandler(nil))
 			require.NoError(t, err)
-			stop := start(t, e.ctx, rc.Run)
+			stop := pgtest.Background(t, e.ctx, rc.Run)
 			require.Eventually(t, e.pump(t, e.dst.Pool, 100), 30*time.Second, 20*time.Millisecond)
 			require.NoError(t, stop())
 			requireExactlyOnce(t, e.ctx, e.dst.Pool, 100)
@@ -200,7 +184,7 @@ func TestRemoteConsumerSurvivesRestartsAndCuts(t *testing.T) {
 
 	rc, err := remote.New(srcPool, dstViaProxy, e.cfg(), copyHandler(nil))
 	require.NoError(t, err)
-	stop := start(t, e.ctx, rc.Run)
+	stop := pgtest.Background(t, e.ctx, rc.Run)
 
 	total := 0
 	round := func(n int) {
@@ -231,7 +215,7 @@ func TestSerialConsumer(t *testing.T) {
 	e := setup(t, cluster, cluster)
 	sc, err := remote.NewSerial(e.src.Pool, e.dst.Pool, e.cfg(), copyHandler(nil))
 	require.NoError(t, err)
-	stop := start(t, e.ctx, sc.Run)
+	stop := pgtest.Background(t, e.ctx, sc.Run)
 	e.produce(t, 0, 40, plain)
 	require.Eventually(t, e.pump(t, e.dst.Pool, 40), 30*time.Second, 20*time.Millisecond)
 	require.NoError(t, stop())
@@ -251,7 +235,7 @@ func TestSerialConsumer(t *testing.T) {
 	require.NoError(t, err)
 	sc2, err := remote.NewSerial(e.src.Pool, e.dst.Pool, e.cfg(), copyHandler(nil))
 	require.NoError(t, err)
-	stop = start(t, e.ctx, sc2.Run)
+	stop = pgtest.Background(t, e.ctx, sc2.Run)
 	require.Eventually(t, e.pump(t, e.dst.Pool, 50), 30*time.Second, 20*time.Millisecond)
 	require.NoError(t, stop())
 	requireExactlyOnce(t, e.ctx, e.dst.Pool, 50)
@@ -269,7 +253,7 @@ func TestSerialConsumer(t *testing.T) {
 
 	// Reset forgets the position; the pending batch is then applied.
 	require.NoError(t, sc2.Reset(e.ctx))
-	stop = start(t, e.ctx, sc2.Run)
+	stop = pgtest.Background(t, e.ctx, sc2.Run)
 	require.Eventually(t, e.pump(t, e.dst.Pool, 55), 30*time.Second, 20*time.Millisecond)
 	require.NoError(t, stop())
 	requireExactlyOnce(t, e.ctx, e.dst.Pool, 55)

@@ -155,23 +155,9 @@ func (s *suite) applyFamily(ctx context.Context) error {
 		return fmt.Errorf("apply bulk: %w", err)
 	}
 	measure := func(name string, n int, ours func(context.Context, int) (time.Duration, error), target string, minRatio float64) error {
-		var o, c []float64
-		for run := range s.o.Runs {
-			for k := range 2 {
-				if (run+k)%2 == 0 {
-					d, err := ours(ctx, n)
-					if err != nil {
-						return fmt.Errorf("%s: %w", name, err)
-					}
-					o = append(o, rate(n, d))
-				} else {
-					d, err := f.ceiling(ctx, n)
-					if err != nil {
-						return fmt.Errorf("%s ceiling: %w", name, err)
-					}
-					c = append(c, rate(n, d))
-				}
-			}
+		o, c, err := s.alternate(ctx, name, s.o.Runs, n, ours, f.ceiling)
+		if err != nil {
+			return err
 		}
 		r := rateResult(fmt.Sprintf("%s, %s rows", name, count(n)), o, c, "raw COPY, same rows, same table", target, minRatio)
 		r.Events = n

@@ -227,25 +227,9 @@ func (s *suite) insertFamily(ctx context.Context) error {
 	if runs >= 3 {
 		runs += 2
 	}
-	var ours, ceil []float64
-	for run := range runs {
-		// Alternate the order so a drifting machine does not favour one side.
-		for k := range 2 {
-			if (run+k)%2 == 0 {
-				d, err := f.bulkOurs(ctx, n)
-				if err != nil {
-					return fmt.Errorf("bulk insert: %w", err)
-				}
-				ours = append(ours, rate(n, d))
-			} else {
-				d, err := f.bulkCeiling(ctx, n)
-				if err != nil {
-					return fmt.Errorf("bulk insert ceiling: %w", err)
-				}
-				ceil = append(ceil, rate(n, d))
-			}
-		}
-		s.logf("bulk insert run %d: ours %s, ceiling %s", run+1, formatRate(ours[run]), formatRate(ceil[run]))
+	ours, ceil, err := s.alternate(ctx, "bulk insert", runs, n, f.bulkOurs, f.bulkCeiling)
+	if err != nil {
+		return err
 	}
 	r := rateResult(fmt.Sprintf("bulk insert %s events (COPY into the queue)", count(n)), ours, ceil,
 		"plain COPY, same rows, same table shape", "≥ 0.90", 0.90)
@@ -254,29 +238,36 @@ func (s *suite) insertFamily(ctx context.Context) error {
 	s.add(r)
 
 	n = s.o.n(pipelinedEvents)
-	ours, ceil = nil, nil
-	for run := range s.o.Runs {
-		for k := range 2 {
-			if (run+k)%2 == 0 {
-				d, err := f.pipelinedOurs(ctx, n)
-				if err != nil {
-					return fmt.Errorf("pipelined insert: %w", err)
-				}
-				ours = append(ours, rate(n, d))
-			} else {
-				d, err := f.pipelinedCeiling(ctx, n)
-				if err != nil {
-					return fmt.Errorf("unpipelined insert: %w", err)
-				}
-				ceil = append(ceil, rate(n, d))
-			}
-		}
+	if ours, ceil, err = s.alternate(ctx, "pipelined insert", s.o.Runs, n, f.pipelinedOurs, f.pipelinedCeiling); err != nil {
+		return err
 	}
 	r = rateResult(fmt.Sprintf("insert_event one by one, pipelined (%s events, %d per round trip)", count(n), pipelineChunk),
 		ours, ceil, "same calls, one round trip each", "report", 0)
 	r.Events = n
 	s.add(r)
 	return nil
+}
+
+// alternate measures ours and its ceiling runs times each on n events,
+// alternating which goes first so a drifting machine favours neither, and
+// returns their rates.
+func (s *suite) alternate(ctx context.Context, what string, runs, n int,
+	ours, ceiling func(context.Context, int) (time.Duration, error)) (o, c []float64, err error) {
+	for run := range runs {
+		for k := range 2 {
+			side, f, out := "", ours, &o
+			if (run+k)%2 != 0 {
+				side, f, out = " ceiling", ceiling, &c
+			}
+			d, err := f(ctx, n)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s%s: %w", what, side, err)
+			}
+			*out = append(*out, rate(n, d))
+		}
+		s.logf("%s run %d: ours %s, ceiling %s", what, run+1, formatRate(o[run]), formatRate(c[run]))
+	}
+	return o, c, nil
 }
 
 // count formats an event count: 1M, 20k, 500.
