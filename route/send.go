@@ -40,7 +40,7 @@ func (r Raw) Encode() (string, error) {
 	return s, nil
 }
 
-// Message is one targeted row for Sender.SendBulk.
+// Message is one targeted row for Sender.SendBulk and Sender.AddToBatch.
 type Message struct {
 	Targets []string
 	Row     Payload
@@ -93,35 +93,94 @@ type Sender struct {
 // COPY (pgq.InsertEvents) in the caller's transaction, and returns how
 // many events it wrote: len(targets). The transaction must be READ
 // COMMITTED, as for pgq.InsertEvents. For many rows in one transaction use
-// SendBulk: one COPY for all of them.
+// SendBulk (one COPY for all of them) or, when the transaction pipelines
+// its statements, AddToBatch (see there for which to use when).
 func (s Sender) Send(ctx context.Context, tx pgx.Tx, targets []string, row Payload) (int64, error) {
-	if err := checkTargets(targets); err != nil {
-		return 0, err
-	}
-	data, err := row.Encode()
+	msgs := []Message{{Targets: targets, Row: row}}
+	encoded, err := s.encode(msgs)
 	if err != nil {
-		return 0, err
+		return 0, unwrapMessage(err)
 	}
-	return s.insert(ctx, tx, []Message{{Targets: targets}}, []string{data})
+	return s.insert(ctx, tx, msgs, encoded)
 }
 
 // SendBulk sends many targeted rows with one COPY (pgq.InsertEvents), in
 // the caller's transaction, and returns how many events it wrote (one per
 // target of each message). Every message is validated before anything is
-// sent.
+// sent. The transaction must be READ COMMITTED; AddToBatch is the
+// pipelined alternative.
 func (s Sender) SendBulk(ctx context.Context, tx pgx.Tx, msgs []Message) (int64, error) {
+	encoded, err := s.encode(msgs)
+	if err != nil {
+		return 0, err
+	}
+	return s.insert(ctx, tx, msgs, encoded)
+}
+
+// messageError is a message's validation error, carrying its index.
+type messageError struct {
+	i   int
+	err error
+}
+
+func (e *messageError) Error() string { return fmt.Sprintf("message %d: %v", e.i, e.err) }
+func (e *messageError) Unwrap() error { return e.err }
+
+// unwrapMessage drops the "message 0: " prefix for the single-row Send.
+func unwrapMessage(err error) error {
+	if me, ok := err.(*messageError); ok {
+		return me.err
+	}
+	return err
+}
+
+// encode validates every message (targets, row, event type) and the
+// origin, and returns each message's encoded row; every send path checks
+// the same way before writing anything.
+func (s Sender) encode(msgs []Message) ([]string, error) {
+	if err := validText("origin", s.Origin); err != nil {
+		return nil, err
+	}
 	encoded := make([]string, len(msgs))
 	for i, m := range msgs {
 		if err := checkTargets(m.Targets); err != nil {
-			return 0, fmt.Errorf("message %d: %w", i, err)
+			return nil, &messageError{i, err}
+		}
+		if m.Row == nil {
+			return nil, &messageError{i, fmt.Errorf("%w: no row", urlenc.ErrInvalid)}
 		}
 		d, err := m.Row.Encode()
 		if err != nil {
-			return 0, fmt.Errorf("message %d: %w", i, err)
+			return nil, &messageError{i, err}
+		}
+		if err := validText("event type", s.eventType(m)); err != nil {
+			return nil, &messageError{i, err}
 		}
 		encoded[i] = d
 	}
-	return s.insert(ctx, tx, msgs, encoded)
+	return encoded, nil
+}
+
+// validText refuses what PostgreSQL text cannot store.
+func validText(what, s string) error {
+	switch {
+	case strings.IndexByte(s, 0) >= 0:
+		return fmt.Errorf("%w: %s contains a NUL byte", urlenc.ErrInvalid, what)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s is not valid UTF-8", urlenc.ErrInvalid, what)
+	}
+	return nil
+}
+
+// eventType is m's event type: its own, else the Sender's, else "copy".
+func (s Sender) eventType(m Message) string {
+	switch {
+	case m.Type != "":
+		return m.Type
+	case s.Type != "":
+		return s.Type
+	}
+	return CopyEventType
 }
 
 // insert COPYs one event per target of each message, encoded[i] being
@@ -129,10 +188,7 @@ func (s Sender) SendBulk(ctx context.Context, tx pgx.Tx, msgs []Message) (int64,
 func (s Sender) insert(ctx context.Context, tx pgx.Tx, msgs []Message, encoded []string) (int64, error) {
 	return pgq.InsertEvents(ctx, tx, s.Queue, func(yield func(pgq.EventData) bool) {
 		for i, m := range msgs {
-			typ := m.Type
-			if typ == "" {
-				typ = s.Type
-			}
+			typ := s.eventType(m)
 			for _, t := range m.Targets {
 				if !yield(targetedEvent(typ, t, encoded[i], s.Origin)) {
 					return
