@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pgq-go/pgq/internal/backoff"
 	"github.com/pgq-go/pgq/internal/logging"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/pgq"
 )
@@ -82,8 +80,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	defer c.running.Store(false)
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -99,11 +95,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	wake := make(chan struct{}, 1)
 	if !c.cfg.DisableListen {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.listen(ctx, wake)
-		}()
+		// Consumers on one pool share one LISTEN connection (listen.go).
+		defer subscribe(c.pool, pgq.NotifyChannel(c.cfg.Queue), wake, c.cfg.Logger, c.cfg.ErrorBackoff)()
 	}
 
 	l := loop{c: c, idleStart: time.Now()}
@@ -348,56 +341,4 @@ func (c *Consumer) registerOnStart(ctx context.Context) error {
 	}, func(err error, d time.Duration) {
 		c.log.Warn("register consumer failed; retrying", logging.KeyErr, err, logging.KeyBackoff, d)
 	})
-}
-
-// listen keeps a dedicated connection LISTENing on the queue's tick
-// channel and signals wake on every notification. Notifications only
-// shorten the wait between looks for a batch: losing some (while
-// reconnecting) delays work by at most PollInterval.
-func (c *Consumer) listen(ctx context.Context, wake chan<- struct{}) {
-	fails := 0
-	for {
-		err := c.listenOnce(ctx, wake, &fails)
-		if ctx.Err() != nil {
-			return
-		}
-		fails++
-		d := c.cfg.ErrorBackoff.Delay(fails)
-		c.log.Warn("tick listener lost; reconnecting", logging.KeyErr, err, logging.KeyBackoff, d)
-		if !backoff.Sleep(ctx, d) {
-			return
-		}
-	}
-}
-
-func (c *Consumer) listenOnce(ctx context.Context, wake chan<- struct{}, fails *int) error {
-	conn, err := pgx.ConnectConfig(ctx, c.pool.Config().ConnConfig.Copy())
-	if err != nil {
-		return err
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_ = conn.Close(cctx)
-		cancel()
-	}()
-	if _, err := conn.Exec(ctx, "listen "+pgx.Identifier{pgq.NotifyChannel(c.cfg.Queue)}.Sanitize()); err != nil {
-		return err
-	}
-	if *fails > 0 {
-		signal(wake) // ticks may have been announced while we were away
-	}
-	*fails = 0
-	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return err
-		}
-		signal(wake)
-	}
-}
-
-func signal(wake chan<- struct{}) {
-	select {
-	case wake <- struct{}{}:
-	default:
-	}
 }

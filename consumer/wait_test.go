@@ -256,3 +256,66 @@ func TestCatchUpBoundedMemory(t *testing.T) {
 	require.Zero(t, ci.PendingEvents)
 	require.Zero(t, ci.CurrentBatch)
 }
+
+// TestConsumersShareListener: consumers on one pool share one LISTEN
+// connection, whatever their queues; each is still woken by its own
+// queue's notifications, a stopped one does not take the connection from
+// the others, and the connection closes with the last consumer.
+func TestConsumersShareListener(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	listeners := func() int {
+		var n int
+		require.NoError(t, e.Pool.QueryRow(e.Ctx, `select count(*) from pg_stat_activity
+			where datname = current_database() and query ~* '^(un)?listen '`).Scan(&n))
+		return n
+	}
+	queues := []string{e.Queue, "q2", "q3"}
+	cols := make([]*collector, len(queues))
+	stops := make([]func() error, len(queues))
+	for i, q := range queues {
+		if i > 0 {
+			_, err := pgq.CreateQueue(e.Ctx, e.Pool, q)
+			require.NoError(t, err)
+			_, err = pgq.RegisterConsumer(e.Ctx, e.Pool, q, e.Consumer)
+			require.NoError(t, err)
+		}
+		var idle counter
+		cfg := e.cfg(t)
+		cfg.Queue = q
+		cfg.PollInterval = 10 * time.Minute // only a notification can wake it in time
+		cfg.Hooks.OnIdle = idle.inc
+		cols[i] = &collector{}
+		stops[i] = e.start(t, cfg, cols[i])
+		idle.waitAbove(t, 0)
+	}
+	require.Eventually(t, func() bool { return listeners() == 1 }, 20*time.Second, 10*time.Millisecond)
+
+	deliver := func(i int) {
+		t.Helper()
+		qe := *e.Env
+		qe.Queue = queues[i]
+		ids := qe.Produce(t, 2, nil)
+		tick := qe.Tick(t)
+		// Repeated until delivered: the shared connection may still be
+		// adding the channel when the first one is sent.
+		require.Eventually(t, func() bool {
+			_, err := e.Pool.Exec(e.Ctx, "select pg_notify($1, $2)", pgq.NotifyChannel(queues[i]), strconv.FormatInt(tick, 10))
+			require.NoError(t, err)
+			got := cols[i].ids()
+			return len(got) >= 2 && got[len(got)-1] == ids[1]
+		}, 20*time.Second, 20*time.Millisecond)
+	}
+	for i := range queues {
+		deliver(i)
+	}
+	require.Equal(t, 1, listeners())
+
+	require.NoError(t, stops[0]())
+	deliver(1)
+	deliver(2)
+	require.Equal(t, 1, listeners())
+	require.NoError(t, stops[1]())
+	require.NoError(t, stops[2]())
+	require.Eventually(t, func() bool { return listeners() == 0 }, 20*time.Second, 10*time.Millisecond)
+}

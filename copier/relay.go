@@ -22,7 +22,7 @@ type relay struct {
 
 	mu      sync.Mutex
 	ensured map[string]bool // targets whose registration on the hub is committed
-	regConn *pgx.Conn       // registration connection to the hub, opened on first use
+	regConn *pgx.Conn       // registration connection to the hub, open during a batch that registers
 
 	flushes, maxBuffered atomic.Int64 // COPY flushes; most bytes buffered at once (tests)
 
@@ -48,6 +48,10 @@ const (
 
 func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx) error {
 	tc := r.tc
+	// A registration connection serves one batch only: in steady state
+	// (every target registered) a relay holds no hub connection but its
+	// batch's.
+	defer r.close()
 	r.pending = pullCounts{} // relayed events count as applied
 	shards := len(tc.cfg.Hubs)
 	bufs := map[string][]pgq.EventData{}
@@ -139,9 +143,9 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 }
 
 // register ensures target on the relay's hub through a connection of its
-// own: the relay already holds one of the hub pool's connections for its
-// batch, and taking a second from the pool can deadlock when every
-// connection is held by a relay waiting for another.
+// own, kept until the batch ends: the relay already holds one of the hub
+// pool's connections for its batch, and taking a second from the pool can
+// deadlock when every connection is held by a relay waiting for another.
 func (r *relay) register(ctx context.Context, queue, target string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
