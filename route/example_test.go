@@ -69,3 +69,57 @@ func ExampleSender_SendBulk() {
 	// type=copy target=c origin=a row=action=ins&id=1&item=bolt
 	// type=U:id target=c origin=a row=id=9&stock=41
 }
+
+// An application that pipelines its statements adds the targeted rows to
+// its own pgx.Batch: the order and the rows for nodes b and c travel in
+// one round trip and are sent iff the transaction commits.
+func ExampleSender_AddToBatch() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, "create table invoices (id int primary key, total numeric)"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := pgq.CreateQueue(ctx, pool, "invoice_queue"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := pgq.RegisterConsumer(ctx, pool, "invoice_queue", "reader"); err != nil {
+		log.Fatal(err)
+	}
+
+	sender := route.Sender{Queue: "invoice_queue", Origin: "a"}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue("insert into invoices values ($1, $2)", 7, "19.90")
+		if err := sender.AddToBatch(b,
+			route.Message{Targets: []string{"b", "c"}, Type: "I:id", Row: urlenc.Fields{"id": 7, "total": "19.90"}},
+		); err != nil {
+			return err // invalid input: nothing was added to b
+		}
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	if _, err := pgq.Tick(ctx, pool, "invoice_queue"); err != nil {
+		log.Fatal(err)
+	}
+	info, err := pgq.NextBatch(ctx, pool, "invoice_queue", "reader")
+	if err != nil {
+		log.Fatal(err)
+	}
+	evs, err := pgq.GetBatchEvents(ctx, pool, info.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, ev := range evs {
+		fmt.Printf("type=%s target=%s origin=%s row=%s\n", ev.Type.String, ev.Extra1.String, ev.Extra3.String, ev.Extra2.String)
+	}
+	// Output:
+	// type=I:id target=b origin=a row=id=7&total=19.90
+	// type=I:id target=c origin=a row=id=7&total=19.90
+}

@@ -53,7 +53,7 @@ func hostileMessages(t *testing.T) []route.Message {
 }
 
 // TestAddToBatchMatchesSendBulk: the pipelined path writes exactly the
-// events SendBulk writes (type, data, extra1..4, NULL kept apart from ”),
+// events SendBulk writes (type, data, extra1..4, NULL kept apart from the empty string),
 // in message and target order, hostile text included.
 func TestAddToBatchMatchesSendBulk(t *testing.T) {
 	t.Parallel()

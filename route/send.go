@@ -82,7 +82,9 @@ func checkTargets(targets []string) error {
 
 // Sender sends targeted rows into a node's push queue, in the caller's
 // transaction on its own node: a row is sent iff that transaction commits.
-// The zero Type is "copy". A Sender is a value: share it freely.
+// Send and SendBulk write with COPY; AddToBatch adds the rows to the
+// caller's pgx.Batch (see there for which to use when). All need READ
+// COMMITTED. The zero Type is "copy". A Sender is a value: share it freely.
 type Sender struct {
 	Queue  string // the node's push queue
 	Origin string // this node's id, stored in ev_extra3; optional
