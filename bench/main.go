@@ -46,7 +46,8 @@ be installed on the server), runs an in-process ticker on them only, and
 drops them (drop database ... with (force)) when it ends. It touches no
 other database. Hub CPU figures need the server on this machine (/proc).
 
-Case families (--cases): insert, apply, consume, latency, ticker, targeted.
+Case families (--cases): insert, apply, consume, latency, ticker, targeted,
+seed (the TargetedCopier against the seed it replaces, N = 4 nodes + hub).
 
 flags:
 `

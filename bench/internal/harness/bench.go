@@ -1,7 +1,8 @@
 // Package harness measures pgq-go against the raw PostgreSQL ceiling on the
 // same server in the same run: bulk and pipelined inserts, streamed and
 // ticked consumption, remote copy, latency, consumer memory, a ticker
-// serving many queues and targeted copy. the bench command (go run ./bench, make bench) prints
+// serving many queues, targeted copy, and targeted copy against the seed
+// it replaces. The bench command (go run ./bench, make bench) prints
 // the table and writes bench/results.json; the Benchmark functions in
 // bench_test.go run the same measurements under go test -bench.
 package harness
@@ -22,7 +23,7 @@ import (
 )
 
 // Families of cases, in the order they run; Options.Cases selects some.
-var Families = []string{"insert", "apply", "consume", "latency", "ticker", "targeted"}
+var Families = []string{"insert", "apply", "consume", "latency", "ticker", "targeted", "seed"}
 
 // Options configure a Run.
 type Options struct {
@@ -177,6 +178,7 @@ func Run(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 		{"latency", s.latencyFamily},
 		{"ticker", s.tickerFamily},
 		{"targeted", s.targetedFamily},
+		{"seed", s.seedFamily},
 	} {
 		if !o.want(f.name) {
 			continue
