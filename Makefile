@@ -11,8 +11,11 @@ vet:
 test: deps vet
 	$(GO) test -race -count=1 -timeout 14m ./...
 
+# make demo NODES=16: the targeted copy demo with 16 nodes (2..256).
+NODES ?= 4
+
 demo: deps
-	$(GO) run ./internal/sandbox -db demo,hub,n1,n2,n3,n4 -- sh -c '$(GO) run ./examples/quickstart && $(GO) run ./examples/targetedcopy/demo'
+	$(GO) run ./internal/sandbox -db demo,hub,n1..n$(NODES) -- sh -c '$(GO) run ./examples/quickstart && $(GO) run ./examples/targetedcopy/demo --nodes $(NODES)'
 
 bench: deps
 	$(GO) run ./bench

@@ -53,8 +53,25 @@ type Cluster struct {
 	wdPipe   *os.File
 }
 
-// Start starts a throwaway cluster, or connects to PGQ_TEST_DSN when set.
-func Start() (*Cluster, error) {
+// Options tunes a throwaway cluster started by StartWith. Zero fields take
+// the defaults; an external server (PGQ_TEST_DSN) ignores them.
+type Options struct {
+	// MaxConnections is the server's max_connections. Default 300.
+	MaxConnections int
+}
+
+// Start starts a throwaway cluster with the default Options, or connects
+// to PGQ_TEST_DSN when set.
+func Start() (*Cluster, error) { return StartWith(Options{}) }
+
+// StartWith is Start with Options.
+func StartWith(o Options) (*Cluster, error) {
+	if o.MaxConnections < 0 {
+		return nil, fmt.Errorf("pgcluster: Options.MaxConnections %d: want 0 (default 300) or more", o.MaxConnections)
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = 300
+	}
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		return &Cluster{external: dsn}, nil
 	}
@@ -63,7 +80,7 @@ func Start() (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{bin: bin}
-	if err := c.init(); err != nil {
+	if err := c.init(o); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -118,7 +135,7 @@ func findBinDir() (string, error) {
 	return "", fmt.Errorf("PostgreSQL %d is installed but its pgq extension is not; run: apt-get install -y postgresql-%d-pgq3", cands[0].major, cands[0].major)
 }
 
-func (c *Cluster) init() error {
+func (c *Cluster) init(o Options) error {
 	dir, err := os.MkdirTemp("", "pgcluster-")
 	if err != nil {
 		return err
@@ -158,12 +175,12 @@ unix_socket_directories = '%s'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-max_connections = 300
+max_connections = %d
 shared_buffers = 128MB
 max_prepared_transactions = 10
 log_min_messages = warning
 log_min_error_statement = panic
-`, c.port, c.dir)
+`, c.port, c.dir, o.MaxConnections)
 	f, err := os.OpenFile(filepath.Join(c.dataDir(), "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		return err

@@ -107,3 +107,32 @@ func TestRestartAndCleanup(t *testing.T) {
 		return os.IsNotExist(err)
 	}, 10*time.Second, 20*time.Millisecond, "cluster directory must be removed")
 }
+
+// TestStartWithMaxConnections: Options.MaxConnections sets the server's
+// max_connections; Start keeps the default of 300; a negative value is
+// refused before anything starts.
+func TestStartWithMaxConnections(t *testing.T) {
+	t.Parallel()
+	if os.Getenv(EnvDSN) != "" {
+		t.Skip("pgcluster: options need a throwaway cluster; unset " + EnvDSN)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	maxConns := func(c *Cluster) string {
+		conn, err := pgx.Connect(ctx, c.DSN("postgres"))
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		var v string
+		require.NoError(t, conn.QueryRow(ctx, "show max_connections").Scan(&v))
+		return v
+	}
+	require.Equal(t, "300", maxConns(cluster), "Start's default")
+
+	c, err := StartWith(Options{MaxConnections: 450})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	require.Equal(t, "450", maxConns(c))
+
+	_, err = StartWith(Options{MaxConnections: -1})
+	require.ErrorContains(t, err, "MaxConnections")
+}
