@@ -17,3 +17,6 @@ func SetRelayQueueHook(f func(queue string) string) { testHookRelayQueue = f }
 
 // RelayFlushBytes is the relay's COPY buffer bound in bytes.
 const RelayFlushBytes = relayFlushBytes
+
+// MaxRegistrationConns bounds the registration connections per hub.
+const MaxRegistrationConns = maxRegistrationConns

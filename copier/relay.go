@@ -10,6 +10,7 @@ import (
 	"github.com/pgq-go/pgq/internal/logging"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/route"
 )
@@ -20,9 +21,10 @@ type relay struct {
 	shard int
 	name  string
 
-	mu      sync.Mutex
-	ensured map[string]bool // targets whose registration on the hub is committed
-	regConn *pgx.Conn       // registration connection to the hub, open during a batch that registers
+	mu       sync.Mutex
+	ensured  map[string]bool // targets whose registration on the hub is committed
+	regConn  *pgx.Conn       // registration connection to the hub, open during a batch that registers
+	regSlots chan struct{}   // the slot regConn holds (registrationSlots)
 
 	flushes, maxBuffered atomic.Int64 // COPY flushes; most bytes buffered at once (tests)
 
@@ -150,11 +152,19 @@ func (r *relay) register(ctx context.Context, queue, target string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.regConn == nil {
-		conn, err := pgx.ConnectConfig(ctx, r.tc.cfg.Hubs[r.shard].Config().ConnConfig.Copy())
+		hub := r.tc.cfg.Hubs[r.shard]
+		slots := registrationSlots(hub)
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		conn, err := pgx.ConnectConfig(ctx, hub.Config().ConnConfig.Copy())
 		if err != nil {
+			<-slots
 			return err
 		}
-		r.regConn = conn
+		r.regConn, r.regSlots = conn, slots
 	}
 	if err := ensureTarget(ctx, r.regConn, queue, target, r.tc.cfg.QueueConfig); err != nil {
 		r.closeLocked()
@@ -174,7 +184,23 @@ func (r *relay) closeLocked() {
 	if r.regConn != nil {
 		_ = r.regConn.Close(context.Background())
 		r.regConn = nil
+		<-r.regSlots
 	}
+}
+
+// maxRegistrationConns bounds the registration connections the relays of
+// one process open to one hub at once (they are only open during a batch
+// that meets a new target, but at start-up every relay meets every
+// target): a process running hundreds of copiers must not exhaust the
+// hub's max_connections. A relay waiting for a slot holds no slot, and a
+// registration connection waits for nothing a relay holds.
+const maxRegistrationConns = 4
+
+var regSlots sync.Map // hub connection string → chan struct{} (a semaphore)
+
+func registrationSlots(hub *pgxpool.Pool) chan struct{} {
+	s, _ := regSlots.LoadOrStore(hub.Config().ConnString(), make(chan struct{}, maxRegistrationConns))
+	return s.(chan struct{})
 }
 
 func (r *relay) isEnsured(target string) bool {
