@@ -108,7 +108,10 @@ const (
 // previous table - where we wrote - is read too. Without the earlier txid,
 // X is assigned by the COPY itself, possibly after step2, and the rows land
 // in the previous table with X > queue_switch_step2: never delivered.
-// (pgq.insert_event avoids this by reading and inserting in one statement.)
+// pgq.insert_event reads the table and inserts in one statement, which
+// closes the gap only under READ COMMITTED and only once the transaction
+// has its txid before that statement; under REPEATABLE READ it loses
+// events the same way (route's TestInsertEventLosesEventsUnderRepeatableRead).
 func currentEventTable(ctx context.Context, tx Copier, queue string) (string, time.Time, error) {
 	var (
 		table, iso string
