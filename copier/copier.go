@@ -34,7 +34,7 @@ import (
 type TargetedCopier struct {
 	cfg    Config
 	log    *slog.Logger
-	movers []*relay // the relays' handlers, which own a registration connection
+	movers []*relay // the relays' handlers
 	puller *puller
 
 	mu     sync.Mutex               // guards relays and pull, built by Setup
@@ -392,8 +392,5 @@ func (tc *TargetedCopier) Run(ctx context.Context) error {
 	}
 	launch("pull", pull.Run)
 	wg.Wait()
-	for _, r := range tc.movers {
-		r.close()
-	}
 	return first
 }

@@ -21,10 +21,8 @@ type relay struct {
 	shard int
 	name  string
 
-	mu       sync.Mutex
-	ensured  map[string]bool // targets whose registration on the hub is committed
-	regConn  *pgx.Conn       // registration connection to the hub, open during a batch that registers
-	regSlots chan struct{}   // the slot regConn holds (registrationSlots)
+	mu      sync.Mutex
+	ensured map[string]bool // targets whose registration on the hub is committed
 
 	flushes, maxBuffered atomic.Int64 // COPY flushes; most bytes buffered at once (tests)
 
@@ -50,16 +48,21 @@ const (
 
 func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx) error {
 	tc := r.tc
-	// A registration connection serves one batch only: in steady state
-	// (every target registered) a relay holds no hub connection but its
-	// batch's.
-	defer r.close()
 	r.pending = pullCounts{} // relayed events count as applied
 	shards := len(tc.cfg.Hubs)
 	bufs := map[string][]pgq.EventData{}
 	buffered := 0
 	bufBytes := int64(0)
+	newTargets := map[string]string{} // target → its hub queue, first met since the last flush
 	flushAll := func() error {
+		// Register first: registration creates a target's queue, and it
+		// must happen before the hub transaction commits, so the target's
+		// pull consumer starts at a tick that does not yet see these
+		// events (they reach it even if it never ran).
+		if err := r.register(ctx, newTargets); err != nil {
+			return err
+		}
+		clear(newTargets)
 		if buffered > 0 {
 			r.flushes.Add(1)
 			if bufBytes > r.maxBuffered.Load() {
@@ -79,7 +82,6 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 		buffered, bufBytes = 0, 0
 		return nil
 	}
-	var newTargets []string
 	for ev, err := range b.Events(ctx) {
 		if err != nil {
 			return err
@@ -122,10 +124,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			continue
 		}
 		if !tc.cfg.NoTargetRegistration && !r.isEnsured(target) {
-			if err := r.register(ctx, queue, target); err != nil {
-				return fmt.Errorf("register target %s on hub: %w", target, err)
-			}
-			newTargets = append(newTargets, target)
+			newTargets[target] = queue
 		}
 		bufs[queue] = append(bufs[queue], ev.EventData)
 		bufBytes += eventBytes(&ev.EventData)
@@ -135,65 +134,74 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			}
 		}
 	}
-	if err := flushAll(); err != nil {
-		return err
+	return flushAll()
+}
+
+// register ensures, on the relay's hub, the targets a batch met for the
+// first time (target → queue): one query finds those whose pull consumer
+// is missing, and only those are registered (ensureTarget). It runs on a
+// connection of its own, opened for the call: the relay already holds one
+// of the hub pool's connections for its batch, and taking a second from
+// the pool can deadlock when every connection is held by a relay waiting
+// for another. At start-up every relay meets every target; with one query
+// per batch and at most maxRegistrationConns such connections per hub and
+// process, hundreds of relays do not flood the hub.
+func (r *relay) register(ctx context.Context, targets map[string]string) error {
+	if len(targets) == 0 {
+		return nil
 	}
-	if len(newTargets) > 0 {
-		tc.log.Debug("targets registered on hub", "shard", r.shard, "targets", newTargets)
+	hub := r.tc.cfg.Hubs[r.shard]
+	slots := registrationSlots(hub)
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-slots }()
+	conn, err := pgx.ConnectConfig(ctx, hub.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("register targets on hub %d: %w", r.shard, err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	names, queues, pulls := make([]string, 0, len(targets)), make([]string, 0, len(targets)), make([]string, 0, len(targets))
+	for t, q := range targets {
+		names, queues, pulls = append(names, t), append(queues, q), append(pulls, route.PullConsumerName(t))
+	}
+	rows, err := conn.Query(ctx, sqlMissingTargets, names, queues, pulls)
+	if err != nil {
+		return fmt.Errorf("register targets on hub %d: %w", r.shard, err)
+	}
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("register targets on hub %d: %w", r.shard, err)
+	}
+	for _, t := range missing {
+		if err := ensureTarget(ctx, conn, targets[t], t, r.tc.cfg.QueueConfig); err != nil {
+			return fmt.Errorf("register target %s on hub %d: %w", t, r.shard, err)
+		}
+	}
+	r.mu.Lock()
+	for t := range targets {
+		r.ensured[t] = true
+	}
+	r.mu.Unlock()
+	if len(missing) > 0 {
+		r.tc.log.Debug("targets registered on hub", "shard", r.shard, "targets", missing)
 	}
 	return nil
 }
 
-// register ensures target on the relay's hub through a connection of its
-// own, kept until the batch ends: the relay already holds one of the hub
-// pool's connections for its batch, and taking a second from the pool can
-// deadlock when every connection is held by a relay waiting for another.
-func (r *relay) register(ctx context.Context, queue, target string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.regConn == nil {
-		hub := r.tc.cfg.Hubs[r.shard]
-		slots := registrationSlots(hub)
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		conn, err := pgx.ConnectConfig(ctx, hub.Config().ConnConfig.Copy())
-		if err != nil {
-			<-slots
-			return err
-		}
-		r.regConn, r.regSlots = conn, slots
-	}
-	if err := ensureTarget(ctx, r.regConn, queue, target, r.tc.cfg.QueueConfig); err != nil {
-		r.closeLocked()
-		return err
-	}
-	r.ensured[target] = true
-	return nil
-}
-
-func (r *relay) close() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.closeLocked()
-}
-
-func (r *relay) closeLocked() {
-	if r.regConn != nil {
-		_ = r.regConn.Close(context.Background())
-		r.regConn = nil
-		<-r.regSlots
-	}
-}
+// sqlMissingTargets returns the targets (of parallel arrays target,
+// queue, pull consumer) whose pull consumer is not registered on their
+// queue.
+const sqlMissingTargets = `select t.target from unnest($1::text[], $2::text[], $3::text[]) as t(target, queue, pull)
+	where not exists (select 1 from pgq.subscription s
+		join pgq.queue q on q.queue_id = s.sub_queue join pgq.consumer c on c.co_id = s.sub_consumer
+		where q.queue_name = t.queue and c.co_name = t.pull)`
 
 // maxRegistrationConns bounds the registration connections the relays of
-// one process open to one hub at once (they are only open during a batch
-// that meets a new target, but at start-up every relay meets every
-// target): a process running hundreds of copiers must not exhaust the
-// hub's max_connections. A relay waiting for a slot holds no slot, and a
-// registration connection waits for nothing a relay holds.
+// one process open to one hub at once. A relay waiting for a slot holds no
+// slot, and a registration connection waits for nothing a relay holds.
 const maxRegistrationConns = 4
 
 var regSlots sync.Map // hub connection string → chan struct{} (a semaphore)

@@ -597,7 +597,6 @@ func (rs *resharder) relayToCut(ctx context.Context, n *nodeState) error {
 			err = rs.runToTick(ctx, n.db, rs.old[shard].db, cfg.PushQueue, name, n.relayKey, nil, n.cut, r,
 				func(*pgq.Batch) { r.batchCommitted() })
 		}
-		r.close()
 		n.rep.Relayed += tc.relayed.Load() - before
 		if err != nil {
 			return fmt.Errorf("copier: reshard: node %s: relay %s to old hub %d up to the cut %d: %w", n.id, name, shard, n.cut, err)
