@@ -24,24 +24,43 @@ import (
 // 1 (spread evenly over the producing nodes, one random other node each),
 // the ticker period serving the hub and every node, and the queues'
 // ticker_max_lag.
-var targetedSizes = []int{4, 16, 64}
+var targetedSizes = []int{4, 16, 64} // 256 with --nodes (see targetedLowRate)
 
+// targetedLowRate is the size from which a run carries few rows per node
+// (targetedLowRateRows each): the case shows that a cluster of that size
+// runs at all on one machine, exactly once, and what it costs the hub.
 const (
-	targetedRows   = 40_000
-	targetedTick   = 200 * time.Millisecond
-	targetedMaxLag = 200 * time.Millisecond
+	targetedLowRate     = 256
+	targetedLowRateRows = 10
 )
 
-// tickerAppName is the application_name of the ticker package's connections.
-const tickerAppName = "pgq-go ticker"
+const (
+	targetedIdleWindow = 3 * time.Second
+	targetedRows       = 40_000
+	targetedTick       = 200 * time.Millisecond
+	targetedMaxLag     = 200 * time.Millisecond
+)
+
+// tickerAppName is the application_name of the ticker package's
+// connections; copierAppName the copiers' hub connections (pool,
+// listener, registration).
+const (
+	tickerAppName = "pgq-go ticker"
+	copierAppName = "pgq-go copier"
+)
 
 // nodeDDL is each node's table the rows are applied to.
 const nodeDDL = `create table rows (id text primary key, origin text not null, payload text)`
 
-// connsPerNode is the server connections one node's copier may hold:
-// relay batch + destination, pull batch + destination, two listeners,
-// and one ticker connection.
-const connsPerNode = 7
+// connsPerNode is the server connections one node costs: its pool (relay
+// batch, pull destination, checks), the relay's listener and the ticker's
+// connection to the node database. The hub's connections are shared by
+// every copier of the process: hubConns in its pool, one listener, at most
+// a few registration connections while targets are first met.
+const (
+	connsPerNode = 5
+	hubConns     = 8
+)
 
 // targetedNodes holds the node databases, shared by every configuration
 // (each configuration uses its own node ids, queues and hub, so their
@@ -53,7 +72,7 @@ type targetedNodes struct {
 func (s *suite) newTargetedNodes(ctx context.Context, n int) (*targetedNodes, error) {
 	t := &targetedNodes{}
 	for i := range n {
-		db, err := s.env.CreateDB(ctx, "node"+strconv.Itoa(i+1), true, 2)
+		db, err := s.env.CreateDB(ctx, "node"+strconv.Itoa(i+1), true, 3)
 		if err != nil {
 			return nil, err
 		}
@@ -79,21 +98,22 @@ type targetedRun struct {
 	clusterCPU float64 // seconds of the whole server
 	rows       int
 	relayed    int64
+	backends   int // most hub backends of the copiers and ticker seen at once
 }
 
 // targetedConfig is one cluster: N nodes, one hub, one routing.
 type targetedConfig struct {
-	s        *suite
-	n        int
-	routing  copier.Routing
-	code     string // "s4", "p64": node id and queue prefix
-	hub      *DB
-	nodes    []string
-	local    []*pgxpool.Pool
-	hubPools []*pgxpool.Pool
-	copiers  []*copier.TargetedCopier
-	push     string
-	probe    *cpuProbe
+	s       *suite
+	n       int
+	routing copier.Routing
+	code    string // "s4", "p64": node id and queue prefix
+	hub     *DB
+	nodes   []string
+	local   []*pgxpool.Pool
+	hubPool *pgxpool.Pool // shared by every copier of the cluster
+	copiers []*copier.TargetedCopier
+	push    string
+	probe   *cpuProbe
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -101,6 +121,16 @@ type targetedConfig struct {
 	err    error
 	errs   int64  // failed consumer attempts (relay or pull)
 	errMsg string // the first one
+
+	maxBackends int // most hub backends seen by wait since the last reset
+}
+
+// hubBackends counts the hub's backends of the copiers and the ticker.
+func (c *targetedConfig) hubBackends(ctx context.Context) (int, error) {
+	var n int
+	err := c.hub.Pool.QueryRow(ctx, "select count(*) from pg_stat_activity where datname = $1 and application_name = any($2)",
+		c.hub.Name, []string{copierAppName, tickerAppName}).Scan(&n)
+	return n, err
 }
 
 func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n int, routing copier.Routing) (*targetedConfig, error) {
@@ -124,28 +154,22 @@ func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n i
 	if err != nil {
 		return nil, err
 	}
-	hubCfg.MaxConns = 3
+	// One hub pool for every copier of the process: the hub sees a few
+	// connections, not some per node.
+	hubCfg.MaxConns = hubConns
+	hubCfg.ConnConfig.RuntimeParams["application_name"] = copierAppName
+	if c.hubPool, err = pgxpool.NewWithConfig(ctx, hubCfg); err != nil {
+		return nil, err
+	}
 	dbNames := []string{hub.Name}
 	for i := range n {
 		node := code + "n" + strconv.Itoa(i+1)
 		c.nodes = append(c.nodes, node)
-		lc, err := pgxpool.ParseConfig(nodes.dbs[i].DSN)
-		if err != nil {
-			return nil, err
-		}
-		lc.MaxConns = 3
-		local, err := pgxpool.NewWithConfig(ctx, lc)
-		if err != nil {
-			return nil, err
-		}
-		hp, err := pgxpool.NewWithConfig(ctx, hubCfg.Copy())
-		if err != nil {
-			return nil, err
-		}
-		c.local, c.hubPools = append(c.local, local), append(c.hubPools, hp)
+		local := nodes.dbs[i].Pool
+		c.local = append(c.local, local)
 		dbNames = append(dbNames, nodes.dbs[i].Name)
 		tc, err := copier.New(copier.Config{
-			Node: node, Local: local, Hubs: []*pgxpool.Pool{hp}, Routing: routing,
+			Node: node, Local: local, Hubs: []*pgxpool.Pool{c.hubPool}, Routing: routing,
 			PushQueue: c.push, Applier: ra,
 			QueueConfig: pgq.QueueConfig{TickerMaxLag: pgq.Ptr(targetedMaxLag)},
 			Logger:      quiet, Hooks: consumer.Hooks{OnError: func(ei consumer.ErrorInfo) {
@@ -202,8 +226,8 @@ func (c *targetedConfig) close() {
 		c.cancel()
 	}
 	c.wg.Wait()
-	for _, p := range append(c.local, c.hubPools...) {
-		p.Close()
+	if c.hubPool != nil {
+		c.hubPool.Close()
 	}
 	c.s.env.DropDB(c.hub)
 }
@@ -252,6 +276,7 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 		}
 	}
 	applied0, relayed0, parked0 := c.stats()
+	c.maxBackends = 0
 	hub0, err := c.probe.dbTicks(ctx, c.hub.Pool, c.hub.Name)
 	if err != nil {
 		return targetedRun{}, err
@@ -303,7 +328,31 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 		clusterCPU: ticksToSeconds(cl1 - cl0),
 		rows:       total,
 		relayed:    relayed - relayed0,
+		backends:   c.maxBackends,
 	}, nil
+}
+
+// idleHub measures the hub while the cluster is idle (every row applied,
+// nothing produced) for window: the CPU of the hub's backends per second,
+// and how many backends the copiers and ticker hold there.
+func (c *targetedConfig) idleHub(ctx context.Context, window time.Duration) (cpuPerSec float64, backends int, err error) {
+	t0, err := c.probe.dbTicks(ctx, c.hub.Pool, c.hub.Name)
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	case <-time.After(window): // the measuring window itself
+	}
+	t1, err := c.probe.dbTicks(ctx, c.hub.Pool, c.hub.Name)
+	if err != nil {
+		return 0, 0, err
+	}
+	cpu := ticksToSeconds(ticksBetween(t0, t1, func(app string) bool { return app == copierAppName || app == tickerAppName }))
+	backends, err = c.hubBackends(ctx)
+	return cpu / time.Since(start).Seconds(), backends, err
 }
 
 // warmUp sends one row from every node to the next and waits until all
@@ -333,7 +382,16 @@ func (c *targetedConfig) warmUp(ctx context.Context) error {
 // wait waits until want more rows than applied0 are applied.
 func (c *targetedConfig) wait(ctx context.Context, applied0, want, parked0 int64) error {
 	deadline := time.Now().Add(5 * time.Minute)
+	var sampled time.Time
 	for {
+		if time.Since(sampled) >= 100*time.Millisecond {
+			sampled = time.Now()
+			n, err := c.hubBackends(ctx)
+			if err != nil {
+				return err
+			}
+			c.maxBackends = max(c.maxBackends, n)
+		}
 		applied, _, parked := c.stats()
 		if parked > parked0 {
 			return fmt.Errorf("%d rows parked", parked-parked0)
@@ -404,7 +462,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 	defer nodes.drop(s.env)
 	s.logf("targeted: %d node databases in %.1fs", maxN, time.Since(start).Seconds())
 	rows := s.o.n(targetedRows)
-	type figures struct{ rate, hub, hubTicker, cluster []float64 }
+	type figures struct{ rate, hub, hubTicker, cluster, backends []float64 }
 	results := map[string]*figures{}
 	local := true
 	for _, routing := range []copier.Routing{copier.RoutingShared, copier.RoutingPerTarget} {
@@ -434,6 +492,10 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 			if n >= 64 {
 				runs = 1 // a run takes tens of seconds on 2 cores
 			}
+			rows := rows
+			if n >= targetedLowRate {
+				rows = min(rows, targetedLowRateRows*n)
+			}
 			for run := range runs {
 				r, err := c.run(ctx, run, rows)
 				if err != nil {
@@ -445,6 +507,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 				f.hub = append(f.hub, r.hubCPU/float64(r.rows)*1e6)
 				f.hubTicker = append(f.hubTicker, r.hubTicker/float64(r.rows)*1e6)
 				f.cluster = append(f.cluster, r.clusterCPU/float64(r.rows)*1e6)
+				f.backends = append(f.backends, float64(r.backends))
 				s.logf("targeted N=%d %v run %d: %s delivered, hub CPU %.0f µs/row (ticker %.0f), server CPU %.0f µs/row", n, routing, run+1,
 					formatRate(r.rate), f.hub[run], f.hubTicker[run], f.cluster[run])
 				if k, msg := c.consumerErrors(); k > 0 {
@@ -455,18 +518,32 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 				c.close()
 				return fmt.Errorf("N=%d %v: %w", n, routing, err)
 			}
+			idleCPU, idleBackends, err := c.idleHub(ctx, targetedIdleWindow)
 			c.close()
+			if err != nil {
+				return fmt.Errorf("N=%d %v idle: %w", n, routing, err)
+			}
+			s.logf("targeted N=%d %v idle: hub CPU %.1f ms/s, %d hub backends (copiers + ticker)", n, routing, idleCPU*1e3, idleBackends)
 			results[fmt.Sprintf("%v/%d", routing, n)] = f
-			r := Result{Case: fmt.Sprintf("targeted copy, N = %d nodes, %v routing", n, routing), Unit: "events/s",
+			name := fmt.Sprintf("targeted copy, N = %d nodes, %v routing", n, routing)
+			if n >= targetedLowRate {
+				name += fmt.Sprintf(", %d rows per node", targetedLowRateRows)
+			}
+			r := Result{Case: name, Unit: "events/s",
 				Ours: median(f.rate), OursRuns: f.rate, Target: "report", Events: rows,
 				Values: map[string]float64{
 					"hub_cpu_us_per_event":        median(f.hub),
 					"hub_ticker_cpu_us_per_event": median(f.hubTicker),
 					"startup_seconds":             startup.Seconds(),
 					"server_cpu_us_per_event":     median(f.cluster),
+					"hub_backends_max":            median(f.backends),
+					"hub_backends_idle":           float64(idleBackends),
+					"idle_hub_cpu_ms_per_s":       idleCPU * 1e3,
 				}}
+			r.oursText = fmt.Sprintf("%s; hub backends %.0f (idle %d)", formatRate(r.Ours), median(f.backends), idleBackends)
 			if local {
-				r.oursText = fmt.Sprintf("%s; hub CPU %.0f µs/ev (ticker %.0f); server %.0f µs/ev", formatRate(r.Ours), median(f.hub), median(f.hubTicker), median(f.cluster))
+				r.oursText = fmt.Sprintf("%s; hub CPU %.0f µs/ev (ticker %.0f), idle %.1f ms/s; server %.0f µs/ev; hub backends %.0f (idle %d)",
+					formatRate(r.Ours), median(f.hub), median(f.hubTicker), idleCPU*1e3, median(f.cluster), median(f.backends), idleBackends)
 			}
 			s.add(r)
 		}
