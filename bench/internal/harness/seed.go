@@ -286,42 +286,28 @@ func (c *seedCluster) messages(prefix string, rows int) (msgs [][]route.Message,
 // per transaction (0: all of them), and returns the time of the last
 // commit.
 func (c *seedCluster) produceBulk(ctx context.Context, queue string, msgs [][]route.Message, chunk int) (time.Time, error) {
-	last := make([]time.Time, len(msgs))
-	errs := make([]error, len(msgs))
-	var wg sync.WaitGroup
-	for i := range msgs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sender := route.Sender{Queue: queue, Origin: c.ids[i]}
-			step := chunk
-			if step <= 0 {
-				step = len(msgs[i])
+	return eachNodeAtOnce(len(msgs), "produce", func(i int) error {
+		sender := route.Sender{Queue: queue, Origin: c.ids[i]}
+		step := chunk
+		if step <= 0 {
+			step = len(msgs[i])
+		}
+		for k := 0; k < len(msgs[i]); k += step {
+			tx, err := c.nodes[i].Pool.Begin(ctx)
+			if err != nil {
+				return err
 			}
-			for k := 0; k < len(msgs[i]); k += step {
-				tx, err := c.nodes[i].Pool.Begin(ctx)
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				_, err = sender.SendBulk(ctx, tx, msgs[i][k:min(k+step, len(msgs[i]))])
-				if err == nil {
-					err = tx.Commit(ctx)
-				}
-				_ = tx.Rollback(context.WithoutCancel(ctx))
-				if err != nil {
-					errs[i] = err
-					return
-				}
+			_, err = sender.SendBulk(ctx, tx, msgs[i][k:min(k+step, len(msgs[i]))])
+			if err == nil {
+				err = tx.Commit(ctx)
 			}
-			last[i] = time.Now()
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return time.Time{}, fmt.Errorf("produce: %w", err)
-	}
-	return latest(last), nil
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // produceSeed is the seed's producer: one pgq.insert_event statement per
@@ -339,31 +325,39 @@ func (c *seedCluster) produceSeed(ctx context.Context, msgs [][]route.Message) (
 			rows[i] = append(rows[i], s)
 		}
 	}
-	last := make([]time.Time, len(msgs))
-	errs := make([]error, len(msgs))
+	return eachNodeAtOnce(len(msgs), "seed produce", func(i int) error {
+		conn, err := c.nodes[i].Pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Release()
+		for j, m := range msgs[i] {
+			if _, err := conn.Exec(ctx, sqlSeedProduce, seedPushQueue, m.Targets[0], rows[i][j]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// eachNodeAtOnce runs produce for nodes 0..n-1 at once and returns when
+// the last one finished (its time) or the errors joined.
+func eachNodeAtOnce(n int, what string, produce func(i int) error) (time.Time, error) {
+	last := make([]time.Time, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for i := range msgs {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := c.nodes[i].Pool.Acquire(ctx)
-			if err != nil {
-				errs[i] = err
-				return
+			if errs[i] = produce(i); errs[i] == nil {
+				last[i] = time.Now()
 			}
-			defer conn.Release()
-			for j, m := range msgs[i] {
-				if _, err := conn.Exec(ctx, sqlSeedProduce, seedPushQueue, m.Targets[0], rows[i][j]); err != nil {
-					errs[i] = err
-					return
-				}
-			}
-			last[i] = time.Now()
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return time.Time{}, fmt.Errorf("seed produce: %w", err)
+		return time.Time{}, fmt.Errorf("%s: %w", what, err)
 	}
 	return latest(last), nil
 }
