@@ -73,7 +73,8 @@ func (c *Consumer) Config() Config { return c.cfg }
 // never end Run. A batch being processed when ctx is cancelled is finished
 // if the handler returns nil, and left untouched (delivered again on the
 // next run) otherwise. Run returns only after every goroutine it started
-// has ended.
+// has ended; the LISTEN connection it shares with other consumers of its
+// pool (and its goroutine) closes with the last of them.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return ErrRunning
