@@ -317,19 +317,41 @@ type rowOp struct {
 
 // prepare decodes ev and checks it against the table's catalog.
 func (a *RowApplier) prepare(ctx context.Context, tx pgx.Tx, ev *pgq.Event) (rowOp, error) {
-	if a.table == "" {
-		return rowOp{}, fmt.Errorf("event %d: %w", ev.ID, errNotBuilt)
-	}
-	table := a.table
-	if err := applierCheckSize(ev, a.maxPayload); err != nil {
-		return rowOp{}, err
-	}
-	fields, err := decode(ev)
+	op, londiste, err := a.parse(ev)
 	if err != nil {
 		return rowOp{}, err
 	}
+	t, err := a.columns(ctx, tx, false)
+	if err != nil {
+		return rowOp{}, fmt.Errorf("apply: event %d to %s: %w", ev.ID, a.table, err)
+	}
+	if cerr := a.check(t, &op, londiste); cerr != nil {
+		// A column added since we read the catalog is not an error: read
+		// it again before blaming the payload.
+		if t, err = a.columns(ctx, tx, true); err != nil {
+			return rowOp{}, fmt.Errorf("apply: event %d to %s: %w", ev.ID, a.table, err)
+		}
+		if cerr = a.check(t, &op, londiste); cerr != nil {
+			return rowOp{}, cerr
+		}
+	}
+	return op, nil
+}
 
-	action, londiste := "", false
+// parse decodes ev into its action and fields (not yet checked against
+// the table). It uses no connection.
+func (a *RowApplier) parse(ev *pgq.Event) (op rowOp, londiste bool, err error) {
+	if a.table == "" {
+		return rowOp{}, false, fmt.Errorf("event %d: %w", ev.ID, errNotBuilt)
+	}
+	if err := applierCheckSize(ev, a.maxPayload); err != nil {
+		return rowOp{}, false, err
+	}
+	fields, err := decode(ev)
+	if err != nil {
+		return rowOp{}, false, err
+	}
+	action := ""
 	if ev.Type.Valid && len(ev.Type.String) >= 2 && ev.Type.String[1] == ':' {
 		switch ev.Type.String[0] {
 		case 'I':
@@ -343,36 +365,34 @@ func (a *RowApplier) prepare(ctx context.Context, tx pgx.Tx, ev *pgq.Event) (row
 	if !londiste {
 		i := slices.IndexFunc(fields, func(f urlenc.Field) bool { return f.Key == "action" })
 		if i < 0 {
-			return rowOp{}, fmt.Errorf("%w: event %d: no action (neither an I:/U:/D: event type nor an action field; type %q)",
+			return rowOp{}, false, fmt.Errorf("%w: event %d: no action (neither an I:/U:/D: event type nor an action field; type %q)",
 				ErrBadPayload, ev.ID, ev.Type.String)
 		}
 		action = fields[i].Value.String
 		if !fields[i].Value.Valid || (action != rowIns && action != rowUpd && action != rowDel) {
-			return rowOp{}, fmt.Errorf("%w: event %d: unknown action %q (want ins, upd or del)", ErrBadPayload, ev.ID, action)
+			return rowOp{}, false, fmt.Errorf("%w: event %d: unknown action %q (want ins, upd or del)", ErrBadPayload, ev.ID, action)
 		}
 		fields = slices.Delete(fields, i, i+1)
 	}
+	return rowOp{ev: ev, action: action, fields: fields}, londiste, nil
+}
 
-	t, err := a.columns(ctx, tx, false)
-	if err != nil {
-		return rowOp{}, fmt.Errorf("apply: event %d to %s: %w", ev.ID, table, err)
+// check checks op's fields against the table t and, when they fit, drops
+// a londiste row's fields the table has no column for, sorts the fields
+// by column and sets op.t. On an error op is unchanged. It uses no
+// connection.
+func (a *RowApplier) check(t *rowTable, op *rowOp, londiste bool) error {
+	if err := a.checkColumns(t, op.fields, londiste, op.ev.ID, a.table); err != nil {
+		return err
 	}
-	if cerr := a.checkColumns(t, fields, londiste, ev.ID, table); cerr != nil {
-		// A column added since we read the catalog is not an error: read
-		// it again before blaming the payload.
-		if t, err = a.columns(ctx, tx, true); err != nil {
-			return rowOp{}, fmt.Errorf("apply: event %d to %s: %w", ev.ID, table, err)
-		}
-		if cerr = a.checkColumns(t, fields, londiste, ev.ID, table); cerr != nil {
-			return rowOp{}, cerr
-		}
-	}
+	fields := op.fields
 	if londiste {
 		// "action" in a londiste row the table has no column for.
 		fields = slices.DeleteFunc(fields, func(f urlenc.Field) bool { _, ok := t.cols[f.Key]; return !ok })
 	}
 	slices.SortFunc(fields, func(x, y urlenc.Field) int { return strings.Compare(x.Key, y.Key) })
-	return rowOp{ev: ev, action: action, fields: fields, t: t}, nil
+	op.fields, op.t = fields, t
+	return nil
 }
 
 // checkColumns checks fields against the table: known columns, every key

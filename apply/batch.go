@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -30,50 +32,185 @@ var _ BatchApplier = (*RowApplier)(nil)
 // ApplyBatch applies evs with one statement per run of consecutive events
 // that share an action and a column set and touch distinct keys (a
 // repeated key starts a new run, so every row's history is applied in
-// order), all runs sent in one round trip. Values travel as text arrays
-// (unnest) and are cast to the columns' catalog types, as Apply's bound
-// parameters are. An insert run of copyMinRows rows or more is first tried
-// as a COPY (see copyRun). An update that finds fewer rows than it has
-// events fails the whole call; Apply then names the event.
+// order), runs sent together in one round trip. Values travel as text
+// arrays (unnest) and are cast to the columns' catalog types, as Apply's
+// bound parameters are. An insert run of copyMinRows rows or more is first
+// tried as a COPY (see copyRun). An update that finds fewer rows than it
+// has events fails the whole call; Apply then names the event.
+//
+// The events are decoded on a second goroutine while the server applies
+// the runs before them: a COPY streams each row as soon as it is decoded,
+// so decoding costs the caller little more than the server's own work.
 func (a *RowApplier) ApplyBatch(ctx context.Context, tx pgx.Tx, evs []*pgq.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	ops := make([]rowOp, len(evs))
-	for i, ev := range evs {
-		op, err := a.prepare(ctx, tx, ev)
-		if err != nil {
-			return err
-		}
-		ops[i] = op
+	if a.table == "" {
+		return fmt.Errorf("event %d: %w", evs[0].ID, errNotBuilt)
 	}
 	t, err := a.columns(ctx, tx, false)
 	if err != nil {
 		return fmt.Errorf("apply: %d events to %s: %w", len(evs), a.table, err)
 	}
+	s := &opStream{a: a, ctx: ctx, tx: tx, items: make(chan parsedOp, decodeAhead), done: make(chan struct{})}
+	s.wg.Add(1)
+	go s.decode(t, evs)
+	defer s.stop()
+
 	var pending []rowRun // runs queued for one pipelined round trip
-	for start := 0; start < len(ops); {
-		end := a.runEnd(ops, start)
-		run := rowRun(ops[start:end])
-		start = end
-		if run[0].action == rowIns && len(run) >= copyMinRows && t.copyOK && a.copySkip.Load() <= 0 {
-			if err := a.sendRuns(ctx, tx, t, pending); err != nil {
-				return err
-			}
-			pending = nil
-			done, err := a.copyRun(ctx, tx, t, run)
-			if err != nil {
-				return err
-			}
-			if done {
-				continue
-			}
-		} else if run[0].action == rowIns && len(run) >= copyMinRows && t.copyOK {
-			a.copySkip.Add(-1)
-		}
-		pending = append(pending, run)
+	// The ops in order, never more than evs: runs are consecutive, so the
+	// run being gathered is all[start:].
+	all := make([]rowOp, 0, len(evs))
+	start := 0
+	seen := make(map[string]struct{}, len(evs)) // the keys of all[start:]
+	copyTried := false                          // the run reached copyMinRows (COPY tried or skipped)
+	newRun := func() {
+		start, copyTried = len(all), false
+		clear(seen)
 	}
-	return a.sendRuns(ctx, tx, t, pending)
+	for {
+		op, ok, err := s.next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		key := a.keyOf(op)
+		if len(all) > start && !a.extends(all[start:], seen, op, key) {
+			pending = append(pending, all[start:len(all):len(all)])
+			newRun()
+		}
+		all = append(all, op)
+		seen[key] = struct{}{}
+		if copyTried || len(all)-start < copyMinRows || op.action != rowIns || !op.t.copyOK {
+			continue
+		}
+		copyTried = true
+		if a.copySkip.Load() > 0 {
+			a.copySkip.Add(-1)
+			continue
+		}
+		if err := a.sendRuns(ctx, tx, pending); err != nil {
+			return err
+		}
+		pending = nil
+		done, err := a.copyRun(ctx, tx, s, &all, start, seen)
+		if err != nil {
+			return err
+		}
+		if done {
+			newRun()
+		}
+		// Not done: an existing key; the run (every row the COPY read)
+		// goes as an upsert, and may still grow.
+	}
+	if len(all) > start {
+		pending = append(pending, all[start:])
+	}
+	return a.sendRuns(ctx, tx, pending)
+}
+
+// extends reports whether op (whose key is key) continues the run cur
+// (whose keys are seen): same action, same columns (in the same order:
+// check sorts them), a key not in the run yet.
+func (a *RowApplier) extends(cur []rowOp, seen map[string]struct{}, op rowOp, key string) bool {
+	first := cur[0]
+	if op.action != first.action || !sameColumns(op.fields, first.fields) {
+		return false
+	}
+	_, dup := seen[key]
+	return !dup
+}
+
+// decodeAhead is how many decoded events the decoding goroutine of
+// ApplyBatch may be ahead of the statements.
+const decodeAhead = 256
+
+// parsedOp is one event of an opStream: decoded and checked, or stale
+// (its columns do not match the catalog the stream started with: the
+// applier checks it again against a fresh read), or failed.
+type parsedOp struct {
+	op    rowOp
+	stale bool
+	err   error
+}
+
+// opStream decodes a batch's events on a goroutine of its own, in order.
+type opStream struct {
+	a     *RowApplier
+	ctx   context.Context
+	tx    pgx.Tx
+	items chan parsedOp
+	done  chan struct{}
+	wg    sync.WaitGroup
+	back  *parsedOp // an item received but not taken (unread)
+}
+
+// decode decodes evs against t into s.items, until done.
+func (s *opStream) decode(t *rowTable, evs []*pgq.Event) {
+	defer s.wg.Done()
+	defer close(s.items)
+	for _, ev := range evs {
+		var it parsedOp
+		op, londiste, err := s.a.parse(ev)
+		switch {
+		case err != nil:
+			it.err = err
+		case s.a.check(t, &op, londiste) != nil:
+			it = parsedOp{op: rowOp{ev: ev}, stale: true}
+		default:
+			it.op = op
+		}
+		select {
+		case s.items <- it:
+		case <-s.done:
+			return
+		}
+		if it.err != nil {
+			return
+		}
+	}
+}
+
+// stop ends the decoding goroutine and waits for it.
+func (s *opStream) stop() {
+	close(s.done)
+	s.wg.Wait()
+}
+
+// recv returns the next item; ok is false at the end.
+func (s *opStream) recv() (it parsedOp, ok bool, err error) {
+	if s.back != nil {
+		it, s.back = *s.back, nil
+		return it, true, nil
+	}
+	select {
+	case it, ok = <-s.items:
+		return it, ok, nil
+	case <-s.ctx.Done():
+		return it, false, s.ctx.Err()
+	}
+}
+
+// unread gives it back: the next recv returns it.
+func (s *opStream) unread(it parsedOp) { s.back = &it }
+
+// next returns the next op; ok is false at the end. A stale op is checked
+// again after a fresh read of the catalog on s.tx, so next must not be
+// called while a statement is in progress on s.tx (a COPY reads with recv).
+func (s *opStream) next() (op rowOp, ok bool, err error) {
+	it, ok, err := s.recv()
+	switch {
+	case err != nil || !ok:
+		return rowOp{}, false, err
+	case it.err != nil:
+		return rowOp{}, false, it.err
+	case it.stale:
+		op, err := s.a.prepare(s.ctx, s.tx, it.op.ev)
+		return op, err == nil, err
+	}
+	return it.op, true, nil
 }
 
 // rowRun is a run of rowOps one statement applies.
@@ -82,13 +219,13 @@ type rowRun []rowOp
 func (r rowRun) span() string { return fmt.Sprintf("%d..%d", r[0].ev.ID, r[len(r)-1].ev.ID) }
 
 // sendRuns sends one statement per run in one round trip.
-func (a *RowApplier) sendRuns(ctx context.Context, tx pgx.Tx, t *rowTable, runs []rowRun) error {
+func (a *RowApplier) sendRuns(ctx context.Context, tx pgx.Tx, runs []rowRun) error {
 	if len(runs) == 0 {
 		return nil
 	}
 	pb := &pgx.Batch{}
 	for _, run := range runs {
-		sql, args := a.runStatement(t, run)
+		sql, args := a.runStatement(run[len(run)-1].t, run)
 		pb.Queue(sql, args...)
 	}
 	res := tx.SendBatch(ctx, pb)
@@ -121,38 +258,22 @@ const (
 	copySkipMax = 256
 )
 
-// copyRun tries run as a COPY; done is false when a key already exists
-// (nothing of the run applied then).
-func (a *RowApplier) copyRun(ctx context.Context, tx pgx.Tx, t *rowTable, run rowRun) (done bool, err error) {
-	cols := run[0].fields
+// copyRun sends the run (*ops)[start:] as a COPY, streaming after its
+// rows the next ops of s that extend it (appended to *ops, their keys to
+// seen); done is false when a key already exists (nothing of the run
+// applied then; *ops holds every op the COPY read).
+func (a *RowApplier) copyRun(ctx context.Context, tx pgx.Tx, s *opStream, ops *[]rowOp, start int, seen map[string]struct{}) (done bool, err error) {
+	cols := (*ops)[start].fields
 	names := make([]string, len(cols))
 	for i, c := range cols {
 		names[i] = pgx.Identifier{c.Key}.Sanitize()
-	}
-	var buf bytes.Buffer
-	size := 0
-	for _, op := range run {
-		size += len(op.ev.Extra2.String)
-	}
-	buf.Grow(size + size/8)
-	for _, op := range run {
-		for i, f := range op.fields {
-			if i > 0 {
-				buf.WriteByte('\t')
-			}
-			if !f.Value.Valid {
-				buf.WriteString(`\N`)
-				continue
-			}
-			copyEscaper.WriteString(&buf, f.Value.String)
-		}
-		buf.WriteByte('\n')
 	}
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return false, err
 	}
-	_, err = sp.Conn().PgConn().CopyFrom(ctx, &buf, "copy "+a.table+" ("+strings.Join(names, ", ")+") from stdin")
+	r := &copyReader{a: a, s: s, ops: ops, start: start, i: start, seen: seen}
+	_, err = sp.Conn().PgConn().CopyFrom(ctx, r, "copy "+a.table+" ("+strings.Join(names, ", ")+") from stdin")
 	if err == nil {
 		if err := sp.Commit(ctx); err != nil {
 			return false, err
@@ -164,6 +285,9 @@ func (a *RowApplier) copyRun(ctx context.Context, tx pgx.Tx, t *rowTable, run ro
 	if rerr := sp.Rollback(ctx); rerr != nil {
 		return false, rerr
 	}
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
 	if _, ok := errors.AsType[*pgconn.PgError](err); ok {
 		// An existing key (unique_violation), or anything else the server
 		// refused: the upsert runs instead and, if the rows are at fault,
@@ -172,32 +296,73 @@ func (a *RowApplier) copyRun(ctx context.Context, tx pgx.Tx, t *rowTable, run ro
 		a.copySkip.Store(n)
 		return false, nil
 	}
-	return false, fmt.Errorf("apply: events %s (ins) to %s: %w", run.span(), a.table, err)
+	return false, fmt.Errorf("apply: events %s (ins) to %s: %w", rowRun((*ops)[start:]).span(), a.table, err)
+}
+
+// copyReader is the COPY text of a run: its ops, then the stream's next
+// ops while they extend it. Anything else (another action, a repeated key,
+// a stale or failed item, the end) ends it, given back to the stream.
+type copyReader struct {
+	a     *RowApplier
+	s     *opStream
+	ops   *[]rowOp
+	start int // the run is (*ops)[start:]
+	seen  map[string]struct{}
+	i     int // (*ops)[:i] written
+	eof   bool
+	buf   bytes.Buffer
+}
+
+func (r *copyReader) Read(p []byte) (int, error) {
+	for r.buf.Len() < len(p) && !r.eof {
+		if r.i < len(*r.ops) {
+			r.write((*r.ops)[r.i])
+			r.i++
+			continue
+		}
+		it, ok, err := r.s.recv()
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			r.eof = true
+			break
+		}
+		var key string
+		if it.err == nil && !it.stale {
+			key = r.a.keyOf(it.op)
+		}
+		if it.err != nil || it.stale || !r.a.extends((*r.ops)[r.start:], r.seen, it.op, key) {
+			r.s.unread(it)
+			r.eof = true
+			break
+		}
+		*r.ops = append(*r.ops, it.op)
+		r.seen[key] = struct{}{}
+	}
+	if r.buf.Len() == 0 && r.eof {
+		return 0, io.EOF
+	}
+	return r.buf.Read(p)
+}
+
+// write appends op's row in COPY text format.
+func (r *copyReader) write(op rowOp) {
+	for i, f := range op.fields {
+		if i > 0 {
+			r.buf.WriteByte('\t')
+		}
+		if !f.Value.Valid {
+			r.buf.WriteString(`\N`)
+			continue
+		}
+		copyEscaper.WriteString(&r.buf, f.Value.String)
+	}
+	r.buf.WriteByte('\n')
 }
 
 // copyEscaper escapes text for COPY's text format.
 var copyEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`)
-
-// runEnd returns the end of the run starting at ops[start]: same action,
-// same columns (in the same order: prepare sorts them), distinct keys.
-func (a *RowApplier) runEnd(ops []rowOp, start int) int {
-	first := ops[start]
-	seen := make(map[string]struct{}, len(ops)-start)
-	seen[a.keyOf(first)] = struct{}{}
-	end := start + 1
-	for ; end < len(ops); end++ {
-		op := ops[end]
-		if op.action != first.action || !sameColumns(op.fields, first.fields) {
-			break
-		}
-		k := a.keyOf(op)
-		if _, dup := seen[k]; dup {
-			break
-		}
-		seen[k] = struct{}{}
-	}
-	return end
-}
 
 func sameColumns(x, y []urlenc.Field) bool {
 	return slices.EqualFunc(x, y, func(a, b urlenc.Field) bool { return a.Key == b.Key })

@@ -250,3 +250,77 @@ func TestApplierRowBatchRulesKept(t *testing.T) {
 	require.ErrorContains(t, e.applyBatch(a, evs), "rules")
 	require.Equal(t, [][]any{{int64(0), int64(0)}}, e.rows(t, "select (select count(*) from t), (select count(*) from seen)"))
 }
+
+// TestApplierRowBatchStreamsRuns: in one call, long insert runs stream as
+// COPYs that end at a repeated key or another action, a column added to
+// the table after the applier cached the catalog is picked up mid-call,
+// and a COPY that meets an existing key after streaming a hundred rows
+// goes as an upsert of every row it read; the table ends as row by row.
+func TestApplierRowBatchStreamsRuns(t *testing.T) {
+	e := applierDB(t,
+		"create table one (id int primary key, v text)",
+		"create table many (id int primary key, v text)")
+	one, many := mustRow(t, "one", []string{"id"}), mustRow(t, "many", []string{"id"})
+	warm := applierEvent(1, "I:id", urlenc.Fields{"id": -1, "v": "warm"})
+	require.NoError(t, e.apply(one, warm))
+	require.NoError(t, e.applyBatch(many, []*pgq.Event{warm})) // caches the columns
+	for _, tbl := range []string{"one", "many"} {
+		_, err := e.pool.Exec(e.ctx, "alter table "+tbl+" add column w text")
+		require.NoError(t, err)
+		_, err = e.pool.Exec(e.ctx, "insert into "+tbl+" (id, v) values (500, 'old')")
+		require.NoError(t, err)
+	}
+	var evs []*pgq.Event
+	add := func(typ string, f urlenc.Fields) {
+		evs = append(evs, applierEvent(int64(len(evs)+2), typ, f))
+	}
+	for i := range 150 { // a COPY run longer than the first 64 rows
+		add("I:id", urlenc.Fields{"id": i, "v": fmt.Sprint("a", i)})
+	}
+	add("U:id", urlenc.Fields{"id": 10, "v": "updated"}) // another action ends it
+	for i := 150; i < 250; i++ {                         // a column the cached catalog lacks
+		add("I:id", urlenc.Fields{"id": i, "v": "c", "w": fmt.Sprint("w", i)})
+	}
+	for i := 250; i < 350; i++ { // a repeated key ends the COPY
+		add("I:id", urlenc.Fields{"id": i, "v": "d"})
+		if i == 339 { // within the COPY: it ends there
+			add("I:id", urlenc.Fields{"id": 260, "v": "again"})
+		}
+	}
+	for i := 400; i < 600; i++ { // 500 exists: the COPY fails after 100 rows
+		add("I:id", urlenc.Fields{"id": i, "v": "e"})
+	}
+	for i := range 10 {
+		add("D:id", urlenc.Fields{"id": i})
+	}
+	for _, ev := range evs {
+		require.NoError(t, e.apply(one, ev), "event %d", ev.ID)
+	}
+	require.NoError(t, e.applyBatch(many, evs))
+	require.EqualValues(t, 1, apply.CopyFails(many), "one COPY met the existing key")
+	want := e.rows(t, "select id, v, w from one order by id")
+	require.Len(t, want, 1+140+100+100+200)
+	require.Equal(t, want, e.rows(t, "select id, v, w from many order by id"))
+	require.Equal(t, [][]any{{"updated", "again", "e", "w199"}},
+		e.rows(t, "select (select v from many where id = 10), (select v from many where id = 260), (select v from many where id = 500), (select w from many where id = 199)"))
+}
+
+// TestApplierRowBatchCanceled: a canceled context ends the call with its
+// error and nothing applied (the decoding goroutine ends with it: the
+// package's leak check fails otherwise).
+func TestApplierRowBatchCanceled(t *testing.T) {
+	e := applierDB(t, "create table t (id int primary key, v text)")
+	a := mustRow(t, "t", []string{"id"})
+	var evs []*pgq.Event
+	for i := range 1000 {
+		evs = append(evs, applierEvent(int64(i+1), "I:id", urlenc.Fields{"id": i, "v": "x"}))
+	}
+	require.NoError(t, e.applyBatch(a, evs[:1])) // caches the columns
+	ctx, cancel := context.WithCancel(e.ctx)
+	tx, err := e.pool.Begin(ctx)
+	require.NoError(t, err)
+	cancel()
+	require.ErrorIs(t, a.ApplyBatch(ctx, tx, evs[1:]), context.Canceled)
+	_ = tx.Rollback(context.Background())
+	require.Equal(t, [][]any{{int64(1)}}, e.rows(t, "select count(*) from t"))
+}

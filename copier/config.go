@@ -62,9 +62,9 @@ type Config struct {
 	// a cluster must use the same.
 	Routing Routing
 	// Applier applies the pulled rows inside the node's transaction. One
-	// that implements apply.BatchApplier gets them in chunks (up to 2000
-	// rows or 4 MiB); a chunk that fails is redone row by row with Apply,
-	// which finds the failing row. Required.
+	// that implements apply.BatchApplier gets them in chunks (up to 16 MiB,
+	// counting 512 bytes per row besides its text); a chunk that fails is
+	// redone row by row with Apply, which finds the failing row. Required.
 	Applier apply.Applier
 	// Accept decides which event types reach the Applier; others are
 	// counted as ignored (the seed ignores non-copy events). Default:
