@@ -108,7 +108,10 @@ func (cc *copyCluster) startProducers(seed uint64) (stop func() int64) {
 				return
 			}
 			commits.Add(1)
-			time.Sleep(10 * time.Millisecond) // a producer's pace, not a wait for a condition
+			// A producer's pace, not a wait for a condition. Slow enough
+			// that a slow machine is not also given more rows: at 10ms a
+			// busy run made 17,000 rows and outlived its context.
+			time.Sleep(40 * time.Millisecond)
 		}
 		done <- nil
 	}()
@@ -151,12 +154,13 @@ func (cc *copyCluster) waitDelivered() {
 			cc.mu.Lock()
 			for _, n := range cc.nodes {
 				var got int
-				_ = cc.local[n].Pool.QueryRow(cc.ctx, "select count(*) from rows").Scan(&got)
-				t.Logf("node %s: %d of %d rows", n, got, len(cc.expected[n]))
+				// Not cc.ctx: it may be what ran out.
+				err := cc.local[n].Pool.QueryRow(context.Background(), "select count(*) from rows").Scan(&got)
+				t.Logf("node %s: %d of %d rows (%v)", n, got, len(cc.expected[n]), err)
 			}
 			cc.mu.Unlock()
 			for i, h := range cc.hubs {
-				t.Logf("hub %d: %v", i, subscriptions(t, cc.ctx, h.Pool))
+				t.Logf("hub %d: %v", i, subscriptions(t, context.Background(), h.Pool))
 			}
 			t.Fatal("rows not delivered")
 		}
