@@ -68,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	scale := fs.Float64("scale", 1, "multiply event counts (1: 1M-event batches)")
 	cases := fs.String("cases", "", "comma-separated case families to run (default: all)")
 	nodes := fs.String("nodes", "4,16,64", "targeted-copy cluster sizes (comma-separated)")
+	hubPool := fs.Int("hub-conns", 0, "targeted copy: connections of the hub pool the copiers share (0: 8, N/8 from N = 128)")
 	out := fs.String("out", "bench/results.json", "where to write the JSON results (\"\" for none)")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -80,7 +81,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	o := harness.Options{DSN: *dsn, Runs: *runs, Scale: *scale, Out: *out, Log: stderr,
+	if *hubPool < 0 {
+		fmt.Fprintf(stderr, "bench: --hub-conns: %d is negative\n", *hubPool)
+		return 2
+	}
+	o := harness.Options{DSN: *dsn, Runs: *runs, Scale: *scale, Out: *out, Log: stderr, HubConns: *hubPool,
 		Command: "go run ./bench " + strings.Join(args, " ")}
 	if *quiet {
 		o.Log = nil

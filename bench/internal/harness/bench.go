@@ -40,6 +40,9 @@ type Options struct {
 	Cases []string
 	// Nodes are the targeted-copy cluster sizes; nil: 4, 16, 64.
 	Nodes []int
+	// HubConns is the size of the hub pool every copier of a targeted-copy
+	// cluster shares; 0: hubPoolSize's rule.
+	HubConns int
 	// Out is the results.json path; "" writes none.
 	Out string
 	// Command is recorded in the report ("make bench").

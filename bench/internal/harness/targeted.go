@@ -55,12 +55,19 @@ const nodeDDL = `create table rows (id text primary key, origin text not null, p
 // connsPerNode is the server connections one node costs: its pool (relay
 // batch, pull destination, checks), the relay's listener and the ticker's
 // connection to the node database. The hub's connections are shared by
-// every copier of the process: hubConns in its pool, one listener, at most
+// every copier of the process: hubPoolSize(N) in its pool, one listener, at most
 // a few registration connections while targets are first met.
 const (
 	connsPerNode = 5
 	hubConns     = 8
 )
+
+// hubPoolSize is the shared hub pool of an N-node cluster: hubConns, and
+// one connection per 8 nodes beyond 64. Every relay and pull batch holds
+// one of them for its duration; at N = 256 a pool of 8 starved (relays
+// waited 30 s for a hub connection while holding their node's, and the
+// warm-up had 241 of 256 rows after 5 minutes).
+func hubPoolSize(n int) int32 { return int32(max(hubConns, n/8)) }
 
 // targetedNodes holds the node databases, shared by every configuration
 // (each configuration uses its own node ids, queues and hub, so their
@@ -156,7 +163,10 @@ func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n i
 	}
 	// One hub pool for every copier of the process: the hub sees a few
 	// connections, not some per node.
-	hubCfg.MaxConns = hubConns
+	hubCfg.MaxConns = hubPoolSize(n)
+	if s.o.HubConns > 0 {
+		hubCfg.MaxConns = int32(s.o.HubConns)
+	}
 	hubCfg.ConnConfig.RuntimeParams["application_name"] = copierAppName
 	if c.hubPool, err = pgxpool.NewWithConfig(ctx, hubCfg); err != nil {
 		return nil, err
@@ -438,7 +448,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 		sizes = slices.Sorted(slices.Values(s.o.Nodes))
 	}
 	maxN := sizes[len(sizes)-1]
-	if err := s.ensureConnections(ctx, connsPerNode*maxN+60); err != nil {
+	if err := s.ensureConnections(ctx, connsPerNode*maxN+60+s.o.HubConns); err != nil {
 		// Keep the sizes that fit.
 		s.note("targeted copy: %v", err)
 		var fit []int
