@@ -35,6 +35,12 @@ type BatchOptions struct {
 	MinLag      time.Duration // only ticks at least this old (pgq_keep_lag)
 	MinCount    int           // wait until this many events (pgq_batch_collect_events)
 	MinInterval time.Duration // wait until batches span this long (pgq_batch_collect_interval)
+	// UpToEvents makes one batch of every tick ready, as long as the
+	// event sequence says it holds at most about this many events (at
+	// least one tick; PgQ may stretch it up to twice the time span): a
+	// consumer that skipped ticks catches up in one batch, not one per
+	// tick. It excludes MinCount and MinInterval, whose knob it uses.
+	UpToEvents int64
 }
 
 // sqlNextBatch calls next_batch_custom once per row of pgq.queue named $1:
@@ -58,11 +64,28 @@ type BatchOptions struct {
 // function with a fresh snapshot, gets the same open batch back. Instances
 // that do not take the lock (python-pgq) can still race; remote's
 // tracking by tick catches that.
+//
+// UpToEvents (lateral m) picks the last ready tick within the event budget
+// and passes its distance in time from the consumer's last tick as
+// i_min_interval: pgq.find_tick_helper then ends the batch at that tick
+// (or at the queue's last tick when that is at most twice as far). m reads
+// the subscription with the statement's snapshot; if another instance
+// moved it meanwhile, the interval is only too short or too long for once.
 const sqlNextBatch = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
 	b.cur_tick_event_seq, b.prev_tick_event_seq
 	from pgq.queue q,
 	lateral (select pg_advisory_xact_lock(hashtextextended('pgq.next_batch:' || $1 || '/' || $2, 0))::text || $2::text as co_name) l,
-	lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, $5::interval) b
+	lateral (select coalesce((select ct.tick_time - pt.tick_time
+		from pgq.consumer c
+		join pgq.subscription s on s.sub_consumer = c.co_id and s.sub_queue = q.queue_id
+		join pgq.tick pt on pt.tick_queue = s.sub_queue and pt.tick_id = s.sub_last_tick,
+		lateral (select t.tick_time from pgq.tick t
+			where t.tick_queue = s.sub_queue and t.tick_id > s.sub_last_tick
+			  and t.tick_event_seq - pt.tick_event_seq <= $6
+			order by t.tick_queue desc, t.tick_id desc limit 1) ct
+		where $6::int8 > 0 and c.co_name = l.co_name and s.sub_batch is null
+		  and ct.tick_time > pt.tick_time), $5::interval) as ival) m,
+	lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, m.ival) b
 	where q.queue_name = $1`
 
 // NextBatch opens the consumer's next batch (or returns its open one again:
@@ -80,8 +103,15 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 	if err := validateQC(queue, consumer); err != nil {
 		return nil, err
 	}
-	if o.MinLag < 0 || o.MinCount < 0 || o.MinInterval < 0 {
+	if o.MinLag < 0 || o.MinCount < 0 || o.MinInterval < 0 || o.UpToEvents < 0 {
 		return nil, fmt.Errorf("pgq: next batch %s/%s: negative option %+v: %w", queue, consumer, o, ErrInvalidArgument)
+	}
+	if o.UpToEvents > 0 && (o.MinCount > 0 || o.MinInterval > 0) {
+		return nil, fmt.Errorf("pgq: next batch %s/%s: UpToEvents excludes MinCount and MinInterval: %w", queue, consumer, ErrInvalidArgument)
+	}
+	var upTo any
+	if o.UpToEvents > 0 {
+		upTo = o.UpToEvents
 	}
 	var minLag, minInterval, minCount any
 	if o.MinLag > 0 {
@@ -97,7 +127,7 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 		id, cur, prev, seq, prevSeq pgtype.Int8
 		curT, prevT                 pgtype.Timestamptz
 	)
-	err := db.QueryRow(ctx, sqlNextBatch, queue, consumer, minLag, minCount, minInterval).
+	err := db.QueryRow(ctx, sqlNextBatch, queue, consumer, minLag, minCount, minInterval, upTo).
 		Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("pgq: next batch %s/%s: %w", queue, consumer, ErrQueueNotFound)
