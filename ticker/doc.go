@@ -33,6 +33,18 @@
 // the consumer package listens on: consumers wake within milliseconds of a
 // tick instead of polling. Config.DisableNotify turns this off.
 //
+// # Events that commit after a tick counted them
+//
+// PgQ counts new events by the queue's event sequence, which moves at
+// insert time. A tick taken while an inserting transaction is still open
+// counts its events but cannot see them; once it commits the sequence does
+// not move again, and pgq.ticker() (and pgqd) leave the events waiting for
+// the next insert or the idle period (ticker_idle_period, a minute by
+// default). The Ticker remembers, per queue, the transactions such a tick
+// saw in progress and, on the first round after one of them ends, forces a
+// tick (pgq.force_tick), so those events reach consumers within two tick
+// periods of their commit. DatabaseStats.RaceTicks counts these ticks.
+//
 // # Failures
 //
 // A database without pgq (or with pgq older than 3) is reported

@@ -37,6 +37,7 @@ type DatabaseStats struct {
 
 	TickRuns    int64 // ticker statements run
 	Ticks       int64 // queue ticks made (one per queue that ticked)
+	RaceTicks   int64 // ticks forced after a commit race (see the package doc)
 	Notifies    int64 // NOTIFYs sent for ticks
 	RetryEvents int64 // events moved back from the retry queue
 	MaintOps    int64 // maintenance function calls and vacuums run
@@ -91,7 +92,7 @@ func (st *stats) fail(err error) {
 func (s DatabaseStats) logAttrs() []any {
 	attrs := []any{
 		slog.String("server", s.Server), slog.String("db", s.Database), slog.String("state", string(s.State)),
-		slog.Int64("tick_runs", s.TickRuns), slog.Int64("ticks", s.Ticks), slog.Int64("notifies", s.Notifies),
+		slog.Int64("tick_runs", s.TickRuns), slog.Int64("ticks", s.Ticks), slog.Int64("race_ticks", s.RaceTicks), slog.Int64("notifies", s.Notifies),
 		slog.Int64("retry_events", s.RetryEvents), slog.Int64("maint_ops", s.MaintOps),
 		slog.Int64("errors", s.Errors),
 	}

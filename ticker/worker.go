@@ -27,6 +27,8 @@ type worker struct {
 	wake     chan struct{}
 	cancel   context.CancelFunc
 	done     chan struct{}
+
+	watch map[string][]int64 // queue → transactions its last tick saw in progress (race.go)
 }
 
 func newWorker(t *Ticker, k dbKey, explicit bool) *worker {
@@ -35,6 +37,7 @@ func newWorker(t *Ticker, k dbKey, explicit bool) *worker {
 		key:    k,
 		server: serverLabel(k.conn),
 		st:     &stats{},
+		watch:  map[string][]int64{},
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
@@ -248,6 +251,9 @@ const sqlTick = `select queue_name, pgq.ticker(queue_name) from pgq.queue
 const sqlNotify = `select pg_notify(ch, id::text) from unnest($1::text[], $2::int8[]) as u(ch, id)`
 
 func (w *worker) tick(ctx context.Context, conn *pgx.Conn) error {
+	if err := w.forceEnded(ctx, conn); err != nil {
+		return err
+	}
 	rows, err := conn.Query(ctx, sqlTick)
 	if err != nil {
 		return fmt.Errorf("ticker: %w", err)
@@ -256,17 +262,22 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn) error {
 		name     string
 		id       *int64
 		channels []string
+		queues   []string
 		ids      []int64
 	)
 	_, err = pgx.ForEachRow(rows, []any{&name, &id}, func() error {
 		if id != nil {
 			channels = append(channels, pgq.NotifyChannel(name))
+			queues = append(queues, name)
 			ids = append(ids, *id)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("ticker: %w", err)
+	}
+	if err := w.watchTicks(ctx, conn, queues, ids); err != nil {
+		return err
 	}
 	now := time.Now()
 	w.st.update(func(s *DatabaseStats) {

@@ -1,0 +1,142 @@
+package ticker
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Commit race. PgQ counts a queue's new events by its event sequence,
+// which moves when an event is inserted, not when its transaction
+// commits. A tick taken between the two counts the events but cannot see
+// them (its snapshot has the transaction in progress); after the commit
+// the sequence does not move again, so pgq.ticker() sees no new events and
+// the queue waits for another insert or for its idle period (a minute by
+// default) before the events reach a consumer. pgqd has the same hole.
+//
+// The ticker closes it: after a tick that counted new events, it keeps
+// the transactions the tick's snapshot had in progress (its xip) as the
+// queue's watch list; on each later round, once one of them has ended, it
+// forces a tick (pgq.force_tick, then pgq.ticker() ticks), which sees what
+// that transaction wrote. The transactions still running stay watched.
+// A forced tick (ours, or anyone's pgq.force_tick) moves the sequence by
+// 2 × ticker_max_count + 1001 without events: a tick that moved it by at
+// least that much counts only the movement beyond it as events (a tick
+// whose events moved it by about exactly that much is taken for a forced
+// one).
+// Only a tick that counted events adds what it saw in progress to the
+// watch; the others keep the watched transactions still running.
+
+// maxWatched bounds the transactions watched per queue; beyond it the
+// oldest are dropped (their events then wait as PgQ would have them).
+const maxWatched = 1000
+
+// sqlForceEnded forces a tick on the queues ($1) one of whose watched
+// transactions ($2, parallel to $1) has ended.
+const sqlForceEnded = `select c.name from (select distinct u.name from unnest($1::text[], $2::int8[]) as u(name, x)
+		join pgq.queue q on q.queue_name = u.name and not q.queue_external_ticker and not q.queue_ticker_paused
+		where txid_visible_in_snapshot(u.x, txid_current_snapshot())) c
+	where pgq.force_tick(c.name) is not null`
+
+// sqlTickXip returns, for the ticks just made ($1 queues, $2 tick ids),
+// how far the event sequence moved since the previous tick, the queue's
+// ticker_max_count and the transactions the tick saw in progress: only
+// ticks with some in progress.
+const sqlTickXip = `select q.queue_name, t.tick_event_seq - p.tick_event_seq, q.queue_ticker_max_count,
+		array(select txid_snapshot_xip(t.tick_snapshot))
+	from unnest($1::text[], $2::int8[]) as u(name, id)
+	join pgq.queue q on q.queue_name = u.name
+	join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = u.id
+	cross join lateral (select tick_event_seq from pgq.tick p
+		where p.tick_queue = q.queue_id and p.tick_id < u.id
+		order by p.tick_queue desc, p.tick_id desc limit 1) p
+	where txid_snapshot_xmin(t.tick_snapshot) < txid_snapshot_xmax(t.tick_snapshot)`
+
+// forceEnded forces a tick on every watched queue one of whose
+// transactions has ended.
+func (w *worker) forceEnded(ctx context.Context, conn *pgx.Conn) error {
+	if len(w.watch) == 0 {
+		return nil
+	}
+	var names []string
+	var txids []int64
+	for q, xs := range w.watch {
+		for _, x := range xs {
+			names = append(names, q)
+			txids = append(txids, x)
+		}
+	}
+	rows, err := conn.Query(ctx, sqlForceEnded, names, txids)
+	if err != nil {
+		return fmt.Errorf("ticker: force tick after a commit race: %w", err)
+	}
+	var name string
+	n, err := pgx.ForEachRow(rows, []any{&name}, func() error { return nil })
+	if err != nil {
+		return fmt.Errorf("ticker: force tick after a commit race: %w", err)
+	}
+	if k := n.RowsAffected(); k > 0 {
+		w.st.update(func(s *DatabaseStats) { s.RaceTicks += k })
+	}
+	return nil
+}
+
+// watchTicks updates the watch lists after the ticks just made (queues
+// and tick ids, parallel).
+func (w *worker) watchTicks(ctx context.Context, conn *pgx.Conn, queues []string, ids []int64) error {
+	if len(queues) == 0 {
+		return nil
+	}
+	rows, err := conn.Query(ctx, sqlTickXip, queues, ids)
+	if err != nil {
+		return fmt.Errorf("ticker: read tick snapshots: %w", err)
+	}
+	type tickXip struct {
+		moved    int64
+		maxCount int64
+		xip      []int64
+	}
+	got := map[string]tickXip{}
+	var (
+		name string
+		tx   tickXip
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&name, &tx.moved, &tx.maxCount, &tx.xip}, func() error {
+		got[name] = tx
+		return nil
+	}); err != nil {
+		return fmt.Errorf("ticker: read tick snapshots: %w", err)
+	}
+	for _, q := range queues {
+		tx, ok := got[q]
+		if !ok {
+			delete(w.watch, q) // nothing was in progress: every counted event is visible
+			continue
+		}
+		real := tx.moved
+		if force := 2*tx.maxCount + 1001; real >= force-1 { // -1: a fresh queue's sequence starts uncalled
+			real = max(0, real-force)
+		}
+		var keep []int64
+		if real > 0 {
+			keep = tx.xip // any of them may hold the events counted
+		} else {
+			for _, x := range w.watch[q] {
+				if slices.Contains(tx.xip, x) {
+					keep = append(keep, x) // still running
+				}
+			}
+		}
+		if len(keep) > maxWatched {
+			keep = keep[len(keep)-maxWatched:]
+		}
+		if len(keep) == 0 {
+			delete(w.watch, q)
+		} else {
+			w.watch[q] = keep
+		}
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package ticker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/ticker"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCommitRaceTicked: an event whose transaction commits after a tick
+// counted it (the tick cannot see it) gets a tick of its own soon after
+// the commit, not at the queue's idle period (an hour here). The race is
+// made deterministic by holding the producer's transaction open until the
+// ticker has ticked the queue for its event.
+func TestCommitRaceTicked(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	db := newDB(t)
+	hour := time.Hour
+	createQueue(t, ctx, db.Pool, "race", pgq.QueueConfig{TickerMaxCount: pgq.Ptr(10000),
+		TickerMaxLag: pgq.Ptr(time.Second), TickerIdlePeriod: &hour})
+	_, err := pgq.RegisterConsumer(ctx, db.Pool, "race", "c")
+	require.NoError(t, err)
+	// A fresh queue's sequence starts uncalled (its first event does not
+	// move it); a forced tick made by the ticker sets an exact baseline.
+	first := lastTick(t, ctx, db.Pool, "race")
+	_, err = pgq.ForceTick(ctx, db.Pool, "race")
+	require.NoError(t, err)
+	r := start(t, fast(db.DSN))
+	r.waitState(t, db.Name, ticker.StateTicking)
+	require.Eventually(t, func() bool { return lastTick(t, ctx, db.Pool, "race") > first }, 30*time.Second, 5*time.Millisecond)
+	r.waitRuns(t, db.Name, 2)
+	before := lastTick(t, ctx, db.Pool, "race")
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	id := insert(t, ctx, tx, "race", "late")
+	// The ticker counts the event (the sequence moved) and ticks once it
+	// is ticker_max_lag old, while the transaction is open: that tick
+	// cannot see it.
+	var counted tickRow
+	require.Eventually(t, func() bool {
+		err := db.Pool.QueryRow(ctx, `select tick_id, tick_time from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue
+			where q.queue_name = 'race' and t.tick_id > $1 order by tick_id limit 1`, before).Scan(&counted.ID, &counted.Time)
+		return err == nil
+	}, 30*time.Second, 5*time.Millisecond)
+	ts := ticks(t, ctx, db.Pool, "race")
+	require.Equal(t, counted.ID, ts[len(ts)-1].ID)
+	gap := counted.Time.Sub(ts[len(ts)-2].Time) // pgq's own next idle tick: 2 × gap after counted
+	require.GreaterOrEqual(t, gap, time.Second)
+	r.waitRuns(t, db.Name, 3)
+	require.Equal(t, counted.ID, lastTick(t, ctx, db.Pool, "race"), "no new event, no tick while it is open")
+	require.NoError(t, tx.Commit(ctx))
+
+	require.Eventually(t, func() bool { return lastTick(t, ctx, db.Pool, "race") > counted.ID }, 30*time.Second, 5*time.Millisecond,
+		"no tick after the commit: the event waits for the idle period")
+	ts = ticks(t, ctx, db.Pool, "race")
+	next := ts[len(ts)-1]
+	t.Logf("tick %v after the counting tick (pgq alone: %v at the earliest)", next.Time.Sub(counted.Time), 2*gap)
+	require.Less(t, next.Time.Sub(counted.Time), 2*gap, "the tick came from the race watch, not pgq's idle schedule")
+	require.GreaterOrEqual(t, r.stats(db.Name).RaceTicks, int64(1))
+
+	// A consumer gets the event.
+	var got []int64
+	require.Eventually(t, func() bool {
+		b, err := pgq.NextBatch(ctx, db.Pool, "race", "c")
+		require.NoError(t, err)
+		if b == nil {
+			return false
+		}
+		evs, err := pgq.NewBatch(db.Pool, "race", "c", *b, pgq.ReadOptions{}).All(ctx)
+		require.NoError(t, err)
+		for _, ev := range evs {
+			got = append(got, ev.ID)
+		}
+		_, err = pgq.FinishBatch(ctx, db.Pool, b.ID)
+		require.NoError(t, err)
+		return len(got) > 0
+	}, 30*time.Second, 5*time.Millisecond)
+	require.Equal(t, []int64{id}, got)
+}
