@@ -62,6 +62,11 @@ type Config struct {
 	// notifications; it then only polls every PollInterval. Default false.
 	DisableListen bool
 
+	// Bell makes the consumer look for batches only when a producer rings
+	// it (see Bell), for a queue many filtered consumers share. Default
+	// nil: the consumer looks on every tick.
+	Bell *Bell
+
 	// ErrorBackoff is the pause after a failed batch or database error; it
 	// grows exponentially and resets after a success (Skytools
 	// exception_sleep, which is a fixed 20 s). Default 1s doubling up to 20s.
@@ -108,6 +113,7 @@ func (c Config) withDefaults() Config {
 		c.PollInterval = DefaultPollInterval
 	}
 	c.ErrorBackoff = c.ErrorBackoff.withDefaults()
+	c.Bell = c.Bell.withDefaults()
 	c.Logger = logging.Default(c.Logger)
 	return c
 }
@@ -136,6 +142,7 @@ func (c Config) validate() error {
 	if c.PollInterval < 0 {
 		bad("consumer: Config.PollInterval %v is negative", c.PollInterval)
 	}
+	errs = append(errs, c.Bell.validate(c)...)
 	if err := c.Filter.Err(); err != nil {
 		bad("consumer: Config.Filter: %w", err)
 	}

@@ -95,9 +95,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 
 	wake := make(chan struct{}, 1)
+	var bell *bellState
 	if !c.cfg.DisableListen {
 		// Consumers on one pool share one LISTEN connection (listen.go).
 		defer subscribe(c.pool, pgq.NotifyChannel(c.cfg.Queue), wake, c.cfg.Logger, c.cfg.ErrorBackoff)()
+		if c.cfg.Bell != nil {
+			bell = newBellState(c.cfg.Bell)
+			defer subscribeRing(c.pool, c.cfg.Bell.Channel, wake, bell.ring, c.cfg.Logger, c.cfg.ErrorBackoff)()
+		}
 	}
 
 	l := loop{c: c, idleStart: time.Now()}
@@ -111,7 +116,32 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case <-wake:
 		default:
 		}
-		got, err := l.step(ctx)
+		var err error
+		if bell != nil {
+			// Silent bell: ticks wake the loop but cost nothing.
+			if ok, wait := bell.wanted(time.Now()); !ok {
+				backoff.Wait(ctx, wait, wake)
+				continue
+			}
+			if bell.taking(time.Now()) {
+				var h int64
+				if h, err = c.horizon(ctx); err == nil {
+					bell.setHorizon(h)
+				}
+			}
+		}
+		got := false
+		if err == nil {
+			got, err = l.step(ctx)
+		}
+		if err == nil && bell != nil && !got {
+			need, horizon := bell.pending()
+			covered := true
+			if need > 0 || horizon > 0 {
+				covered, err = c.covered(ctx, need, horizon)
+			}
+			bell.looked(need, horizon, covered)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -227,9 +257,7 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 	// next_batch_custom runs in its own autocommit statement: it is
 	// committed before processing, so a failure later gets the same batch
 	// (same id) back instead of a new id for the same events.
-	info, err := pgq.NextBatchCustom(ctx, c.pool, c.cfg.Queue, c.cfg.Name, pgq.BatchOptions{
-		MinLag: c.cfg.KeepLag, MinCount: c.cfg.MinCount, MinInterval: c.cfg.MinInterval,
-	})
+	info, err := pgq.NextBatchCustom(ctx, c.pool, c.cfg.Queue, c.cfg.Name, c.batchOptions())
 	if err != nil {
 		return false, &stepError{err: err, fatalable: true}
 	}

@@ -43,12 +43,32 @@ type listener struct {
 	kick context.CancelFunc // interrupts the current wait so the channel set is synced
 }
 
-type subscription struct{ wake chan<- struct{} }
+// subscription is one subscriber of a channel: its wake channel is
+// signalled on every notification, after ring (when set) has seen the
+// payload; ring gets "" when the connection came back (notifications may
+// have been lost).
+type subscription struct {
+	wake  chan<- struct{}
+	ring  func(payload string)
+	heard bool // its channel is listened to (guarded by listener.mu)
+}
+
+func (s *subscription) notify(payload string) {
+	if s.ring != nil {
+		s.ring(payload)
+	}
+	signal(s.wake)
+}
 
 // subscribe makes wake receive a signal on every notification on channel
 // (and after the shared connection is re-established) until the returned
 // function is called. log and bo serve the connection if this call starts it.
 func subscribe(pool *pgxpool.Pool, channel string, wake chan<- struct{}, log *slog.Logger, bo Backoff) func() {
+	return subscribeRing(pool, channel, wake, nil, log, bo)
+}
+
+// subscribeRing is subscribe that also hands each payload to ring.
+func subscribeRing(pool *pgxpool.Pool, channel string, wake chan<- struct{}, ring func(string), log *slog.Logger, bo Backoff) func() {
 	listeners.Lock()
 	l := listeners.m[pool]
 	if l == nil {
@@ -58,7 +78,7 @@ func subscribe(pool *pgxpool.Pool, channel string, wake chan<- struct{}, log *sl
 		listeners.m[pool] = l
 		go l.run(ctx)
 	}
-	s := &subscription{wake: wake}
+	s := &subscription{wake: wake, ring: ring}
 	l.mu.Lock()
 	if l.subs[channel] == nil {
 		l.subs[channel] = map[*subscription]bool{}
@@ -151,6 +171,7 @@ func (l *listener) session(ctx context.Context, fails *int) error {
 			*fails = 0
 			l.wakeAll()
 		}
+		l.heard(listening)
 		n, err := conn.WaitForNotification(wctx)
 		kick()
 		if err != nil {
@@ -162,7 +183,7 @@ func (l *listener) session(ctx context.Context, fails *int) error {
 			}
 			return err
 		}
-		l.wake(n.Channel)
+		l.wake(n.Channel, n.Payload)
 	}
 }
 
@@ -192,11 +213,30 @@ func syncChannels(ctx context.Context, conn *pgx.Conn, listening map[string]bool
 	return nil
 }
 
-func (l *listener) wake(channel string) {
+func (l *listener) wake(channel, payload string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for s := range l.subs[channel] {
-		signal(s.wake)
+		s.notify(payload)
+	}
+}
+
+// heard tells each new subscriber of a listened channel that from now on
+// it hears every notification ("" to its ring): what was sent before may
+// have been missed.
+func (l *listener) heard(listening map[string]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ch, subs := range l.subs {
+		if !listening[ch] {
+			continue
+		}
+		for s := range subs {
+			if !s.heard {
+				s.heard = true
+				s.notify("")
+			}
+		}
 	}
 }
 
@@ -205,7 +245,7 @@ func (l *listener) wakeAll() {
 	defer l.mu.Unlock()
 	for _, subs := range l.subs {
 		for s := range subs {
-			signal(s.wake)
+			s.notify("")
 		}
 	}
 }

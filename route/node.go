@@ -9,6 +9,8 @@
 package route
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -77,3 +79,17 @@ func PullConsumerName(node string) string { return "pull." + node }
 // PerTargetQueue is the hub queue of target in per-target routing:
 // "<pull queue>.<target>".
 func PerTargetQueue(pullQueue, target string) string { return pullQueue + "." + target }
+
+// PullBell is the NOTIFY channel a relay rings, in the hub transaction
+// that writes rows for target into the shared pull queue, so that
+// target's pull looks for a batch only when it has rows (see
+// consumer.Bell): "pgq_go.bell.<pull queue>.<target>", or a hash of the
+// pair when that would not fit PostgreSQL's 63-byte channel names.
+func PullBell(pullQueue, target string) string {
+	const prefix = "pgq_go.bell."
+	if ch := prefix + pullQueue + "." + target; len(ch) <= 63 {
+		return ch
+	}
+	sum := sha256.Sum256([]byte(pullQueue + "\x00" + target))
+	return prefix + "h:" + hex.EncodeToString(sum[:16])
+}

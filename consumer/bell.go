@@ -1,0 +1,234 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/pgq"
+)
+
+// Bell makes a consumer look for batches only when there is work for it.
+//
+// It is meant for a queue that many consumers share, each wanting a few of
+// its events through a server-side Filter (the copier's shared hub queue:
+// N pulls, each reading the rows of one node). Without a bell each of them
+// takes a batch on every tick, and N consumers cost the server N batches
+// per tick whatever they carry. With a bell, a producer that inserts
+// events for this consumer also rings it, in the inserting transaction:
+//
+//	select pg_notify(<Channel>, txid_current()::text)
+//
+// The consumer then takes batches, every ready tick in one batch (see
+// UpToEvents), until it has consumed a tick whose snapshot sees the
+// ringing transaction; then it waits for the next ring. Rings sent before
+// the consumer's listener heard the channel (at start, after a reconnect)
+// are not lost: it then looks until it has consumed everything committed
+// before that moment. It also looks every Every, and from Due on.
+type Bell struct {
+	// Channel is the NOTIFY channel rung for this consumer. Required, at
+	// most 63 bytes.
+	Channel string
+	// Every is the longest wait between two looks while the bell is
+	// silent: it bounds the delay of a ring that was lost and keeps the
+	// subscription moving (PgQ rotates event tables only past the slowest
+	// consumer). Default 30 s.
+	Every time.Duration
+	// UpToEvents caps the batches taken when rung (pgq.BatchOptions
+	// UpToEvents). Default 100,000.
+	UpToEvents int64
+	// Due, when set, is asked after every look when the consumer must look
+	// again regardless of rings (the zero time: no such need).
+	Due func() time.Time
+}
+
+// Bell defaults.
+const (
+	DefaultBellEvery      = 30 * time.Second
+	DefaultBellUpToEvents = 100_000
+)
+
+func (b *Bell) withDefaults() *Bell {
+	if b == nil {
+		return nil
+	}
+	c := *b
+	if c.Every == 0 {
+		c.Every = DefaultBellEvery
+	}
+	if c.UpToEvents == 0 {
+		c.UpToEvents = DefaultBellUpToEvents
+	}
+	return &c
+}
+
+func (b *Bell) validate(c Config) []error {
+	if b == nil {
+		return nil
+	}
+	var errs []error
+	if b.Channel == "" || len(b.Channel) > 63 {
+		errs = append(errs, fmt.Errorf("consumer: Config.Bell.Channel %q: want 1 to 63 bytes", b.Channel))
+	}
+	if b.Every < 0 || b.UpToEvents < 0 {
+		errs = append(errs, fmt.Errorf("consumer: Config.Bell: negative Every (%v) or UpToEvents (%d)", b.Every, b.UpToEvents))
+	}
+	if c.DisableListen {
+		errs = append(errs, errors.New("consumer: Config.Bell needs notifications; DisableListen is set"))
+	}
+	if c.MinCount > 0 || c.MinInterval > 0 {
+		errs = append(errs, errors.New("consumer: Config.Bell takes every ready tick when rung; MinCount and MinInterval do not apply"))
+	}
+	return errs
+}
+
+// bellState is what a belled consumer knows of its rings.
+//
+// need is the highest ringing txid not yet consumed. horizon stands for
+// rings that may have been lost: when the listener starts hearing the
+// channel (and after it reconnects) the consumer reads the server's next
+// txid, and looks until the snapshot of its last tick has every
+// transaction below that one completed (its xmin), so any event written
+// before the channel was heard is consumed.
+type bellState struct {
+	cfg *Bell
+
+	mu       sync.Mutex
+	need     int64
+	horizon  int64
+	look     bool // the listener (re)started: read a new horizon
+	lastLook time.Time
+	due      time.Time
+}
+
+func newBellState(cfg *Bell) *bellState {
+	return &bellState{cfg: cfg, lastLook: time.Now()}
+}
+
+// ring records a notification: a txid, or "" once the channel is heard
+// (after LISTEN, or a reconnect).
+func (b *bellState) ring(payload string) {
+	txid, err := strconv.ParseInt(payload, 10, 64)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil || txid <= 0 {
+		b.look = true
+		return
+	}
+	b.need = max(b.need, txid)
+}
+
+// wanted reports whether to look for a batch now, and if not, how long
+// the consumer may wait before it must.
+func (b *bellState) wanted(now time.Time) (bool, time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.look || b.need > 0 || b.horizon > 0 {
+		return true, 0
+	}
+	next := b.lastLook.Add(b.cfg.Every)
+	if !b.due.IsZero() && b.due.Before(next) {
+		next = b.due
+	}
+	if !now.Before(next) {
+		return true, 0
+	}
+	return false, next.Sub(now)
+}
+
+// taking is called before a look: it returns whether a new horizon must
+// be read, and clears that.
+func (b *bellState) taking(now time.Time) (look bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	look, b.look = b.look, false
+	b.lastLook = now
+	return look
+}
+
+// setHorizon records a horizon read for a look.
+func (b *bellState) setHorizon(h int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.horizon = max(b.horizon, h)
+}
+
+// pending returns what the consumer waits to see consumed.
+func (b *bellState) pending() (need, horizon int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.need, b.horizon
+}
+
+// looked is called after a look that found no batch ready: covered says
+// whether the consumer's position covers need and horizon, which are then
+// cleared (unless a ring raised them meanwhile).
+func (b *bellState) looked(need, horizon int64, covered bool) {
+	var due time.Time
+	if b.cfg.Due != nil {
+		due = b.cfg.Due()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.due = due
+	if !covered {
+		return
+	}
+	if b.need <= need {
+		b.need = 0
+	}
+	if b.horizon <= horizon {
+		b.horizon = 0
+	}
+}
+
+// sqlBellCovered says whether the snapshot of the consumer's last tick
+// sees txid $3 (0: none) and has every transaction below $4 completed:
+// the events of those transactions were in batches the consumer has
+// finished.
+const sqlBellCovered = `select ($3::int8 = 0 or txid_visible_in_snapshot($3, t.tick_snapshot))
+		and txid_snapshot_xmin(t.tick_snapshot) >= $4::int8
+	from pgq.queue q
+	join pgq.subscription s on s.sub_queue = q.queue_id
+	join pgq.consumer c on c.co_id = s.sub_consumer
+	join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = s.sub_last_tick
+	where q.queue_name = $1 and c.co_name = $2`
+
+// covered reports whether the consumer has consumed the events of txid
+// need and of every transaction below horizon. A consumer or tick not
+// found counts as covered: the next look reports what is wrong, and a
+// ring must not keep it looking forever.
+func (c *Consumer) covered(ctx context.Context, need, horizon int64) (bool, error) {
+	var ok bool
+	err := c.pool.QueryRow(ctx, sqlBellCovered, c.cfg.Queue, c.cfg.Name, need, horizon).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("consumer %s/%s: bell: %w", c.cfg.Queue, c.cfg.Name, err)
+	}
+	return ok, nil
+}
+
+// horizon is the server's next txid: every transaction that could have
+// rung before the channel was heard is below it.
+func (c *Consumer) horizon(ctx context.Context) (int64, error) {
+	var h int64
+	if err := c.pool.QueryRow(ctx, "select txid_snapshot_xmax(txid_current_snapshot())").Scan(&h); err != nil {
+		return 0, fmt.Errorf("consumer %s/%s: bell: %w", c.cfg.Queue, c.cfg.Name, err)
+	}
+	return h, nil
+}
+
+// batchOptions are the next_batch options of one look.
+func (c *Consumer) batchOptions() pgq.BatchOptions {
+	o := pgq.BatchOptions{MinLag: c.cfg.KeepLag, MinCount: c.cfg.MinCount, MinInterval: c.cfg.MinInterval}
+	if c.cfg.Bell != nil {
+		o.UpToEvents = c.cfg.Bell.UpToEvents
+	}
+	return o
+}
