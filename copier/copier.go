@@ -90,6 +90,11 @@ func (tc *TargetedCopier) build(relayKey string, pullKey *string) error {
 	}
 	cc := tc.consumerConfig(tc.pullQueue(), route.PullConsumerName(tc.cfg.Node))
 	cc.Filter = pgq.Eq(pgq.FieldExtra1, tc.cfg.Node)
+	if tc.cfg.Routing == RoutingShared && !tc.cfg.DisableListen {
+		// The shared queue carries every node's rows: the pull looks only
+		// when a relay rang it (or a held row is due), not on every tick.
+		cc.Bell = &consumer.Bell{Channel: route.PullBell(tc.pullQueue(), tc.cfg.Node), Due: tc.puller.due}
+	}
 	sub := ""
 	if pullKey != nil {
 		sub = *pullKey
@@ -178,7 +183,21 @@ func (tc *TargetedCopier) Setup(ctx context.Context) error {
 	if err := tc.build(relayKey, &pullKey); err != nil {
 		return err
 	}
-	return ensureTarget(ctx, tc.hubOf(tc.cfg.Node), tc.pullQueue(), tc.cfg.Node, tc.cfg.QueueConfig)
+	if err := ensureTarget(ctx, tc.hubOf(tc.cfg.Node), tc.pullQueue(), tc.cfg.Node, tc.cfg.QueueConfig); err != nil {
+		return err
+	}
+	if tc.cfg.Routing != RoutingShared {
+		return nil
+	}
+	// Every pull of the shared queue reads only its rows through the
+	// target index; without it each scans the whole batch.
+	_, err = IndexHubQueue(ctx, tc.hubOf(tc.cfg.Node), tc.pullQueue())
+	if errors.Is(err, ErrHubIndexPrivilege) {
+		tc.log.Warn("hub queue not indexed by target: each pull scans every node's rows (run pgqctl copy hub-index as the queue's owner)",
+			"queue", tc.pullQueue(), logging.KeyErr, err)
+		return nil
+	}
+	return err
 }
 
 // ErrReshardNeeded means the push queue has relay consumers that do not

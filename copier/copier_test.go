@@ -457,10 +457,23 @@ grant usage on schema pgq_ext, pgq_go to %[1]s;
 grant select, insert, update, delete on all tables in schema pgq_ext, pgq_go to %[1]s;
 grant usage on all sequences in schema pgq_go to %[1]s;`
 
+// TestTargetedCopyLeastPrivilegeRole: copiers run under the README's
+// grants. In shared routing the role does not own PgQ's event tables:
+// Setup leaves the target index to the owner (pgqctl copy hub-index) and
+// runs without it.
 func TestTargetedCopyLeastPrivilegeRole(t *testing.T) {
 	t.Parallel()
-	cc := newCopyCluster(t, 2, 1, copier.RoutingPerTarget, func(int) *pgtest.Cluster { return cluster }, cluster)
-	role := fmt.Sprintf("copier_%d", os.Getpid())
+	for _, routing := range []copier.Routing{copier.RoutingPerTarget, copier.RoutingShared} {
+		t.Run(routing.String(), func(t *testing.T) {
+			t.Parallel()
+			testLeastPrivilegeRole(t, routing)
+		})
+	}
+}
+
+func testLeastPrivilegeRole(t *testing.T, routing copier.Routing) {
+	cc := newCopyCluster(t, 2, 1, routing, func(int) *pgtest.Cluster { return cluster }, cluster)
+	role := fmt.Sprintf("copier_%d_%d", os.Getpid(), routing)
 	_, err := cc.hubs[0].Pool.Exec(cc.ctx, "create role "+role+" login")
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -497,6 +510,10 @@ func TestTargetedCopyLeastPrivilegeRole(t *testing.T) {
 		require.NoError(t, tc.Setup(cc.ctx))
 		pgtest.Background(t, cc.ctx, tc.Run)
 	}
+	if routing == copier.RoutingShared {
+		_, err := copier.IndexHubQueue(cc.ctx, hub, "pull_queue")
+		require.ErrorIs(t, err, copier.ErrHubIndexPrivilege)
+	}
 	rng := rand.New(rand.NewPCG(9, 10))
 	for range 3 {
 		cc.produce("n1", 20, rng)
@@ -504,4 +521,9 @@ func TestTargetedCopyLeastPrivilegeRole(t *testing.T) {
 	}
 	require.Eventually(t, cc.delivered, 60*time.Second, 50*time.Millisecond)
 	cc.verify()
+	if routing == copier.RoutingShared {
+		n, err := copier.IndexHubQueue(cc.ctx, cc.hubs[0].Pool, "pull_queue") // the owner
+		require.NoError(t, err)
+		require.Equal(t, 3, n)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgq-go/pgq/internal/logging"
@@ -23,7 +24,27 @@ import (
 // row is due are tried again, in order. See Config.OrderKey.
 type puller struct {
 	tc      *TargetedCopier
-	pending pullCounts // this batch's counts, added to the copier's once committed
+	pending pullCounts   // this batch's counts, added to the copier's once committed
+	heldDue atomic.Int64 // unix ns when held rows want a batch again; 0: none held
+}
+
+// due is when the pull should look for a batch for its held rows, if
+// any (consumer.Bell.Due): the shared queue's pull otherwise looks only
+// when rung.
+func (p *puller) due() time.Time {
+	if ns := p.heldDue.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// noteHeld records whether the node holds rows after this batch.
+func (p *puller) noteHeld(st *keyState) {
+	if len(st.held) == 0 {
+		p.heldDue.Store(0)
+		return
+	}
+	p.heldDue.Store(time.Now().Add(p.tc.cfg.RetryDelay).UnixNano())
 }
 
 // batchCommitted adds the committed batch's counts to the copier's stats,
@@ -82,6 +103,7 @@ func (p *puller) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, tx pgx.Tx
 	}
 	c.add(bc)
 	p.pending = c
+	p.noteHeld(st)
 	return nil
 }
 

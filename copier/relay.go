@@ -54,6 +54,8 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 	buffered := 0
 	bufBytes := int64(0)
 	newTargets := map[string]string{} // target → its hub queue, first met since the last flush
+	rung := map[string]bool{}         // targets whose pull this batch rings (RoutingShared)
+	var bells []string
 	flushAll := func() error {
 		// Register first: registration creates a target's queue, and it
 		// must happen before the hub transaction commits, so the target's
@@ -123,6 +125,10 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			tc.log.Warn("event whose target has no valid queue name parked on the hub", "event_id", ev.ID, "target", target, logging.KeyErr, err)
 			continue
 		}
+		if tc.cfg.Routing == RoutingShared && !rung[target] {
+			rung[target] = true
+			bells = append(bells, route.PullBell(queue, target))
+		}
 		if !tc.cfg.NoTargetRegistration && !r.isEnsured(target) {
 			newTargets[target] = queue
 		}
@@ -134,7 +140,22 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 			}
 		}
 	}
-	return flushAll()
+	if err := flushAll(); err != nil {
+		return err
+	}
+	// Ring the pulls of the targets written to, in the transaction that
+	// writes their rows: a pull of the shared queue looks for a batch only
+	// when rung (consumer.Bell).
+	return ringPulls(ctx, hub, bells...)
+}
+
+// ringPulls rings pull bells (route.PullBell) in tx, with its txid.
+func ringPulls(ctx context.Context, tx pgx.Tx, bells ...string) error {
+	if len(bells) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, "select pg_notify(b, txid_current()::text) from unnest($1::text[]) b", bells)
+	return err
 }
 
 // register ensures, on the relay's hub, the targets a batch met for the

@@ -697,6 +697,9 @@ func (rs *resharder) movePull(ctx context.Context, n *nodeState) error {
 		return fmt.Errorf("copier: reshard: node %s: %w", n.id, err)
 	}
 	m := &pullMover{node: n.db, pull: pull, nodeKey: nodeKey, queue: qB}
+	if rs.cfg.Routing == RoutingShared {
+		m.bell = route.PullBell(qB, n.id)
+	}
 	filter := pgq.Eq(pgq.FieldExtra1, n.id)
 	err = rs.runToTick(ctx, from.db, to.db, qA, pull, "reshard:"+nodeKey, &filter, last, m, nil)
 	n.rep.Moved += m.moved
@@ -724,6 +727,7 @@ type pullMover struct {
 	pull    string // the node's pull consumer
 	nodeKey string // its tracking key for the old hub
 	queue   string // the target's queue on the new hub
+	bell    string // its pull's bell there (RoutingShared)
 
 	moved, batches int64
 }
@@ -776,6 +780,9 @@ func (m *pullMover) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, dst pg
 	m.moved += n
 	m.batches++
 	if n > 0 {
+		if err := ringPulls(ctx, dst, bellOf(m.bell)...); err != nil {
+			return err
+		}
 		reshardPoint("moving", m.pull)
 	}
 	return nil
@@ -832,4 +839,12 @@ func (rs *resharder) switchRelays(ctx context.Context, n *nodeState) error {
 	rs.log.Info("reshard: node switched to the new hubs", "node", n.id, "cut", n.cut,
 		"registered", n.rep.Registered, "unregistered", n.rep.Unregistered)
 	return nil
+}
+
+// bellOf is the bells to ring: bell, if set.
+func bellOf(bell string) []string {
+	if bell == "" {
+		return nil
+	}
+	return []string{bell}
 }

@@ -17,11 +17,12 @@ import (
 )
 
 func init() {
-	register("copy", "targeted copy: per-node status of a cluster (copy status), change of hub shards (copy reshard)", runCopy)
+	register("copy", "targeted copy: per-node status of a cluster (copy status), change of hub shards (copy reshard), target index on the hubs (copy hub-index)", runCopy)
 }
 
 const copyUsage = `usage: pgqctl copy status --hub DSN [--hub DSN...] --node NAME=DSN [--node ...] [flags]
        pgqctl copy reshard --old-hub DSN... --new-hub DSN... --node NAME=DSN... (see copy reshard --help)
+       pgqctl copy hub-index --hub DSN... (see copy hub-index --help)
 
 Shows, for every node of a targeted-copy cluster, in one table:
 
@@ -43,7 +44,7 @@ parked and lags within --max-lag; 1 otherwise (see PROBLEMS); 2 usage error.
 `
 
 func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return subcommands(ctx, "copy", copyUsage, map[string]runFunc{"status": runCopyStatus, "reshard": runCopyReshard}, args, stdout, stderr)
+	return subcommands(ctx, "copy", copyUsage, map[string]runFunc{"status": runCopyStatus, "reshard": runCopyReshard, "hub-index": runCopyHubIndex}, args, stdout, stderr)
 }
 
 // copyNode is one --node.
