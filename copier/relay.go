@@ -61,7 +61,7 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 		// must happen before the hub transaction commits, so the target's
 		// pull consumer starts at a tick that does not yet see these
 		// events (they reach it even if it never ran).
-		if err := r.register(ctx, newTargets); err != nil {
+		if err := r.register(ctx, hub, newTargets); err != nil {
 			return err
 		}
 		clear(newTargets)
@@ -159,18 +159,47 @@ func ringPulls(ctx context.Context, tx pgx.Tx, bells ...string) error {
 }
 
 // register ensures, on the relay's hub, the targets a batch met for the
-// first time (target → queue): one query finds those whose pull consumer
-// is missing, and only those are registered (ensureTarget). It runs on a
-// connection of its own, opened for the call: the relay already holds one
-// of the hub pool's connections for its batch, and taking a second from
-// the pool can deadlock when every connection is held by a relay waiting
-// for another. At start-up every relay meets every target; with one query
-// per batch and at most maxRegistrationConns such connections per hub and
-// process, hundreds of relays do not flood the hub.
-func (r *relay) register(ctx context.Context, targets map[string]string) error {
+// first time (target → queue): one query, in the relay's own hub
+// transaction (tx; it only reads), finds those whose pull consumer is
+// missing, and only those are registered (ensureTarget). Registering runs
+// on a connection of its own, opened for the call: the relay already holds
+// one of the hub pool's connections for its batch, and taking a second
+// from the pool can deadlock when every connection is held by a relay
+// waiting for another. At start-up every relay meets every target; with
+// one query per batch and at most maxRegistrationConns such connections
+// per hub and process, hundreds of relays do not flood the hub.
+func (r *relay) register(ctx context.Context, tx pgx.Tx, targets map[string]string) error {
 	if len(targets) == 0 {
 		return nil
 	}
+	names, queues, pulls := make([]string, 0, len(targets)), make([]string, 0, len(targets)), make([]string, 0, len(targets))
+	for t, q := range targets {
+		names, queues, pulls = append(names, t), append(queues, q), append(pulls, route.PullConsumerName(t))
+	}
+	rows, err := tx.Query(ctx, sqlMissingTargets, names, queues, pulls)
+	if err != nil {
+		return fmt.Errorf("register targets on hub %d: %w", r.shard, err)
+	}
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("register targets on hub %d: %w", r.shard, err)
+	}
+	if len(missing) > 0 {
+		if err := r.ensureTargets(ctx, targets, missing); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	for t := range targets {
+		r.ensured[t] = true
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// ensureTargets registers the missing targets, on a connection of its
+// own (see register).
+func (r *relay) ensureTargets(ctx context.Context, targets map[string]string, missing []string) error {
 	hub := r.tc.cfg.Hubs[r.shard]
 	slots := registrationSlots(hub)
 	select {
@@ -184,31 +213,12 @@ func (r *relay) register(ctx context.Context, targets map[string]string) error {
 		return fmt.Errorf("register targets on hub %d: %w", r.shard, err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	names, queues, pulls := make([]string, 0, len(targets)), make([]string, 0, len(targets)), make([]string, 0, len(targets))
-	for t, q := range targets {
-		names, queues, pulls = append(names, t), append(queues, q), append(pulls, route.PullConsumerName(t))
-	}
-	rows, err := conn.Query(ctx, sqlMissingTargets, names, queues, pulls)
-	if err != nil {
-		return fmt.Errorf("register targets on hub %d: %w", r.shard, err)
-	}
-	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("register targets on hub %d: %w", r.shard, err)
-	}
 	for _, t := range missing {
 		if err := ensureTarget(ctx, conn, targets[t], t, r.tc.cfg.QueueConfig); err != nil {
 			return fmt.Errorf("register target %s on hub %d: %w", t, r.shard, err)
 		}
 	}
-	r.mu.Lock()
-	for t := range targets {
-		r.ensured[t] = true
-	}
-	r.mu.Unlock()
-	if len(missing) > 0 {
-		r.tc.log.Debug("targets registered on hub", "shard", r.shard, "targets", missing)
-	}
+	r.tc.log.Debug("targets registered on hub", "shard", r.shard, "targets", missing)
 	return nil
 }
 
