@@ -97,16 +97,36 @@ func (b *Bell) validate(c Config) []error {
 type bellState struct {
 	cfg *Bell
 
-	mu       sync.Mutex
-	need     int64
-	horizon  int64
-	look     bool // the listener (re)started: read a new horizon
-	lastLook time.Time
-	due      time.Time
+	poll time.Duration // the consumer's PollInterval: longest wait for a tick
+
+	mu        sync.Mutex
+	need      int64
+	horizon   int64
+	look      bool // the listener (re)started: read a new horizon
+	awaitTick bool // what is needed cannot be in a batch before the next tick
+	since     time.Time
+	lastLook  time.Time
+	due       time.Time
 }
 
-func newBellState(cfg *Bell) *bellState {
-	return &bellState{cfg: cfg, lastLook: time.Now()}
+func newBellState(cfg *Bell, poll time.Duration) *bellState {
+	return &bellState{cfg: cfg, poll: poll, lastLook: time.Now()}
+}
+
+// tick records a tick notification: what a ring announced may now be in
+// a batch.
+func (b *bellState) tick(string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.awaitTick = false
+}
+
+// waitTick makes the consumer wait for the next tick (at most its
+// PollInterval) before it looks for what it needs. Called with b.mu held.
+func (b *bellState) waitTick(now time.Time) {
+	if !b.awaitTick {
+		b.awaitTick, b.since = true, now
+	}
 }
 
 // ring records a notification: a txid, or "" once the channel is heard
@@ -120,6 +140,10 @@ func (b *bellState) ring(payload string) {
 		return
 	}
 	b.need = max(b.need, txid)
+	// The ringing transaction has just committed: no tick taken before
+	// its commit sees it, and the next tick's notification follows this
+	// one.
+	b.waitTick(time.Now())
 }
 
 // wanted reports whether to look for a batch now, and if not, how long
@@ -127,7 +151,16 @@ func (b *bellState) ring(payload string) {
 func (b *bellState) wanted(now time.Time) (bool, time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.look || b.need > 0 || b.horizon > 0 {
+	if b.look {
+		return true, 0
+	}
+	if b.need > 0 || b.horizon > 0 {
+		if !b.awaitTick {
+			return true, 0
+		}
+		if wait := b.since.Add(b.poll).Sub(now); wait > 0 {
+			return false, wait
+		}
 		return true, 0
 	}
 	next := b.lastLook.Add(b.cfg.Every)
@@ -176,6 +209,7 @@ func (b *bellState) looked(need, horizon int64, covered bool) {
 	defer b.mu.Unlock()
 	b.due = due
 	if !covered {
+		b.waitTick(time.Now())
 		return
 	}
 	if b.need <= need {

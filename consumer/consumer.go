@@ -98,9 +98,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	var bell *bellState
 	if !c.cfg.DisableListen {
 		// Consumers on one pool share one LISTEN connection (listen.go).
-		defer subscribe(c.pool, pgq.NotifyChannel(c.cfg.Queue), wake, c.cfg.Logger, c.cfg.ErrorBackoff)()
+		var onTick func(string)
 		if c.cfg.Bell != nil {
-			bell = newBellState(c.cfg.Bell)
+			bell = newBellState(c.cfg.Bell, c.cfg.PollInterval)
+			onTick = bell.tick
+		}
+		defer subscribeRing(c.pool, pgq.NotifyChannel(c.cfg.Queue), wake, onTick, c.cfg.Logger, c.cfg.ErrorBackoff)()
+		if bell != nil {
 			defer subscribeRing(c.pool, c.cfg.Bell.Channel, wake, bell.ring, c.cfg.Logger, c.cfg.ErrorBackoff)()
 		}
 	}
