@@ -27,6 +27,12 @@
 // wait: a consumer whose ticks come from pgqd, which does not notify,
 // simply polls.
 //
+// A queue that many consumers share, each wanting a few of its events
+// through a Filter, costs the server a batch per consumer per tick. With
+// Config.Bell a consumer instead looks only when a producer rang it
+// (NOTIFY on the bell's channel with the producer's txid, in the producer's
+// transaction), then takes every ready tick in one batch; see Bell.
+//
 // Cancelling the context given to Run stops the consumer. A batch being
 // processed is finished if the handler still returns nil, and left
 // untouched otherwise (it is delivered again on the next run). Run returns

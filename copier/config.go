@@ -20,8 +20,11 @@ type Routing int
 const (
 	// RoutingShared is the seed's layout and the default: one pull queue
 	// for every target, each pull selecting its events server-side by
-	// ev_extra1. Measured faster at N = 4, 16 and 64 nodes, with less hub
-	// CPU per row (bench/README.md).
+	// ev_extra1, through a target index on the queue's event tables
+	// (IndexHubQueue). A relay rings the pull of each target it writes
+	// rows for (route.PullBell, consumer.Bell): a pull takes a batch only
+	// when it has rows, not on every tick. Measured faster at N = 4, 16
+	// and 64 nodes, with less hub CPU per row (bench/README.md).
 	RoutingShared Routing = iota + 1
 	// RoutingPerTarget gives each target node its own queue on the hub
 	// ("<PullQueue>.<node>"); a node's pull reads only its own events, but

@@ -42,6 +42,19 @@
 //     applied by its own pull like any other. An empty target list is an
 //     error (route.ErrInvalidNode); send nothing instead.
 //
+// # Cost at scale
+//
+// In the default shared routing the hub holds one queue for every target.
+// Two things keep a node's pull from paying for the other N-1 nodes' rows:
+// the relay that writes rows for a target rings that target's pull
+// (pg_notify on route.PullBell, in the hub transaction that writes them),
+// and a pull takes batches only when rung, each spanning every tick since
+// its last (consumer.Bell; an idle pull looks every 30 s, and when its held
+// rows are due); and its batch query reads the node's rows through an
+// index on (ev_extra1, ev_txid) of the queue's event tables, which Setup
+// creates when its role owns them (else it logs a warning: run
+// IndexHubQueue, pgqctl copy hub-index, as their owner).
+//
 // # Guarantees
 //
 // Each flow is a remote.RemoteConsumer, so every row is applied on its
