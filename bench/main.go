@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	runs := fs.Int("runs", 3, "measurements per case; the median is reported")
 	scale := fs.Float64("scale", 1, "multiply event counts (1: 1M-event batches)")
 	cases := fs.String("cases", "", "comma-separated case families to run (default: all)")
-	nodes := fs.String("nodes", "4,16,64", "targeted-copy cluster sizes (comma-separated)")
+	nodes := fs.String("nodes", "4,16,64,256", "targeted-copy cluster sizes (comma-separated)")
 	hubPool := fs.Int("hub-conns", 0, "targeted copy: connections of the hub pool the copiers share (0: 8, N/8 from N = 128)")
 	out := fs.String("out", "bench/results.json", "where to write the JSON results (\"\" for none)")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")

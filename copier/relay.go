@@ -143,18 +143,21 @@ func (r *relay) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, hub pgx.Tx
 	if err := flushAll(); err != nil {
 		return err
 	}
-	// Ring the pulls of the targets written to, in the transaction that
-	// writes their rows: a pull of the shared queue looks for a batch only
-	// when rung (consumer.Bell).
-	return ringPulls(ctx, hub, bells...)
-}
-
-// ringPulls rings pull bells (route.PullBell) in tx, with its txid.
-func ringPulls(ctx context.Context, tx pgx.Tx, bells ...string) error {
-	if len(bells) == 0 {
+	if r.pending.applied == 0 {
 		return nil
 	}
-	_, err := tx.Exec(ctx, "select pg_notify(b, txid_current()::text) from unnest($1::text[]) b", bells)
+	// Ring the pulls of the targets written to, in the transaction that
+	// writes their rows (a pull of the shared queue looks for a batch only
+	// when rung: consumer.Bell), and ask the hub's ticker for a tick.
+	return ringHub(ctx, hub, bells...)
+}
+
+// ringHub, in the hub transaction tx that wrote rows, asks the ticker for
+// a tick (pgq.TickRequestChannel) and rings pull bells (route.PullBell)
+// with tx's txid.
+func ringHub(ctx context.Context, tx pgx.Tx, bells ...string) error {
+	_, err := tx.Exec(ctx, `select pg_notify($1, '') union all
+		select pg_notify(b, txid_current()::text) from unnest($2::text[]) b`, pgq.TickRequestChannel, bells)
 	return err
 }
 

@@ -780,7 +780,7 @@ func (m *pullMover) ProcessRemoteBatch(ctx context.Context, b *pgq.Batch, dst pg
 	m.moved += n
 	m.batches++
 	if n > 0 {
-		if err := ringPulls(ctx, dst, bellOf(m.bell)...); err != nil {
+		if err := ringHub(ctx, dst, bellOf(m.bell)...); err != nil {
 			return err
 		}
 		reshardPoint("moving", m.pull)

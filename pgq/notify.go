@@ -1,6 +1,7 @@
 package pgq
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 )
@@ -17,4 +18,23 @@ func NotifyChannel(queue string) string {
 	}
 	sum := sha256.Sum256([]byte(queue))
 	return prefix + "h:" + hex.EncodeToString(sum[:16])
+}
+
+// TickRequestChannel is the channel on which producers ask the ticker
+// package for a round now instead of at its next period: the ticker
+// LISTENs on it in every database it ticks and, on a notification, runs
+// pgq.ticker() on that database soon (requests within 25 ms, or
+// TickPeriod/8 if shorter, share a round), which
+// still ticks only the queues whose thresholds (ticker_max_count,
+// ticker_max_lag) are met. The payload is not read. route.Sender and the
+// copier's relays send it with their rows.
+const TickRequestChannel = "pgq_go.tick"
+
+// RequestTick asks the ticker for a round, in the transaction db runs in
+// (NOTIFY is delivered at commit): see TickRequestChannel.
+func RequestTick(ctx context.Context, db DB, queue string) error {
+	if _, err := db.Exec(ctx, "select pg_notify($1, $2)", TickRequestChannel, queue); err != nil {
+		return opErr("request tick", queue, "", err)
+	}
+	return nil
 }

@@ -44,7 +44,8 @@ const sqlQueueEvents = `with own as materialized (
 	select $1::text as queue, txid_current() as txid,
 	       case when current_setting('transaction_isolation') <> 'read committed'
 	            then ('` + isolationRefusal + `' || current_setting('transaction_isolation'))::int
-	       end as refused
+	       end as refused,
+	       case when $6::bool then pg_notify('` + pgq.TickRequestChannel + `', $1) end as tick_request
 )
 select count(pgq.insert_event(own.queue, e.typ, '', e.target, e.row, $5, null))
   from own, unnest($2::text[], $3::text[], $4::text[]) as e(typ, target, row)`
@@ -120,7 +121,7 @@ func (s Sender) AddToBatch(b *pgx.Batch, msgs ...Message) error {
 	}
 	origin := pgq.Text{String: s.Origin, Valid: s.Origin != ""}
 	queue := s.Queue
-	b.Queue(sqlQueueEvents, queue, types, targets, rows, origin).QueryRow(func(row pgx.Row) error {
+	b.Queue(sqlQueueEvents, queue, types, targets, rows, origin, s.RequestTick).QueryRow(func(row pgx.Row) error {
 		var got int64
 		if err := row.Scan(&got); err != nil {
 			var pe *pgconn.PgError

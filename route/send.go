@@ -89,6 +89,15 @@ type Sender struct {
 	Queue  string // the node's push queue
 	Origin string // this node's id, stored in ev_extra3; optional
 	Type   string // event type; default "copy"
+	// RequestTick also asks the ticker package for a tick round when the
+	// transaction commits (pgq.RequestTick): the rows leave the node at
+	// once rather than at the ticker's next period, if the queue's
+	// thresholds let it tick (ticker_max_count events, or its last tick
+	// older than ticker_max_lag). It costs Send and SendBulk a round trip,
+	// AddToBatch nothing, and every such commit a NOTIFY (PostgreSQL
+	// serialises the commits of notifying transactions): worth it for
+	// bulk sends and for latency, not for many small concurrent ones.
+	RequestTick bool
 }
 
 // Send queues row for every target node, one event per target, with one
@@ -188,6 +197,14 @@ func (s Sender) eventType(m Message) string {
 // insert COPYs one event per target of each message, encoded[i] being
 // message i's row.
 func (s Sender) insert(ctx context.Context, tx pgx.Tx, msgs []Message, encoded []string) (int64, error) {
+	n, err := s.copyIn(ctx, tx, msgs, encoded)
+	if err == nil && n > 0 && s.RequestTick {
+		err = pgq.RequestTick(ctx, tx, s.Queue)
+	}
+	return n, err
+}
+
+func (s Sender) copyIn(ctx context.Context, tx pgx.Tx, msgs []Message, encoded []string) (int64, error) {
 	return pgq.InsertEvents(ctx, tx, s.Queue, func(yield func(pgq.EventData) bool) {
 		for i, m := range msgs {
 			typ := s.eventType(m)

@@ -1,6 +1,7 @@
 package ticker_test
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -81,4 +82,41 @@ func TestCommitRaceTicked(t *testing.T) {
 		return len(got) > 0
 	}, 30*time.Second, 5*time.Millisecond)
 	require.Equal(t, []int64{id}, got)
+}
+
+// TestTickRequest: a producer's tick request (pgq.RequestTick, delivered
+// at its commit) makes the ticker run a round at once instead of at its
+// next period (an hour here); thresholds still apply.
+func TestTickRequest(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	db := newDB(t)
+	hour := time.Hour
+	createQueue(t, ctx, db.Pool, "req", pgq.QueueConfig{TickerMaxCount: pgq.Ptr(5), TickerMaxLag: &hour, TickerIdlePeriod: &hour})
+	cfg := fast(db.DSN)
+	cfg.TickPeriod = time.Hour
+	r := start(t, cfg)
+	r.waitState(t, db.Name, ticker.StateTicking)
+	require.Eventually(t, func() bool { return r.stats(db.Name).TickRuns >= 1 }, 30*time.Second, 5*time.Millisecond) // the round at start
+	before := lastTick(t, ctx, db.Pool, "req")
+
+	// Below ticker_max_count: a round runs, the queue does not tick.
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	insert(t, ctx, tx, "req", "1")
+	require.NoError(t, pgq.RequestTick(ctx, tx, "req"))
+	require.NoError(t, tx.Commit(ctx))
+	r.waitRuns(t, db.Name, 1)
+	require.Equal(t, before, lastTick(t, ctx, db.Pool, "req"))
+
+	tx, err = db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	for i := range 5 {
+		insert(t, ctx, tx, "req", strconv.Itoa(i))
+	}
+	require.NoError(t, pgq.RequestTick(ctx, tx, "req"))
+	require.NoError(t, tx.Commit(ctx))
+	require.Eventually(t, func() bool { return lastTick(t, ctx, db.Pool, "req") > before }, 30*time.Second, 5*time.Millisecond,
+		"the request made a round")
+	require.GreaterOrEqual(t, r.stats(db.Name).TickRequests, int64(2))
 }

@@ -35,13 +35,14 @@ type DatabaseStats struct {
 	Since    time.Time // when State was entered
 	Version  string    // pgq.version(), once known
 
-	TickRuns    int64 // ticker statements run
-	Ticks       int64 // queue ticks made (one per queue that ticked)
-	RaceTicks   int64 // ticks forced after a commit race (see the package doc)
-	Notifies    int64 // NOTIFYs sent for ticks
-	RetryEvents int64 // events moved back from the retry queue
-	MaintOps    int64 // maintenance function calls and vacuums run
-	Errors      int64 // failures of any kind
+	TickRuns     int64 // ticker statements run
+	Ticks        int64 // queue ticks made (one per queue that ticked)
+	RaceTicks    int64 // ticks forced after a commit race (see the package doc)
+	TickRequests int64 // notifications on pgq.TickRequestChannel
+	Notifies     int64 // NOTIFYs sent for ticks
+	RetryEvents  int64 // events moved back from the retry queue
+	MaintOps     int64 // maintenance function calls and vacuums run
+	Errors       int64 // failures of any kind
 
 	ConsecutiveErrors int64  // failures since the last success
 	LastError         string // "" when none yet
@@ -92,7 +93,7 @@ func (st *stats) fail(err error) {
 func (s DatabaseStats) logAttrs() []any {
 	attrs := []any{
 		slog.String("server", s.Server), slog.String("db", s.Database), slog.String("state", string(s.State)),
-		slog.Int64("tick_runs", s.TickRuns), slog.Int64("ticks", s.Ticks), slog.Int64("race_ticks", s.RaceTicks), slog.Int64("notifies", s.Notifies),
+		slog.Int64("tick_runs", s.TickRuns), slog.Int64("ticks", s.Ticks), slog.Int64("race_ticks", s.RaceTicks), slog.Int64("tick_requests", s.TickRequests), slog.Int64("notifies", s.Notifies),
 		slog.Int64("retry_events", s.RetryEvents), slog.Int64("maint_ops", s.MaintOps),
 		slog.Int64("errors", s.Errors),
 	}

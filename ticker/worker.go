@@ -164,6 +164,7 @@ func (w *worker) session(ctx context.Context) error {
 // schedule holds when each periodic operation is next due.
 type schedule struct {
 	tick, retry, maint, recycle time.Time
+	lastTick                    time.Time // the last tick round
 }
 
 // serve runs the periodic operations on conn, which holds the lock.
@@ -173,6 +174,10 @@ func (w *worker) serve(ctx context.Context, conn *pgx.Conn, born time.Time) erro
 	// Retry and maintenance run at once on every (re)connection, then
 	// every period, so a restart does not postpone rotation by MaintPeriod.
 	sc := &schedule{tick: now, retry: now, maint: now, recycle: born.Add(cfg.ConnectionLifetime)}
+	// Tick requests (pgq.TickRequestChannel) arrive on this connection.
+	if _, err := conn.Exec(ctx, "listen "+pgx.Identifier{pgq.TickRequestChannel}.Sanitize()); err != nil {
+		return fmt.Errorf("listen for tick requests: %w", err)
+	}
 	for {
 		if err := w.tickIfDue(ctx, conn, sc); err != nil {
 			return err
@@ -200,21 +205,61 @@ func (w *worker) serve(ctx context.Context, conn *pgx.Conn, born time.Time) erro
 				next = t
 			}
 		}
-		tm := time.NewTimer(time.Until(next))
-		select {
-		case <-ctx.Done():
-			tm.Stop()
-			return ctx.Err()
-		case <-w.wake: // reload: new periods apply from now if sooner
-			tm.Stop()
+		requested, reloaded, err := w.waitRequest(ctx, conn, next)
+		if err != nil {
+			return err
+		}
+		if requested {
+			// A round soon, not at once: requests from many producers
+			// share it.
+			sc.tick = earliest(sc.tick, sc.lastTick.Add(min(w.t.config().TickPeriod/8, maxRequestGap)))
+			w.st.update(func(s *DatabaseStats) { s.TickRequests++ })
+		}
+		if reloaded { // new periods apply from now if sooner
 			cfg := w.t.config()
 			now := time.Now()
 			sc.tick = earliest(sc.tick, now.Add(cfg.TickPeriod))
 			sc.retry = earliest(sc.retry, now.Add(cfg.RetryPeriod))
 			sc.maint = earliest(sc.maint, now.Add(cfg.MaintPeriod))
 			sc.recycle = earliest(sc.recycle, born.Add(cfg.ConnectionLifetime))
-		case <-tm.C:
 		}
+	}
+}
+
+// maxRequestGap bounds the time between tick rounds that requests
+// (pgq.TickRequestChannel) can ask for; below it, requests share a round.
+// The gap is TickPeriod/8 when that is shorter.
+const maxRequestGap = 25 * time.Millisecond
+
+// waitRequest waits on conn until the time until, a tick request
+// (requested), a reload (reloaded) or ctx's end. An error means the
+// connection is broken or ctx ended.
+func (w *worker) waitRequest(ctx context.Context, conn *pgx.Conn, until time.Time) (requested, reloaded bool, err error) {
+	wctx, cancel := context.WithDeadline(ctx, until)
+	defer cancel()
+	var reload bool
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-w.wake:
+			reload = true
+			cancel()
+		case <-stop:
+		}
+	}()
+	n, err := conn.WaitForNotification(wctx)
+	close(stop)
+	<-done // reload is settled
+	switch {
+	case err == nil:
+		return n.Channel == pgq.TickRequestChannel, reload, nil
+	case ctx.Err() != nil:
+		return false, false, ctx.Err()
+	case wctx.Err() != nil && !conn.IsClosed():
+		return false, reload, nil // the time came, or a reload
+	default:
+		return false, false, fmt.Errorf("wait for tick requests: %w", err)
 	}
 }
 
@@ -237,6 +282,7 @@ func (w *worker) tickIfDue(ctx context.Context, conn *pgx.Conn, sc *schedule) er
 	if !sc.tick.After(now) {
 		sc.tick = now.Add(period)
 	}
+	sc.lastTick = now
 	return w.tick(ctx, conn)
 }
 

@@ -53,7 +53,7 @@ func run(ctx context.Context, dsn, node string, nodes []string, n, batch int, qu
 			others = append(others, x)
 		}
 	}
-	sender := route.Sender{Queue: queue, Origin: node}
+	sender := route.Sender{Queue: queue, Origin: node, RequestTick: true} // bulk sends: ask for a tick at commit
 	for done := 0; done < n; {
 		tx, err := pool.Begin(ctx)
 		if err != nil {
