@@ -287,7 +287,7 @@ func (c *seedCluster) messages(prefix string, rows int) (msgs [][]route.Message,
 // commit.
 func (c *seedCluster) produceBulk(ctx context.Context, queue string, msgs [][]route.Message, chunk int) (time.Time, error) {
 	return eachNodeAtOnce(len(msgs), "produce", func(i int) error {
-		sender := route.Sender{Queue: queue, Origin: c.ids[i]}
+		sender := route.Sender{Queue: queue, Origin: c.ids[i], RequestTick: true}
 		step := chunk
 		if step <= 0 {
 			step = len(msgs[i])
