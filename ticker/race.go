@@ -35,9 +35,10 @@ const maxWatched = 1000
 
 // sqlForceEnded forces a tick on the queues ($1) one of whose watched
 // transactions ($2, parallel to $1) has ended.
-const sqlForceEnded = `select c.name from (select distinct u.name from unnest($1::text[], $2::int8[]) as u(name, x)
+const sqlForceEnded = `with now as materialized (select txid_current_snapshot() as snap)
+	select c.name from (select distinct u.name from now, unnest($1::text[], $2::int8[]) as u(name, x)
 		join pgq.queue q on q.queue_name = u.name and not q.queue_external_ticker and not q.queue_ticker_paused
-		where txid_visible_in_snapshot(u.x, txid_current_snapshot())) c
+		where txid_visible_in_snapshot(u.x, now.snap)) c
 	where pgq.force_tick(c.name) is not null`
 
 // sqlTickXip returns, for the ticks just made ($1 queues, $2 tick ids),
