@@ -28,7 +28,9 @@ import (
 // ringing transaction; then it waits for the next ring. Rings sent before
 // the consumer's listener heard the channel (at start, after a reconnect)
 // are not lost: it then looks until it has consumed everything committed
-// before that moment. It also looks every Every, and from Due on.
+// before that moment (judged by the tick snapshots' xmin: a long
+// transaction anywhere on the server keeps it looking on every tick until
+// that transaction ends). It also looks every Every, and from Due on.
 type Bell struct {
 	// Channel is the NOTIFY channel rung for this consumer. Required, at
 	// most 63 bytes.

@@ -33,7 +33,10 @@ var ErrHubIndexPrivilege = errors.New("copier: not the owner of the hub queue's 
 // shared hub queue (see Config.Routing) where it is missing, and reports
 // how many it created. It is idempotent and serialised with Setup's own
 // call; a role that does not own the tables gets ErrHubIndexPrivilege.
-// Setup calls it for RoutingShared, and only logs that error.
+// Setup calls it for RoutingShared, and only logs that error. Building an
+// index locks its table against inserts (relays wait) for the build: on a
+// fresh queue that is instant; on a hub holding a large backlog, run it
+// when a pause of the relays is acceptable.
 func IndexHubQueue(ctx context.Context, hub interface {
 	pgq.DB
 	Begin(context.Context) (pgx.Tx, error)
