@@ -45,8 +45,20 @@ const sqlForceEnded = `with now as materialized (select txid_current_snapshot() 
 // how far the event sequence moved since the previous tick, the queue's
 // ticker_max_count and the transactions the tick saw in progress: only
 // ticks with some in progress.
+//
+// Transaction ids are cluster-wide, so the snapshot also lists other
+// databases' transactions, which cannot have written this queue. When $3
+// is true (the ticker's role sees every backend's xid: superuser or
+// pg_read_all_stats) only transactions still running in this database,
+// or already ended (they may have been ours), are kept; else all.
+// (Prepared transactions are not in pg_stat_activity: events of one that
+// commits after such a tick wait as PgQ alone would have them.)
 const sqlTickXip = `select q.queue_name, t.tick_event_seq - p.tick_event_seq, q.queue_ticker_max_count,
-		array(select txid_snapshot_xip(t.tick_snapshot))
+		array(select x from txid_snapshot_xip(t.tick_snapshot) x
+			where not $3::bool
+			   or txid_visible_in_snapshot(x, txid_current_snapshot())
+			   or exists (select 1 from pg_stat_activity a
+				where a.datname = current_database() and a.backend_xid::text::int8 = x % 4294967296))
 	from unnest($1::text[], $2::int8[]) as u(name, id)
 	join pgq.queue q on q.queue_name = u.name
 	join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = u.id
@@ -90,7 +102,7 @@ func (w *worker) watchTicks(ctx context.Context, conn *pgx.Conn, queues []string
 	if len(queues) == 0 {
 		return nil
 	}
-	rows, err := conn.Query(ctx, sqlTickXip, queues, ids)
+	rows, err := conn.Query(ctx, sqlTickXip, queues, ids, w.seesAll)
 	if err != nil {
 		return fmt.Errorf("ticker: read tick snapshots: %w", err)
 	}

@@ -63,6 +63,7 @@ func TestCommitRaceTicked(t *testing.T) {
 	t.Logf("tick %v after the counting tick (pgq alone: %v at the earliest)", next.Time.Sub(counted.Time), 2*gap)
 	require.Less(t, next.Time.Sub(counted.Time), 2*gap, "the tick came from the race watch, not pgq's idle schedule")
 	require.GreaterOrEqual(t, r.stats(db.Name).RaceTicks, int64(1))
+	require.Zero(t, r.stats(db.Name).Errors, "last error: %s", r.stats(db.Name).LastError)
 
 	// A consumer gets the event.
 	var got []int64
@@ -119,4 +120,46 @@ func TestTickRequest(t *testing.T) {
 	require.Eventually(t, func() bool { return lastTick(t, ctx, db.Pool, "req") > before }, 30*time.Second, 5*time.Millisecond,
 		"the request made a round")
 	require.GreaterOrEqual(t, r.stats(db.Name).TickRequests, int64(2))
+}
+
+// TestCommitRaceIgnoresOtherDatabases: a transaction of another database
+// in a tick's snapshot cannot hold this queue's events: its end forces no
+// tick.
+func TestCommitRaceIgnoresOtherDatabases(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	db := newDB(t)
+	other := newDB(t)
+	hour := time.Hour
+	createQueue(t, ctx, db.Pool, "q", pgq.QueueConfig{TickerMaxCount: pgq.Ptr(1), TickerMaxLag: &hour, TickerIdlePeriod: &hour})
+	_, err := other.Pool.Exec(ctx, "create table t (x int)")
+	require.NoError(t, err)
+	r := start(t, fast(db.DSN))
+	r.waitState(t, db.Name, ticker.StateTicking)
+	r.waitRuns(t, db.Name, 2)
+
+	// A transaction with an xid, open in the other database.
+	otx, err := other.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = otx.Rollback(ctx) }()
+	_, err = otx.Exec(ctx, "insert into t values (1)")
+	require.NoError(t, err)
+
+	before := lastTick(t, ctx, db.Pool, "q")
+	// Committed events: the queue ticks at once (max_count 1; a fresh
+	// queue's first event does not move its sequence), and the tick's
+	// snapshot lists otx.
+	insert(t, ctx, db.Pool, "q", "x")
+	insert(t, ctx, db.Pool, "q", "y")
+	require.Eventually(t, func() bool { return lastTick(t, ctx, db.Pool, "q") > before }, 30*time.Second, 5*time.Millisecond)
+	counted := lastTick(t, ctx, db.Pool, "q")
+	var listed bool
+	require.NoError(t, db.Pool.QueryRow(ctx, `select exists (select 1 from pgq.tick t, txid_snapshot_xip(t.tick_snapshot) x
+		where t.tick_id = $1 and t.tick_queue = (select queue_id from pgq.queue where queue_name = 'q'))`, counted).Scan(&listed))
+	require.True(t, listed, "the tick saw the other database's transaction in progress")
+	require.NoError(t, otx.Commit(ctx))
+	r.waitRuns(t, db.Name, 5)
+	require.Equal(t, counted, lastTick(t, ctx, db.Pool, "q"), "no tick forced for another database's transaction")
+	require.Zero(t, r.stats(db.Name).RaceTicks)
+	require.Zero(t, r.stats(db.Name).Errors, "last error: %s", r.stats(db.Name).LastError)
 }

@@ -28,7 +28,8 @@ type worker struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 
-	watch map[string][]int64 // queue → transactions its last tick saw in progress (race.go)
+	watch   map[string][]int64 // queue → transactions its last tick saw in progress (race.go)
+	seesAll bool               // the role sees every backend's xid (race.go)
 }
 
 func newWorker(t *Ticker, k dbKey, explicit bool) *worker {
@@ -128,6 +129,10 @@ func (w *worker) session(ctx context.Context) error {
 		}
 		w.st.update(func(s *DatabaseStats) { s.ConsecutiveErrors = 0 })
 		return errNoPgq
+	}
+	if err := conn.QueryRow(ctx, `select rolsuper or pg_has_role(current_user, 'pg_read_all_stats', 'member')
+		from pg_roles where rolname = current_user`).Scan(&w.seesAll); err != nil {
+		return fmt.Errorf("role: %w", err)
 	}
 	version, err := pgq.Version(ctx, conn)
 	if err != nil {
