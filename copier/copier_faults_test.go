@@ -232,7 +232,7 @@ func TestCopierFlowsKeepTheirOwnPosition(t *testing.T) {
 	// Hub 1 hands out batch ids from its own sequence: make the batch that
 	// holds the row get the number flow 0 recorded last (as two hubs'
 	// sequences meet sooner or later).
-	_, err := h1.Pool.Exec(cc.ctx, "select setval('pgq.batch_id_seq', $1)", last-1)
+	_, err := h1.Pool.Exec(cc.ctx, "select setval('pgq.batch_id_seq', $1, false)", last) // next: last (1 too)
 	require.NoError(t, err)
 	tick(h1)
 	// Only n1's copier runs from here: its pull takes hub 1's next batch id.
