@@ -2,8 +2,12 @@ package pgq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // RegisterConsumer subscribes consumer to queue at the latest tick; it
@@ -16,10 +20,25 @@ func RegisterConsumer(ctx context.Context, db DB, queue, consumer string) (bool,
 		return false, err
 	}
 	var n int
-	if err := db.QueryRow(ctx, "select pgq.register_consumer($1, $2)", queue, consumer).Scan(&n); err != nil {
+	err := db.QueryRow(ctx, "select pgq.register_consumer($1, $2)", queue, consumer).Scan(&n)
+	if _, inTx := db.(pgx.Tx); err != nil && !inTx && isConsumerNameRace(err) {
+		// pgq.register_consumer inserts a consumer name it has not seen
+		// after looking for it: two first registrations of one name (on
+		// different queues) race, and the loser fails on the name's
+		// unique index. The name exists now; once more succeeds.
+		err = db.QueryRow(ctx, "select pgq.register_consumer($1, $2)", queue, consumer).Scan(&n)
+	}
+	if err != nil {
 		return false, opErr("register consumer", queue, consumer, err)
 	}
 	return n == 1, nil
+}
+
+// isConsumerNameRace reports the unique violation of pgq.consumer's name
+// that two concurrent first registrations of one name cause.
+func isConsumerNameRace(err error) bool {
+	pe, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && pe.Code == "23505" && pe.ConstraintName == "consumer_name_uq"
 }
 
 // RegisterConsumerAt (re)positions consumer on queue at tickID, registering
