@@ -2,6 +2,8 @@ package ticker_test
 
 import (
 	"strconv"
+
+	"github.com/jackc/pgx/v5"
 	"testing"
 	"time"
 
@@ -146,11 +148,14 @@ func TestCommitRaceIgnoresOtherDatabases(t *testing.T) {
 	require.NoError(t, err)
 
 	before := lastTick(t, ctx, db.Pool, "q")
-	// Committed events: the queue ticks at once (max_count 1; a fresh
-	// queue's first event does not move its sequence), and the tick's
-	// snapshot lists otx.
-	insert(t, ctx, db.Pool, "q", "x")
-	insert(t, ctx, db.Pool, "q", "y")
+	// Two events committed together (a fresh queue's first event does not
+	// move its sequence): the queue ticks once at once (max_count 1), and
+	// the tick's snapshot lists otx.
+	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		insert(t, ctx, tx, "q", "x")
+		insert(t, ctx, tx, "q", "y")
+		return nil
+	}))
 	require.Eventually(t, func() bool { return lastTick(t, ctx, db.Pool, "q") > before }, 30*time.Second, 5*time.Millisecond)
 	counted := lastTick(t, ctx, db.Pool, "q")
 	var listed bool
