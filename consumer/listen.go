@@ -60,14 +60,10 @@ func (s *subscription) notify(payload string) {
 	signal(s.wake)
 }
 
-// subscribe makes wake receive a signal on every notification on channel
-// (and after the shared connection is re-established) until the returned
-// function is called. log and bo serve the connection if this call starts it.
-func subscribe(pool *pgxpool.Pool, channel string, wake chan<- struct{}, log *slog.Logger, bo Backoff) func() {
-	return subscribeRing(pool, channel, wake, nil, log, bo)
-}
-
-// subscribeRing is subscribe that also hands each payload to ring.
+// subscribeRing makes wake receive a signal on every notification on
+// channel (and after the shared connection is re-established), after ring
+// (when not nil) has seen its payload, until the returned function is
+// called. log and bo serve the connection if this call starts it.
 func subscribeRing(pool *pgxpool.Pool, channel string, wake chan<- struct{}, ring func(string), log *slog.Logger, bo Backoff) func() {
 	listeners.Lock()
 	l := listeners.m[pool]
