@@ -188,10 +188,15 @@ func TestConsumerMetricsScraped(t *testing.T) {
 
 	const l = `{consumer="c",queue="q"}`
 	var body string
+	// A scrape may fall between two of one report's updates (OnBatch adds
+	// events before retries and clears the failing gauge last): wait for
+	// the whole report.
 	require.Eventually(t, func() bool {
 		body = scrapeURL(t, srv.URL)
-		v, _ := lookup(body, "pgq_consumer_events_total"+l)
-		return v == 3
+		events, _ := lookup(body, "pgq_consumer_events_total"+l)
+		retries, _ := lookup(body, "pgq_consumer_retries_total"+l)
+		failing, ok := lookup(body, "pgq_consumer_consecutive_errors"+l)
+		return events == 3 && retries == 1 && ok && failing == 0
 	}, 20*time.Second, 10*time.Millisecond, "events not counted")
 	require.Equal(t, 1.0, value(t, body, "pgq_consumer_retries_total"+l))
 	require.Equal(t, 1.0, value(t, body, "pgq_consumer_errors_total"+l))
