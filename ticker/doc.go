@@ -45,6 +45,16 @@
 // tick (pgq.force_tick), so those events reach consumers within two tick
 // periods of their commit. DatabaseStats.RaceTicks counts these ticks.
 //
+// # Tick requests
+//
+// The Ticker also LISTENs on pgq.TickRequestChannel in every database it
+// ticks: a producer that sends it (pgq.RequestTick, route.Sender's
+// RequestTick, the copier's relays) gets a round within about 25 ms
+// instead of at the next TickPeriod. The round applies the queues'
+// thresholds as any other (a request cannot make a queue tick that
+// pgq.ticker() would not); requests arriving together share one round.
+// DatabaseStats.TickRequests counts them.
+//
 // # Failures
 //
 // A database without pgq (or with pgq older than 3) is reported
