@@ -264,3 +264,18 @@ func BenchmarkTargetedCopy(b *testing.B) {
 		}
 	}
 }
+
+func TestParseVmHWM(t *testing.T) {
+	kib, ok := parseVmHWM("Name:\tbench\nVmPeak:\t  900000 kB\nVmHWM:\t   24321 kB\nVmRSS:\t   20000 kB\n")
+	if !ok || kib != 24321 {
+		t.Fatalf("parseVmHWM = %d, %v; want 24321, true", kib, ok)
+	}
+	if _, ok := parseVmHWM("VmRSS:\t 1 kB\n"); ok {
+		t.Fatal("no VmHWM line: want false")
+	}
+	// This process's own figure is readable and plausible.
+	peak, err := peakRSSKiB()
+	if err != nil || peak <= 0 {
+		t.Fatalf("peakRSSKiB = %d, %v", peak, err)
+	}
+}

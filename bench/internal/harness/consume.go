@@ -439,7 +439,7 @@ func (s *suite) consumeFamily(ctx context.Context) error {
 			heap = append(heap, float64(c.HeapSysKiB)/1024)
 		}
 		r.Values = map[string]float64{"go_heap_sys_mib": median(heap)}
-		r.Note = fmt.Sprintf("getrusage(RUSAGE_SELF).Maxrss of a child process running consumer.Consumer with defaults (LazyFetch 300); Go heap from the OS %.1f MiB", median(heap))
+		r.Note = fmt.Sprintf("VmHWM (/proc/self/status) of a child process running consumer.Consumer with defaults (LazyFetch 300); Go heap from the OS %.1f MiB", median(heap))
 		s.add(r)
 	}
 	return nil
