@@ -53,13 +53,15 @@ const sqlForceEnded = `with now as materialized (select txid_current_snapshot() 
 // or already ended (they may have been ours), are kept; else all.
 // (Prepared transactions are not in pg_stat_activity: events of one that
 // commits after such a tick wait as PgQ alone would have them.)
-const sqlTickXip = `select q.queue_name, t.tick_event_seq - p.tick_event_seq, q.queue_ticker_max_count,
+const sqlTickXip = `with now as materialized (select txid_current_snapshot() as snap),
+	mine as materialized (select array_agg(a.backend_xid::text::int8) as xids from pg_stat_activity a
+		where $3::bool and a.datname = current_database() and a.backend_xid is not null)
+	select q.queue_name, t.tick_event_seq - p.tick_event_seq, q.queue_ticker_max_count,
 		array(select x from txid_snapshot_xip(t.tick_snapshot) x
 			where not $3::bool
-			   or txid_visible_in_snapshot(x, txid_current_snapshot())
-			   or exists (select 1 from pg_stat_activity a
-				where a.datname = current_database() and a.backend_xid::text::int8 = x % 4294967296))
-	from unnest($1::text[], $2::int8[]) as u(name, id)
+			   or txid_visible_in_snapshot(x, now.snap)
+			   or x % 4294967296 = any (mine.xids))
+	from now, mine, unnest($1::text[], $2::int8[]) as u(name, id)
 	join pgq.queue q on q.queue_name = u.name
 	join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = u.id
 	cross join lateral (select tick_event_seq from pgq.tick p
