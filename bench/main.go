@@ -69,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cases := fs.String("cases", "", "comma-separated case families to run (default: all)")
 	nodes := fs.String("nodes", "4,16,64,256", "targeted-copy cluster sizes (comma-separated)")
 	hubPool := fs.Int("hub-conns", 0, "targeted copy: connections of the hub pool the copiers share (0: 8, N/8 from N = 128)")
+	routing := fs.String("routing", "", "targeted copy: \"shared\" or \"per-target\" only (default: both)")
 	out := fs.String("out", "bench/results.json", "where to write the JSON results (\"\" for none)")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -85,7 +86,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: --hub-conns: %d is negative\n", *hubPool)
 		return 2
 	}
-	o := harness.Options{DSN: *dsn, Runs: *runs, Scale: *scale, Out: *out, Log: stderr, HubConns: *hubPool,
+	switch *routing {
+	case "", "shared", "per-target":
+	default:
+		fmt.Fprintf(stderr, "bench: --routing: %q is not shared or per-target\n", *routing)
+		return 2
+	}
+	o := harness.Options{DSN: *dsn, Runs: *runs, Scale: *scale, Out: *out, Log: stderr, HubConns: *hubPool, Routing: *routing,
 		Command: "go run ./bench " + strings.Join(args, " ")}
 	if *quiet {
 		o.Log = nil

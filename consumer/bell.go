@@ -24,7 +24,7 @@ import (
 //	select pg_notify(<Channel>, txid_current()::text)
 //
 // The consumer then takes batches, every ready tick in one batch (see
-// UpToEvents), until it has consumed a tick whose snapshot sees the
+// UpToEvents), until it has consumed a tick whose snapshot sees every
 // ringing transaction; then it waits for the next ring. Rings sent before
 // the consumer's listener heard the channel (at start, after a reconnect)
 // are not lost: it then looks until it has consumed everything committed
@@ -90,19 +90,26 @@ func (b *Bell) validate(c Config) []error {
 
 // bellState is what a belled consumer knows of its rings.
 //
-// need is the highest ringing txid not yet consumed. horizon stands for
-// rings that may have been lost: when the listener starts hearing the
-// channel (and after it reconnects) the consumer reads the server's next
-// txid, and looks until the snapshot of its last tick has every
-// transaction below that one completed (its xmin), so any event written
-// before the channel was heard is consumed.
+// need holds the ringing txids not yet seen consumed. Transactions commit
+// in another order than their txids, so the highest of them does not
+// stand for the others: a snapshot can see it and not a lower one still
+// in progress (a 30 s stall in the copier bench until need was a set).
+// Beyond maxBellNeed txids (a flood of rings no batch has caught up with)
+// the newest are folded into over: covered once every transaction up to
+// it has ended (a snapshot's xmin above it). horizon stands for rings that
+// may have been lost: when the listener starts hearing the channel (and
+// after it reconnects) the consumer reads the server's next txid, and
+// looks until the snapshot of its last tick has every transaction below
+// that one completed (its xmin), so any event written before the channel
+// was heard is consumed.
 type bellState struct {
 	cfg *Bell
 
 	poll time.Duration // the consumer's PollInterval: longest wait for a tick
 
 	mu        sync.Mutex
-	need      int64
+	need      map[int64]struct{}
+	over      int64
 	horizon   int64
 	look      bool // the listener (re)started: read a new horizon
 	awaitTick bool // what is needed cannot be in a batch before the next tick
@@ -111,8 +118,11 @@ type bellState struct {
 	due       time.Time
 }
 
+// maxBellNeed bounds bellState.need (about 40 bytes a txid).
+const maxBellNeed = 1024
+
 func newBellState(cfg *Bell, poll time.Duration) *bellState {
-	return &bellState{cfg: cfg, poll: poll, lastLook: time.Now()}
+	return &bellState{cfg: cfg, poll: poll, lastLook: time.Now(), need: map[int64]struct{}{}}
 }
 
 // tick records a tick notification: what a ring announced may now be in
@@ -141,11 +151,23 @@ func (b *bellState) ring(payload string) {
 		b.look = true
 		return
 	}
-	b.need = max(b.need, txid)
+	if _, ok := b.need[txid]; !ok {
+		if len(b.need) < maxBellNeed {
+			b.need[txid] = struct{}{}
+		} else {
+			b.over = max(b.over, txid)
+		}
+	}
 	// The ringing transaction has just committed: no tick taken before
 	// its commit sees it, and the next tick's notification follows this
 	// one.
 	b.waitTick(time.Now())
+}
+
+// waiting reports whether a ring or the horizon is not yet covered.
+// Called with b.mu held.
+func (b *bellState) waiting() bool {
+	return len(b.need) > 0 || b.over > 0 || b.horizon > 0
 }
 
 // wanted reports whether to look for a batch now, and if not, how long
@@ -156,7 +178,7 @@ func (b *bellState) wanted(now time.Time) (bool, time.Duration) {
 	if b.look {
 		return true, 0
 	}
-	if b.need > 0 || b.horizon > 0 {
+	if b.waiting() {
 		if !b.awaitTick {
 			return true, 0
 		}
@@ -192,62 +214,82 @@ func (b *bellState) setHorizon(h int64) {
 	b.horizon = max(b.horizon, h)
 }
 
-// pending returns what the consumer waits to see consumed.
-func (b *bellState) pending() (need, horizon int64) {
+// isWaiting reports whether a ring or the horizon is not yet covered.
+func (b *bellState) isWaiting() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.need, b.horizon
+	return b.waiting()
 }
 
-// looked is called after a look that found no batch ready: covered says
-// whether the consumer's position covers need and horizon, which are then
-// cleared (unless a ring raised them meanwhile).
-func (b *bellState) looked(need, horizon int64, covered bool) {
+// settle is called with the snapshot of a tick the consumer has consumed
+// up to (nil: nothing to wait for, the consumer or its tick is gone): it
+// drops the rings and horizon that snapshot covers, and reports whether
+// any is left. emptyLook says the consumer found no batch: then what is
+// left needs the next tick.
+func (b *bellState) settle(s *pgq.Snapshot, emptyLook bool) (left bool) {
+	b.refreshDue()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s == nil {
+		clear(b.need)
+		b.over, b.horizon = 0, 0
+		return false
+	}
+	for x := range b.need {
+		if s.Visible(x) {
+			delete(b.need, x)
+		}
+	}
+	if b.over > 0 && s.Xmin > b.over {
+		b.over = 0
+	}
+	if b.horizon > 0 && s.Xmin >= b.horizon {
+		b.horizon = 0
+	}
+	left = b.waiting()
+	if left && emptyLook {
+		b.waitTick(time.Now())
+	}
+	return left
+}
+
+// refreshDue asks Bell.Due again, after a look.
+func (b *bellState) refreshDue() {
 	var due time.Time
 	if b.cfg.Due != nil {
 		due = b.cfg.Due()
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.due = due
-	if !covered {
-		b.waitTick(time.Now())
-		return
-	}
-	if b.need <= need {
-		b.need = 0
-	}
-	if b.horizon <= horizon {
-		b.horizon = 0
-	}
+	b.mu.Unlock()
 }
 
-// sqlBellCovered says whether the snapshot of the consumer's last tick
-// sees txid $3 (0: none) and has every transaction below $4 completed:
-// the events of those transactions were in batches the consumer has
-// finished.
-const sqlBellCovered = `select ($3::int8 = 0 or txid_visible_in_snapshot($3, t.tick_snapshot))
-		and txid_snapshot_xmin(t.tick_snapshot) >= $4::int8
+// sqlBellSnapshot reads the snapshot of the consumer's last tick: the
+// consumer has finished the batches holding the events of every
+// transaction it sees.
+const sqlBellSnapshot = `select t.tick_snapshot::text
 	from pgq.queue q
 	join pgq.subscription s on s.sub_queue = q.queue_id
 	join pgq.consumer c on c.co_id = s.sub_consumer
 	join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = s.sub_last_tick
 	where q.queue_name = $1 and c.co_name = $2`
 
-// covered reports whether the consumer has consumed the events of txid
-// need and of every transaction below horizon. A consumer or tick not
-// found counts as covered: the next look reports what is wrong, and a
-// ring must not keep it looking forever.
-func (c *Consumer) covered(ctx context.Context, need, horizon int64) (bool, error) {
-	var ok bool
-	err := c.pool.QueryRow(ctx, sqlBellCovered, c.cfg.Queue, c.cfg.Name, need, horizon).Scan(&ok)
+// lastSnapshot returns the snapshot of the consumer's last tick. A
+// consumer or tick not found gives nil: the next look reports what is
+// wrong, and a ring must not keep it looking forever.
+func (c *Consumer) lastSnapshot(ctx context.Context) (*pgq.Snapshot, error) {
+	var text string
+	err := c.pool.QueryRow(ctx, sqlBellSnapshot, c.cfg.Queue, c.cfg.Name).Scan(&text)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return true, nil
+		return nil, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("consumer %s/%s: bell: %w", c.cfg.Queue, c.cfg.Name, err)
+	if err == nil {
+		var s pgq.Snapshot
+		if s, err = pgq.ParseSnapshot(text); err == nil {
+			return &s, nil
+		}
 	}
-	return ok, nil
+	return nil, fmt.Errorf("consumer %s/%s: bell: %w", c.cfg.Queue, c.cfg.Name, err)
 }
 
 // horizon is the server's next txid: every transaction that could have

@@ -1,6 +1,7 @@
 package consumer_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -68,9 +69,10 @@ func TestBell(t *testing.T) {
 	e.start(t, cfg, col)
 	looks.waitAbove(t, 0) // it looks once it hears the channel
 	// It reads the next tick: it holds what was committed before.
-	k := looks.get()
 	settled := tick()
-	require.Eventually(t, func() bool { return lastTick(e.Consumer) == settled && looks.get() > k }, 30*time.Second, 5*time.Millisecond)
+	// The batch up to that tick covers the horizon (its snapshot's xmin):
+	// no empty look is needed after it.
+	require.Eventually(t, func() bool { return lastTick(e.Consumer) == settled }, 30*time.Second, 5*time.Millisecond)
 	start := lastTick(e.Consumer)
 	looksAtStart := looks.get()
 	_, bs := col.snapshot()
@@ -111,6 +113,117 @@ func TestBell(t *testing.T) {
 	require.NotContains(t, col.ids(), id2)
 	tick()
 	col.waitIDs(t, []int64{id2}, 30*time.Second)
+}
+
+// TestBellCoveredByBatch: when the batch a ring made the consumer take
+// ends at a tick whose snapshot sees the ringing transaction, the consumer
+// goes back to waiting at once, without the empty look (next_batch plus
+// the coverage query) that would tell it so. Not parallel: a transaction
+// of another test open across the first tick keeps the start horizon
+// uncovered (see Bell), and the consumer rightly looks again.
+func TestBellCoveredByBatch(t *testing.T) {
+	e := setup(t)
+	const channel = "bell_test_covered"
+	var idle counter
+	col := &collector{}
+	cfg := e.cfg(t)
+	cfg.PollInterval = time.Hour // ticks come by notification only
+	cfg.Bell = &consumer.Bell{Channel: channel, Every: time.Hour}
+	cfg.Hooks.OnIdle = idle.inc
+	e.start(t, cfg, col)
+	idle.waitAbove(t, 0) // the first look, once the channel is heard
+	// ringTick commits an event that rings the bell, then ticks and
+	// announces the tick.
+	ringTick := func() int64 {
+		var id int64
+		_, err := pgxBegin(e, func(ctx context.Context, tx pgqTx) error {
+			var err error
+			if id, err = pgq.InsertEvent(ctx, tx, e.Queue, pgq.EventData{Type: pgq.T("t"), Data: pgq.T("d")}); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, "select pg_notify($1, txid_current()::text)", channel)
+			return err
+		})
+		require.NoError(t, err)
+		tick := e.Tick(t)
+		_, err = e.Pool.Exec(e.Ctx, "select pg_notify($1, $2::bigint::text)", pgq.NotifyChannel(e.Queue), tick)
+		require.NoError(t, err)
+		return id
+	}
+	first := ringTick()
+	col.waitIDs(t, []int64{first}, 30*time.Second)
+	// The horizon read at start is covered by the same batch.
+	before := idle.get()
+	// The loop does whatever follows the first batch (an empty look, or
+	// nothing) before it takes the second.
+	second := ringTick()
+	col.waitIDs(t, []int64{first, second}, 30*time.Second)
+	require.Equal(t, before, idle.get(), "empty looks after batches that covered their ring")
+	_, bs := col.snapshot()
+	for _, b := range bs {
+		require.NotZero(t, b.Snapshot.Xmax, "batch %d carries its end tick's snapshot", b.ID)
+	}
+}
+
+// TestBellRingsOutOfOrder: transactions commit in another order than
+// their txids. Here B (the higher txid) commits and rings before a tick,
+// and A (the lower) rings and commits after it; both rings are heard
+// before the consumer looks. The batch up to that tick sees B but not A:
+// the consumer must look again on the next tick for A's event, not take
+// the highest ringing txid as standing for every ring (it then waited for
+// Every: 30 s stalls in the copier bench).
+func TestBellRingsOutOfOrder(t *testing.T) {
+	e := setup(t)
+	const channel = "bell_test_order"
+	col := &collector{}
+	cfg := e.cfg(t)
+	cfg.PollInterval = time.Hour // looks come from notifications only
+	cfg.Bell = &consumer.Bell{Channel: channel, Every: time.Hour}
+	var idle counter
+	cfg.Hooks.OnIdle = idle.inc
+	e.start(t, cfg, col)
+	idle.waitAbove(t, 0) // the channel is heard
+	announce := func(tick int64) {
+		_, err := e.Pool.Exec(e.Ctx, "select pg_notify($1, $2::bigint::text)", pgq.NotifyChannel(e.Queue), tick)
+		require.NoError(t, err)
+	}
+	// Settle the start horizon first: the consumer takes the next tick.
+	settled := e.Tick(t)
+	announce(settled)
+	require.Eventually(t, func() bool {
+		var last int64
+		require.NoError(t, e.Pool.QueryRow(e.Ctx, `select s.sub_last_tick from pgq.subscription s
+			join pgq.consumer c on c.co_id = s.sub_consumer where c.co_name = $1`, e.Consumer).Scan(&last))
+		return last == settled
+	}, 30*time.Second, 5*time.Millisecond)
+
+	begin := func() (pgx.Tx, int64) {
+		tx, err := e.Pool.Begin(e.Ctx)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(e.Ctx)) })
+		var txid int64
+		require.NoError(t, tx.QueryRow(e.Ctx, "select txid_current()").Scan(&txid))
+		return tx, txid
+	}
+	ringCommit := func(tx pgx.Tx) int64 {
+		id, err := pgq.InsertEvent(e.Ctx, tx, e.Queue, pgq.EventData{Type: pgq.T("t"), Data: pgq.T("d")})
+		require.NoError(t, err)
+		_, err = tx.Exec(e.Ctx, "select pg_notify($1, txid_current()::text)", channel)
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit(e.Ctx))
+		return id
+	}
+	a, txA := begin()
+	b, txB := begin()
+	require.Less(t, txA, txB)
+	evB := ringCommit(b)
+	tick := e.Tick(t) // sees B, not A (still open)
+	evA := ringCommit(a)
+	announce(tick)
+	col.waitIDs(t, []int64{evB}, 30*time.Second)
+	require.NotContains(t, col.ids(), evA)
+	announce(e.Tick(t))
+	col.waitIDs(t, []int64{evB, evA}, 30*time.Second)
 }
 
 // TestBellEvery: a ring that never comes (lost, or never sent) delays the

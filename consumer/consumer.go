@@ -138,13 +138,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if err == nil {
 			got, err = l.step(ctx)
 		}
+		if err == nil && bell != nil && got && l.finished != nil && bell.isWaiting() {
+			// The end tick of the batch just finished may cover what the
+			// bell waits for: no empty look is needed to find that out.
+			bell.settle(&l.finished.Snapshot, false)
+		}
 		if err == nil && bell != nil && !got {
-			need, horizon := bell.pending()
-			covered := true
-			if need > 0 || horizon > 0 {
-				covered, err = c.covered(ctx, need, horizon)
+			if bell.isWaiting() {
+				var s *pgq.Snapshot
+				if s, err = c.lastSnapshot(ctx); err == nil {
+					bell.settle(s, true)
+				}
+			} else {
+				bell.refreshDue()
 			}
-			bell.looked(need, horizon, covered)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -215,9 +222,10 @@ func (e *stepError) Unwrap() error { return e.err }
 type loop struct {
 	c         *Consumer
 	idleStart time.Time
-	failures  int   // consecutive failed steps
-	failBatch int64 // batch of the last failure
-	attempts  int   // failed attempts of failBatch
+	failures  int            // consecutive failed steps
+	failBatch int64          // batch of the last failure
+	attempts  int            // failed attempts of failBatch
+	finished  *pgq.BatchInfo // the batch the last step finished, if it did
 }
 
 // fail logs a failed step and returns the pause before the next one.
@@ -257,6 +265,7 @@ func (l *loop) fail(err error) time.Duration {
 // was there.
 func (l *loop) step(ctx context.Context) (bool, error) {
 	c := l.c
+	l.finished = nil
 	start := time.Now()
 	// next_batch_custom runs in its own autocommit statement: it is
 	// committed before processing, so a failure later gets the same batch
@@ -283,6 +292,7 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 		attempts += l.attempts
 	}
 	l.failBatch, l.attempts = 0, 0
+	l.finished = info
 	st := BatchStats{
 		Queue: c.cfg.Queue, Consumer: c.cfg.Name,
 		BatchID: info.ID, TickID: info.TickID, PrevTickID: info.PrevTickID,

@@ -25,6 +25,10 @@ type BatchInfo struct {
 	PrevTickTime time.Time
 	EventSeq     int64 // cur_tick_event_seq (a hint, not an exact count)
 	PrevEventSeq int64
+	// Snapshot is the snapshot of the batch's end tick (from NextBatch and
+	// NextBatchCustom): the batch and the ones before it hold the events
+	// of exactly the transactions it sees (Snapshot.Visible).
+	Snapshot Snapshot
 }
 
 // Lag is how old the batch's end tick is.
@@ -72,7 +76,8 @@ type BatchOptions struct {
 // the subscription with the statement's snapshot; if another instance
 // moved it meanwhile, the interval is only too short or too long for once.
 const sqlNextBatch = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
-	b.cur_tick_event_seq, b.prev_tick_event_seq
+	b.cur_tick_event_seq, b.prev_tick_event_seq,
+	(select t.tick_snapshot::text from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.cur_tick_id)
 	from pgq.queue q,
 	lateral (select pg_advisory_xact_lock(hashtextextended('pgq.next_batch:' || $1 || '/' || $2, 0))::text || $2::text as co_name) l,
 	lateral (select coalesce((select ct.tick_time - pt.tick_time
@@ -126,9 +131,10 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 	var (
 		id, cur, prev, seq, prevSeq pgtype.Int8
 		curT, prevT                 pgtype.Timestamptz
+		snap                        pgtype.Text
 	)
 	err := db.QueryRow(ctx, sqlNextBatch, queue, consumer, minLag, minCount, minInterval, upTo).
-		Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq)
+		Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq, &snap)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("pgq: next batch %s/%s: %w", queue, consumer, ErrQueueNotFound)
 	}
@@ -146,11 +152,17 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 	if !id.Valid {
 		return nil, nil
 	}
-	return &BatchInfo{
+	info := &BatchInfo{
 		ID: id.Int64, TickID: cur.Int64, PrevTickID: prev.Int64,
 		TickTime: curT.Time, PrevTickTime: prevT.Time,
 		EventSeq: seq.Int64, PrevEventSeq: prevSeq.Int64,
-	}, nil
+	}
+	if snap.Valid { // the tick row is there while the batch is open
+		if info.Snapshot, err = ParseSnapshot(snap.String); err != nil {
+			return nil, fmt.Errorf("pgq: next batch %s/%s: tick %d: %w", queue, consumer, info.TickID, err)
+		}
+	}
+	return info, nil
 }
 
 // FinishBatch closes a batch and moves the consumer on. It reports false

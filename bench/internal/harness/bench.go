@@ -43,6 +43,9 @@ type Options struct {
 	// HubConns is the size of the hub pool every copier of a targeted-copy
 	// cluster shares; 0: hubPoolSize's rule.
 	HubConns int
+	// Routing limits the targeted copy to one routing ("shared" or
+	// "per-target"); "": both.
+	Routing string
 	// Out is the results.json path; "" writes none.
 	Out string
 	// Command is recorded in the report ("make bench").

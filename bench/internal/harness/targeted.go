@@ -476,6 +476,9 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 	results := map[string]*figures{}
 	local := true
 	for _, routing := range []copier.Routing{copier.RoutingShared, copier.RoutingPerTarget} {
+		if s.o.Routing != "" && s.o.Routing != routing.String() {
+			continue
+		}
 		for _, n := range sizes {
 			start := time.Now()
 			c, err := s.newTargetedConfig(ctx, nodes, n, routing)
