@@ -308,7 +308,11 @@ func (b *Batch) readAll(ctx context.Context, yield func(*Event) bool) error {
 		}
 		// The same wrapping get_batch_cursor does for its extra_where.
 		sql = "select * from (" + strings.Replace(sql, " order by 1", "", 1) + ") _evs where " + b.filter.sql + " order by 1"
-		rows, err = b.db.Query(ctx, sql)
+		// The text is new for every batch: QueryExecModeExec runs it in one
+		// round trip without a prepared statement (the default mode would
+		// prepare it, fill the statement cache with one-off plans kept on
+		// the server, and deallocate them later).
+		rows, err = b.db.Query(ctx, sql, pgx.QueryExecModeExec)
 	}
 	if err != nil {
 		return err

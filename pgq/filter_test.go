@@ -130,3 +130,36 @@ func TestTableInMatchesSkytoolsTableFilter(t *testing.T) {
 	require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from public.orders").Scan(&n))
 	require.Equal(t, 1, n)
 }
+
+// TestFilteredBatchLeavesNoPreparedStatement: a filtered batch's query
+// text is new for every batch; reading it must not prepare it on the
+// server (pgx's default mode would keep up to 512 such one-off plans per
+// connection) and its events must come back as the unfiltered read gives
+// them.
+func TestFilteredBatchLeavesNoPreparedStatement(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, x := range []string{"a", "b", "a"} {
+		_, err := pgq.InsertEvent(e.ctx, e.pool, e.queue, pgq.EventData{Type: pgq.T("t"), Data: pgq.T("d " + x), Extra1: pgq.T(x)})
+		require.NoError(t, err)
+	}
+	e.tick(t)
+	info := e.next(t)
+	conn, err := e.pool.Acquire(e.ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	got, err := pgq.NewBatch(conn, e.queue, e.cons, *info, pgq.ReadOptions{Filter: pgq.Eq(pgq.FieldExtra1, "a")}).All(e.ctx)
+	require.NoError(t, err)
+	all, err := pgq.NewBatch(conn, e.queue, e.cons, *info, pgq.ReadOptions{}).All(e.ctx)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.Len(t, all, 3)
+	for i, j := range []int{0, 2} {
+		a, g := all[j], got[i]
+		require.Equal(t, []any{a.ID, a.TxID, a.Retry, a.EventData}, []any{g.ID, g.TxID, g.Retry, g.EventData}, "same event whatever the protocol")
+		require.True(t, a.Time.Equal(g.Time), "%v vs %v", a.Time, g.Time)
+	}
+	var n int
+	require.NoError(t, conn.QueryRow(e.ctx, "select count(*) from pg_prepared_statements where statement like $1", "select * from (select ev_id%").Scan(&n))
+	require.Zero(t, n, "prepared batch queries left on the connection")
+}

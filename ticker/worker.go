@@ -293,9 +293,39 @@ func (w *worker) tickIfDue(ctx context.Context, conn *pgx.Conn, sc *schedule) er
 
 // sqlTick ticks every queue pgq.ticker() would tick, in one statement (so
 // one transaction, like pgq.ticker()), and says which queues ticked.
-const sqlTick = `select queue_name, pgq.ticker(queue_name) from pgq.queue
-	where not queue_external_ticker and not queue_ticker_paused
-	order by queue_name`
+//
+// pgq.ticker(queue) costs a PL/pgSQL call with a dynamic EXECUTE (the
+// event sequence's value) per queue and round, idle or not: 64 idle
+// databases at a 200 ms period cost the server about 0.1 CPU. So the WHERE
+// first applies pgq.ticker's own thresholds in plain SQL, and calls it
+// only for the queues that pass; pgq.ticker then decides as always. The
+// test is pgq 3.5's: tick when the queue has no tick yet; with new events
+// (the sequence moved), when there are ticker_max_count of them or the
+// last tick is ticker_max_lag old; without, unless the last tick is
+// younger than half ticker_max_lag, or (the back-off) younger than twice
+// the gap before it and than ticker_idle_period. The event sequence is
+// read with pg_sequence_last_value, which gives NULL for a sequence not
+// used yet: that is its start value (what pgq.seq_getval reads) when the
+// last tick recorded that value. A sequence the role may not read, or
+// still NULL, sends the queue to pgq.ticker.
+const sqlTick = `select q.queue_name, pgq.ticker(q.queue_name) from pgq.queue q
+	left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq from pgq.tick t
+		where t.tick_queue = q.queue_id order by t.tick_queue desc, t.tick_id desc limit 1) t on true
+	left join lateral (select t2.tick_time from pgq.tick t2
+		where t2.tick_queue = q.queue_id and t2.tick_id < t.tick_id
+		order by t2.tick_queue desc, t2.tick_id desc limit 1) t2 on true
+	cross join lateral (select case when has_sequence_privilege(q.queue_event_seq, 'select, usage')
+		then coalesce(pg_sequence_last_value(q.queue_event_seq::regclass),
+			(select sq.seqstart from pg_catalog.pg_sequence sq
+				where sq.seqrelid = q.queue_event_seq::regclass and sq.seqstart = t.tick_event_seq))
+		end - t.tick_event_seq as new_events,
+		now() - t.tick_time as lag) s
+	where not q.queue_external_ticker and not q.queue_ticker_paused
+	  and (t.tick_id is null or s.new_events is null
+	    or (s.new_events > 0 and (s.new_events >= q.queue_ticker_max_count or s.lag >= q.queue_ticker_max_lag))
+	    or (s.new_events <= 0 and s.lag >= q.queue_ticker_max_lag / 2
+	      and (t2.tick_time is null or s.lag >= (t.tick_time - t2.tick_time) * 2 or s.lag >= q.queue_ticker_idle_period)))
+	order by q.queue_name`
 
 // sqlNotify wakes the consumers of the queues that ticked; the payload is
 // the tick id.

@@ -1,0 +1,4 @@
+package ticker
+
+// SQLTick is the round statement, for tests.
+const SQLTick = sqlTick
