@@ -28,7 +28,9 @@
 // Every TickPeriod, one statement ticks each queue that pgq.ticker() would
 // tick (not paused, no external ticker), applying the queue's
 // ticker_max_count, ticker_max_lag and ticker_idle_period exactly as
-// pgq.ticker() does. For each queue that got a tick, the Ticker then sends
+// pgq.ticker() does: the same thresholds, in plain SQL, pick the queues
+// pgq.ticker() is then called for, so an idle database costs one cheap
+// statement per round. For each queue that got a tick, the Ticker then sends
 // NOTIFY on pgq.NotifyChannel(queue) with the tick id as payload, which
 // the consumer package listens on: consumers wake within milliseconds of a
 // tick instead of polling. Config.DisableNotify turns this off.
@@ -41,7 +43,8 @@
 // not move again, and pgq.ticker() (and pgqd) leave the events waiting for
 // the next insert or the idle period (ticker_idle_period, a minute by
 // default). The Ticker remembers, per queue, the transactions such a tick
-// saw in progress and, on the first round after one of them ends, forces a
+// could not see (those its snapshot lists in progress, and those at or
+// above its xmax, which a snapshot does not list) and, on the first round after one of them ends, forces a
 // tick (pgq.force_tick), so those events reach consumers within two tick
 // periods of their commit. DatabaseStats.RaceTicks counts these ticks.
 //

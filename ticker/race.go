@@ -43,8 +43,13 @@ const sqlForceEnded = `with now as materialized (select txid_current_snapshot() 
 
 // sqlTickXip returns, for the ticks just made ($1 queues, $2 tick ids),
 // how far the event sequence moved since the previous tick, the queue's
-// ticker_max_count and the transactions the tick saw in progress: only
-// ticks with some in progress.
+// ticker_max_count and the transactions the tick could not see that may
+// hold events it counted: those its snapshot had in progress (xip), and
+// those with a txid at or above the snapshot's xmax, which a snapshot
+// does not list (not yet committed when it was taken, they started before
+// the tick statement read the sequence, or after its snapshot): every
+// txid from that xmax up to the current one, except the round's own ($4,
+// which made the tick). Only ticks with such transactions come back.
 //
 // Transaction ids are cluster-wide, so the snapshot also lists other
 // databases' transactions, which cannot have written this queue. When $3
@@ -57,17 +62,19 @@ const sqlTickXip = `with now as materialized (select txid_current_snapshot() as 
 	mine as materialized (select array_agg(a.backend_xid::text::int8) as xids from pg_stat_activity a
 		where $3::bool and a.datname = current_database() and a.backend_xid is not null)
 	select q.queue_name, t.tick_event_seq - p.tick_event_seq, q.queue_ticker_max_count,
-		array(select x from txid_snapshot_xip(t.tick_snapshot) x
-			where not $3::bool
+		array(select x from (select txid_snapshot_xip(t.tick_snapshot) as x
+				union all select generate_series(txid_snapshot_xmax(t.tick_snapshot), txid_snapshot_xmax(now.snap) - 1)) xs
+			where x is distinct from $4::int8
+			  and (not $3::bool
 			   or txid_visible_in_snapshot(x, now.snap)
-			   or x % 4294967296 = any (mine.xids))
+			   or x % 4294967296 = any (mine.xids)))
 	from now, mine, unnest($1::text[], $2::int8[]) as u(name, id)
 	join pgq.queue q on q.queue_name = u.name
 	join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = u.id
 	cross join lateral (select tick_event_seq from pgq.tick p
 		where p.tick_queue = q.queue_id and p.tick_id < u.id
 		order by p.tick_queue desc, p.tick_id desc limit 1) p
-	where txid_snapshot_xmin(t.tick_snapshot) < txid_snapshot_xmax(t.tick_snapshot)`
+	where txid_snapshot_xmin(t.tick_snapshot) < txid_snapshot_xmax(now.snap)`
 
 // forceEnded forces a tick on every watched queue one of whose
 // transactions has ended.
@@ -100,11 +107,15 @@ func (w *worker) forceEnded(ctx context.Context, conn *pgx.Conn) error {
 
 // watchTicks updates the watch lists after the ticks just made (queues
 // and tick ids, parallel).
-func (w *worker) watchTicks(ctx context.Context, conn *pgx.Conn, queues []string, ids []int64) error {
+func (w *worker) watchTicks(ctx context.Context, conn *pgx.Conn, queues []string, ids []int64, self int64) error {
 	if len(queues) == 0 {
 		return nil
 	}
-	rows, err := conn.Query(ctx, sqlTickXip, queues, ids, w.seesAll)
+	var own any
+	if self > 0 {
+		own = self
+	}
+	rows, err := conn.Query(ctx, sqlTickXip, queues, ids, w.seesAll, own)
 	if err != nil {
 		return fmt.Errorf("ticker: read tick snapshots: %w", err)
 	}

@@ -85,8 +85,12 @@ func TestTickPrecheckMatchesPgqTicker(t *testing.T) {
 		require.NoError(t, err)
 		var out []string
 		var name string
-		var id *int64
-		_, err = pgx.ForEachRow(rows, []any{&name, &id}, func() error {
+		var id, own *int64
+		dest := []any{&name, &id}
+		if len(rows.FieldDescriptions()) == 3 {
+			dest = append(dest, &own) // sqlTick's own txid
+		}
+		_, err = pgx.ForEachRow(rows, dest, func() error {
 			if id != nil {
 				out = append(out, name)
 			}

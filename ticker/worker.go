@@ -307,8 +307,13 @@ func (w *worker) tickIfDue(ctx context.Context, conn *pgx.Conn, sc *schedule) er
 // read with pg_sequence_last_value, which gives NULL for a sequence not
 // used yet: that is its start value (what pgq.seq_getval reads) when the
 // last tick recorded that value. A sequence the role may not read, or
-// still NULL, sends the queue to pgq.ticker.
-const sqlTick = `select q.queue_name, pgq.ticker(q.queue_name) from pgq.queue q
+// still NULL, sends the queue to pgq.ticker. The third column is the
+// round's own txid once a tick gave it one (the race watch leaves it
+// out): read above the subquery, so after the pgq.ticker calls of the
+// rows before it (a plain column would be computed below the sort, before
+// any of them).
+const sqlTick = `select queue_name, tick_id, txid_current_if_assigned() from (
+	select q.queue_name, pgq.ticker(q.queue_name) as tick_id from pgq.queue q
 	left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq from pgq.tick t
 		where t.tick_queue = q.queue_id order by t.tick_queue desc, t.tick_id desc limit 1) t on true
 	left join lateral (select t2.tick_time from pgq.tick t2
@@ -325,7 +330,7 @@ const sqlTick = `select q.queue_name, pgq.ticker(q.queue_name) from pgq.queue q
 	    or (s.new_events > 0 and (s.new_events >= q.queue_ticker_max_count or s.lag >= q.queue_ticker_max_lag))
 	    or (s.new_events <= 0 and s.lag >= q.queue_ticker_max_lag / 2
 	      and (t2.tick_time is null or s.lag >= (t.tick_time - t2.tick_time) * 2 or s.lag >= q.queue_ticker_idle_period)))
-	order by q.queue_name`
+	order by q.queue_name offset 0) ticked`
 
 // sqlNotify wakes the consumers of the queues that ticked; the payload is
 // the tick id.
@@ -341,12 +346,16 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn) error {
 	}
 	var (
 		name     string
-		id       *int64
+		id, own  *int64
+		self     int64 // the round's txid, if a tick assigned one
 		channels []string
 		queues   []string
 		ids      []int64
 	)
-	_, err = pgx.ForEachRow(rows, []any{&name, &id}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&name, &id, &own}, func() error {
+		if own != nil {
+			self = max(self, *own)
+		}
 		if id != nil {
 			channels = append(channels, pgq.NotifyChannel(name))
 			queues = append(queues, name)
@@ -357,7 +366,7 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return fmt.Errorf("ticker: %w", err)
 	}
-	if err := w.watchTicks(ctx, conn, queues, ids); err != nil {
+	if err := w.watchTicks(ctx, conn, queues, ids, self); err != nil {
 		return err
 	}
 	now := time.Now()
