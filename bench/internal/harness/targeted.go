@@ -34,6 +34,20 @@ const (
 	targetedLowRateRows = 10
 )
 
+// Goal 1 (flat per-row cost) compares N = 64 with N = 4 in shared
+// routing twice: on the runs above (40k rows: 625 per node at N = 64, so
+// per-batch and per-node costs weigh on few rows) and on longer runs of
+// targetedSustained times the rows (5,000 per node at N = 64), which
+// show the per-row cost once those are spread.
+var goal1Sizes = [2]int{4, 64}
+
+const (
+	targetedSustained     = 8
+	targetedSustainedRuns = 2
+	goal1HubCPU           = 1.5 // at most, N = 64 / N = 4
+	goal1Rate             = 0.7 // at least
+)
+
 const (
 	targetedIdleWindow = 3 * time.Second
 	targetedRows       = 40_000
@@ -472,7 +486,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 	defer nodes.drop(s.env)
 	s.logf("targeted: %d node databases in %.1fs", maxN, time.Since(start).Seconds())
 	rows := s.o.n(targetedRows)
-	type figures struct{ rate, hub, hubTicker, cluster, backends []float64 }
+	type figures = struct{ rate, hub, hubTicker, cluster, backends []float64 }
 	results := map[string]*figures{}
 	local := true
 	for _, routing := range []copier.Routing{copier.RoutingShared, copier.RoutingPerTarget} {
@@ -527,6 +541,29 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 					s.logf("targeted N=%d %v: %d failed consumer attempts so far, first: %s", n, routing, k, msg)
 				}
 			}
+			var sustained *Result // added after this size's main row
+			if routing == copier.RoutingShared && slices.Contains(goal1Sizes[:], n) {
+				sf := &figures{}
+				for run := range targetedSustainedRuns {
+					r, err := c.run(ctx, runs+run, rows*targetedSustained)
+					if err != nil {
+						c.close()
+						return fmt.Errorf("N=%d %v sustained run %d: %w", n, routing, run+1, err)
+					}
+					delivered += r.rows
+					sf.rate = append(sf.rate, r.rate)
+					sf.hub = append(sf.hub, r.hubCPU/float64(r.rows)*1e6)
+					sf.cluster = append(sf.cluster, r.clusterCPU/float64(r.rows)*1e6)
+					s.logf("targeted N=%d %v sustained run %d (%s rows): %s delivered, hub CPU %.1f µs/row, server CPU %.0f µs/row", n, routing, run+1,
+						count(r.rows), formatRate(r.rate), sf.hub[run], sf.cluster[run])
+				}
+				results[fmt.Sprintf("%v/%d/sustained", routing, n)] = sf
+				name := fmt.Sprintf("targeted copy, N = %d nodes, shared routing, %s rows per run (sustained)", n, count(rows*targetedSustained))
+				r := Result{Case: name, Unit: "events/s", Ours: median(sf.rate), OursRuns: sf.rate, Target: "report", Events: rows * targetedSustained,
+					Values: map[string]float64{"hub_cpu_us_per_event": median(sf.hub), "server_cpu_us_per_event": median(sf.cluster)}}
+				r.oursText = fmt.Sprintf("%s; hub CPU %.1f µs/ev; server %.0f µs/ev", formatRate(r.Ours), median(sf.hub), median(sf.cluster))
+				sustained = &r
+			}
 			if err := c.checkDelivered(ctx, nodes, delivered+n); err != nil {
 				c.close()
 				return fmt.Errorf("N=%d %v: %w", n, routing, err)
@@ -559,7 +596,14 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 					formatRate(r.Ours), median(f.hub), median(f.hubTicker), idleCPU*1e3, median(f.cluster), median(f.backends), idleBackends)
 			}
 			s.add(r)
+			if sustained != nil {
+				s.add(*sustained)
+			}
 		}
+	}
+	if local {
+		s.goal1(results["shared/4"], results["shared/64"], "40k-row runs")
+		s.goal1(results["shared/4/sustained"], results["shared/64/sustained"], fmt.Sprintf("runs of %d× the rows", targetedSustained))
 	}
 	cpuNote := "hub CPU = utime+stime from /proc/<pid>/stat of the hub database's backends (pids from pg_stat_activity: relay inserts, pulls, the hub's ticker) per delivered row; server CPU = the whole cluster (postmaster and all its children, exited ones included) per delivered row, which also counts the nodes' side"
 	if !local {
@@ -570,6 +614,26 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 		"ticker library serving the hub and every node at %v, queues ticker_max_lag %v; %s",
 		count(rows), targetedTick, targetedMaxLag, cpuNote)
 	return nil
+}
+
+// goal1 adds the flat-cost rows (issue goal 1) from the shared-routing
+// figures at N = 4 (a) and N = 64 (b), when both were measured: hub CPU
+// per row and delivered rows/s, N = 64 over N = 4.
+func (s *suite) goal1(a, b *struct{ rate, hub, hubTicker, cluster, backends []float64 }, what string) {
+	if a == nil || b == nil {
+		return
+	}
+	hub := median(b.hub) / median(a.hub)
+	hubMet := hub <= goal1HubCPU
+	s.add(Result{Case: fmt.Sprintf("flat cost, %s: hub CPU per row, N = 64 / N = 4 (shared)", what), Unit: "µs/event",
+		Ours: median(b.hub), OursRuns: b.hub, Ceiling: median(a.hub), CeilingRuns: a.hub, CeilingWhat: "N = 4, µs/row",
+		Ratio: hub, Target: fmt.Sprintf("≤ %.1f×", goal1HubCPU), Met: &hubMet,
+		oursText: fmt.Sprintf("%.1f µs/row", median(b.hub)), ceilText: fmt.Sprintf("%.1f µs/row", median(a.hub))})
+	rate := median(b.rate) / median(a.rate)
+	rateMet := rate >= goal1Rate
+	s.add(Result{Case: fmt.Sprintf("flat cost, %s: delivered rows/s, N = 64 / N = 4 (shared)", what), Unit: "events/s",
+		Ours: median(b.rate), OursRuns: b.rate, Ceiling: median(a.rate), CeilingRuns: a.rate, CeilingWhat: "N = 4",
+		Ratio: rate, Target: fmt.Sprintf("≥ %.1f×", goal1Rate), Met: &rateMet})
 }
 
 // maxConnections is the server's max_connections minus reserved slots.
