@@ -130,6 +130,13 @@ func ticksBetween(a, b map[int]backendTicks, keep func(app string) bool) int64 {
 	return d
 }
 
+// selfTicks is this process's CPU time so far (the copiers, producers
+// and ticker the bench runs in-process).
+func selfTicks() int64 {
+	_, t, _, _ := procStat(os.Getpid())
+	return t
+}
+
 func ticksToSeconds(t int64) float64 { return float64(t) / userHZ }
 
 func (p *cpuProbe) String() string {

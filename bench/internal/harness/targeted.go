@@ -117,6 +117,7 @@ type targetedRun struct {
 	hubCPU     float64 // seconds of the hub database's backends
 	hubTicker  float64 // of which the ticker's backend
 	clusterCPU float64 // seconds of the whole server
+	clientCPU  float64 // seconds of this process: copiers, producers, ticker
 	rows       int
 	relayed    int64
 	backends   int // most hub backends of the copiers and ticker seen at once
@@ -306,6 +307,7 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 		return targetedRun{}, err
 	}
 	cl0 := c.probe.clusterTicks()
+	self0 := selfTicks()
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, c.n)
@@ -341,6 +343,7 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 		return targetedRun{}, err
 	}
 	cl1 := c.probe.clusterTicks()
+	self1 := selfTicks()
 	applied, relayed, _ := c.stats()
 	if applied-applied0 != int64(total) {
 		return targetedRun{}, fmt.Errorf("%d rows applied, want %d", applied-applied0, total)
@@ -350,6 +353,7 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 		hubCPU:     ticksToSeconds(ticksBetween(hub0, hub1, func(string) bool { return true })),
 		hubTicker:  ticksToSeconds(ticksBetween(hub0, hub1, func(app string) bool { return app == tickerAppName })),
 		clusterCPU: ticksToSeconds(cl1 - cl0),
+		clientCPU:  ticksToSeconds(self1 - self0),
 		rows:       total,
 		relayed:    relayed - relayed0,
 		backends:   c.maxBackends,
@@ -486,7 +490,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 	defer nodes.drop(s.env)
 	s.logf("targeted: %d node databases in %.1fs", maxN, time.Since(start).Seconds())
 	rows := s.o.n(targetedRows)
-	type figures = struct{ rate, hub, hubTicker, cluster, backends []float64 }
+	type figures = struct{ rate, hub, hubTicker, cluster, client, backends []float64 }
 	results := map[string]*figures{}
 	local := true
 	for _, routing := range []copier.Routing{copier.RoutingShared, copier.RoutingPerTarget} {
@@ -534,9 +538,10 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 				f.hub = append(f.hub, r.hubCPU/float64(r.rows)*1e6)
 				f.hubTicker = append(f.hubTicker, r.hubTicker/float64(r.rows)*1e6)
 				f.cluster = append(f.cluster, r.clusterCPU/float64(r.rows)*1e6)
+				f.client = append(f.client, r.clientCPU/float64(r.rows)*1e6)
 				f.backends = append(f.backends, float64(r.backends))
-				s.logf("targeted N=%d %v run %d: %s delivered, hub CPU %.0f µs/row (ticker %.0f), server CPU %.0f µs/row", n, routing, run+1,
-					formatRate(r.rate), f.hub[run], f.hubTicker[run], f.cluster[run])
+				s.logf("targeted N=%d %v run %d: %s delivered, hub CPU %.0f µs/row (ticker %.0f), server CPU %.0f µs/row, process CPU %.0f µs/row", n, routing, run+1,
+					formatRate(r.rate), f.hub[run], f.hubTicker[run], f.cluster[run], f.client[run])
 				if k, msg := c.consumerErrors(); k > 0 {
 					s.logf("targeted N=%d %v: %d failed consumer attempts so far, first: %s", n, routing, k, msg)
 				}
@@ -554,14 +559,16 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 					sf.rate = append(sf.rate, r.rate)
 					sf.hub = append(sf.hub, r.hubCPU/float64(r.rows)*1e6)
 					sf.cluster = append(sf.cluster, r.clusterCPU/float64(r.rows)*1e6)
-					s.logf("targeted N=%d %v sustained run %d (%s rows): %s delivered, hub CPU %.1f µs/row, server CPU %.0f µs/row", n, routing, run+1,
-						count(r.rows), formatRate(r.rate), sf.hub[run], sf.cluster[run])
+					sf.client = append(sf.client, r.clientCPU/float64(r.rows)*1e6)
+					s.logf("targeted N=%d %v sustained run %d (%s rows): %s delivered, hub CPU %.1f µs/row, server CPU %.0f µs/row, process CPU %.0f µs/row", n, routing, run+1,
+						count(r.rows), formatRate(r.rate), sf.hub[run], sf.cluster[run], sf.client[run])
 				}
 				results[fmt.Sprintf("%v/%d/sustained", routing, n)] = sf
 				name := fmt.Sprintf("targeted copy, N = %d nodes, shared routing, %s rows per run (sustained)", n, count(rows*targetedSustained))
 				r := Result{Case: name, Unit: "events/s", Ours: median(sf.rate), OursRuns: sf.rate, Target: "report", Events: rows * targetedSustained,
-					Values: map[string]float64{"hub_cpu_us_per_event": median(sf.hub), "server_cpu_us_per_event": median(sf.cluster)}}
-				r.oursText = fmt.Sprintf("%s; hub CPU %.1f µs/ev; server %.0f µs/ev", formatRate(r.Ours), median(sf.hub), median(sf.cluster))
+					Values: map[string]float64{"hub_cpu_us_per_event": median(sf.hub), "server_cpu_us_per_event": median(sf.cluster),
+						"process_cpu_us_per_event": median(sf.client)}}
+				r.oursText = fmt.Sprintf("%s; hub CPU %.1f µs/ev; server %.0f µs/ev; process %.0f µs/ev", formatRate(r.Ours), median(sf.hub), median(sf.cluster), median(sf.client))
 				sustained = &r
 			}
 			if err := c.checkDelivered(ctx, nodes, delivered+n); err != nil {
@@ -586,14 +593,15 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 					"hub_ticker_cpu_us_per_event": median(f.hubTicker),
 					"startup_seconds":             startup.Seconds(),
 					"server_cpu_us_per_event":     median(f.cluster),
+					"process_cpu_us_per_event":    median(f.client),
 					"hub_backends_max":            median(f.backends),
 					"hub_backends_idle":           float64(idleBackends),
 					"idle_hub_cpu_ms_per_s":       idleCPU * 1e3,
 				}}
 			r.oursText = fmt.Sprintf("%s; hub backends %.0f (idle %d)", formatRate(r.Ours), median(f.backends), idleBackends)
 			if local {
-				r.oursText = fmt.Sprintf("%s; hub CPU %.0f µs/ev (ticker %.0f), idle %.1f ms/s; server %.0f µs/ev; hub backends %.0f (idle %d)",
-					formatRate(r.Ours), median(f.hub), median(f.hubTicker), idleCPU*1e3, median(f.cluster), median(f.backends), idleBackends)
+				r.oursText = fmt.Sprintf("%s; hub CPU %.0f µs/ev (ticker %.0f), idle %.1f ms/s; server %.0f µs/ev; process %.0f µs/ev; hub backends %.0f (idle %d)",
+					formatRate(r.Ours), median(f.hub), median(f.hubTicker), idleCPU*1e3, median(f.cluster), median(f.client), median(f.backends), idleBackends)
 			}
 			s.add(r)
 			if sustained != nil {
@@ -619,7 +627,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 // goal1 adds the flat-cost rows (issue goal 1) from the shared-routing
 // figures at N = 4 (a) and N = 64 (b), when both were measured: hub CPU
 // per row and delivered rows/s, N = 64 over N = 4.
-func (s *suite) goal1(a, b *struct{ rate, hub, hubTicker, cluster, backends []float64 }, what string) {
+func (s *suite) goal1(a, b *struct{ rate, hub, hubTicker, cluster, client, backends []float64 }, what string) {
 	if a == nil || b == nil {
 		return
 	}
