@@ -46,8 +46,13 @@ type Config struct {
 	// ticker_period). Sub-second periods are fine. Default 1s.
 	TickPeriod time.Duration
 
-	// RetryPeriod is how often due retry events are moved back into their
-	// queues (pgqd retry_period). Default 30s.
+	// RetryPeriod is the longest time between two runs of retry
+	// maintenance, which moves due retry events back into their queues
+	// (pgqd retry_period). Unlike pgqd, the Ticker also runs it when the
+	// next retry event is due (every tick round reads that time, one
+	// index lookup) and then ticks the queues that got events back, so a
+	// retried event returns within about a TickPeriod of its retry time
+	// whatever RetryPeriod and the queue's thresholds say. Default 30s.
 	RetryPeriod time.Duration
 
 	// MaintPeriod is how often pgq.maint_operations() runs: table rotation,

@@ -84,15 +84,16 @@ func TestTickPrecheckMatchesPgqTicker(t *testing.T) {
 		rows, err := tx.Query(ctx, sql)
 		require.NoError(t, err)
 		var out []string
-		var name string
+		var name *string
 		var id, own *int64
+		var retry *float64
 		dest := []any{&name, &id}
-		if len(rows.FieldDescriptions()) == 3 {
-			dest = append(dest, &own) // sqlTick's own txid
+		if len(rows.FieldDescriptions()) == 4 {
+			dest = append(dest, &own, &retry) // sqlTick's own txid and next retry
 		}
 		_, err = pgx.ForEachRow(rows, dest, func() error {
-			if id != nil {
-				out = append(out, name)
+			if name != nil && id != nil {
+				out = append(out, *name)
 			}
 			return nil
 		})

@@ -288,7 +288,7 @@ func (w *worker) tickIfDue(ctx context.Context, conn *pgx.Conn, sc *schedule) er
 		sc.tick = now.Add(period)
 	}
 	sc.lastTick = now
-	return w.tick(ctx, conn)
+	return w.tick(ctx, conn, sc)
 }
 
 // sqlTick ticks every queue pgq.ticker() would tick, in one statement (so
@@ -311,8 +311,13 @@ func (w *worker) tickIfDue(ctx context.Context, conn *pgx.Conn, sc *schedule) er
 // round's own txid once a tick gave it one (the race watch leaves it
 // out): read above the subquery, so after the pgq.ticker calls of the
 // rows before it (a plain column would be computed below the sort, before
-// any of them).
-const sqlTick = `select queue_name, tick_id, txid_current_if_assigned() from (
+// any of them). The fourth is in how many seconds the next retry event is
+// due by the server's clock (one index lookup; the statement returns one
+// row of NULLs when no queue ticks), so retry maintenance runs then, not
+// only every RetryPeriod.
+const sqlTick = `select x.queue_name, x.tick_id, x.own, r.next_retry
+	from (select extract(epoch from min(ev_retry_after) - now())::float8 as next_retry from pgq.retry_queue) r
+	left join lateral (select queue_name, tick_id, txid_current_if_assigned() as own from (
 	select q.queue_name, pgq.ticker(q.queue_name) as tick_id from pgq.queue q
 	left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq from pgq.tick t
 		where t.tick_queue = q.queue_id order by t.tick_queue desc, t.tick_id desc limit 1) t on true
@@ -330,13 +335,13 @@ const sqlTick = `select queue_name, tick_id, txid_current_if_assigned() from (
 	    or (s.new_events > 0 and (s.new_events >= q.queue_ticker_max_count or s.lag >= q.queue_ticker_max_lag))
 	    or (s.new_events <= 0 and s.lag >= q.queue_ticker_max_lag / 2
 	      and (t2.tick_time is null or s.lag >= (t.tick_time - t2.tick_time) * 2 or s.lag >= q.queue_ticker_idle_period)))
-	order by q.queue_name offset 0) ticked`
+	order by q.queue_name offset 0) ticked offset 0) x on true`
 
 // sqlNotify wakes the consumers of the queues that ticked; the payload is
 // the tick id.
 const sqlNotify = `select pg_notify(ch, id::text) from unnest($1::text[], $2::int8[]) as u(ch, id)`
 
-func (w *worker) tick(ctx context.Context, conn *pgx.Conn) error {
+func (w *worker) tick(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 	if err := w.forceEnded(ctx, conn); err != nil {
 		return err
 	}
@@ -345,21 +350,25 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("ticker: %w", err)
 	}
 	var (
-		name     string
-		id, own  *int64
-		self     int64 // the round's txid, if a tick assigned one
-		channels []string
-		queues   []string
-		ids      []int64
+		name      *string
+		id, own   *int64
+		nextRetry *float64
+		self      int64 // the round's txid, if a tick assigned one
+		channels  []string
+		queues    []string
+		ids       []int64
 	)
-	_, err = pgx.ForEachRow(rows, []any{&name, &id, &own}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&name, &id, &own, &nextRetry}, func() error {
 		if own != nil {
 			self = max(self, *own)
 		}
-		if id != nil {
-			channels = append(channels, pgq.NotifyChannel(name))
-			queues = append(queues, name)
+		if name != nil && id != nil {
+			channels = append(channels, pgq.NotifyChannel(*name))
+			queues = append(queues, *name)
 			ids = append(ids, *id)
+		}
+		if nextRetry != nil && sc != nil {
+			sc.retry = earliest(sc.retry, time.Now().Add(time.Duration(*nextRetry*float64(time.Second))))
 		}
 		return nil
 	})
@@ -391,6 +400,13 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn) error {
 
 // retry moves due retry events back into their queues, ticking between
 // calls when a tick falls due.
+// sqlRetry moves due retry events back into their queues (at most 10 a
+// call, pgq.maint_retry_events) and names the queues that had some due.
+const sqlRetry = `with due as materialized (select coalesce(array_agg(distinct q.queue_name), '{}') as names
+		from pgq.retry_queue r join pgq.queue q on q.queue_id = r.ev_queue
+		where r.ev_retry_after <= current_timestamp)
+	select pgq.maint_retry_events(), due.names from due`
+
 func (w *worker) retry(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 	var total int64
 	defer func() {
@@ -400,7 +416,8 @@ func (w *worker) retry(ctx context.Context, conn *pgx.Conn, sc *schedule) error 
 	}()
 	for {
 		var n int64
-		if err := conn.QueryRow(ctx, "select pgq.maint_retry_events()").Scan(&n); err != nil {
+		var queues []string
+		if err := conn.QueryRow(ctx, sqlRetry).Scan(&n, &queues); err != nil {
 			return w.softError("maint_retry_events", conn, err)
 		}
 		total += n
@@ -408,6 +425,12 @@ func (w *worker) retry(ctx context.Context, conn *pgx.Conn, sc *schedule) error 
 		if n == 0 {
 			return nil
 		}
+		// The events are back in their queues: tick those now, whatever
+		// their ticker_max_lag, so a retry comes back at its time.
+		if _, err := conn.Exec(ctx, "select pgq.force_tick(q) from unnest($1::text[]) q", queues); err != nil {
+			return w.softError("force_tick after retry", conn, err)
+		}
+		sc.tick = time.Now()
 		if err := w.tickIfDue(ctx, conn, sc); err != nil {
 			return err
 		}
