@@ -88,8 +88,9 @@ func TestTickPrecheckMatchesPgqTicker(t *testing.T) {
 		var id, own *int64
 		var retry *float64
 		dest := []any{&name, &id}
-		if len(rows.FieldDescriptions()) == 4 {
-			dest = append(dest, &own, &retry) // sqlTick's own txid and next retry
+		var due *float64
+		if len(rows.FieldDescriptions()) == 5 {
+			dest = append(dest, &own, &retry, &due) // sqlTick's own txid, next retry, next due
 		}
 		_, err = pgx.ForEachRow(rows, dest, func() error {
 			if name != nil && id != nil {
@@ -107,7 +108,7 @@ func TestTickPrecheckMatchesPgqTicker(t *testing.T) {
 	require.Equal(t, want, got)
 	// And the pre-check alone lets through no more than those: idle
 	// queues cost no pgq.ticker call.
-	due := ticked(strings.Replace(ticker.SQLTick, "pgq.ticker(q.queue_name)", "0::int8", 1))
+	due := ticked(strings.Replace(ticker.SQLTick, "pgq.ticker(queue_name)", "0::int8", 1))
 	require.Equal(t, want, due)
 	var eligible int
 	require.NoError(t, tx.QueryRow(ctx, "select count(*) from pgq.queue where not queue_external_ticker and not queue_ticker_paused").Scan(&eligible))

@@ -231,6 +231,10 @@ func (w *worker) serve(ctx context.Context, conn *pgx.Conn, born time.Time) erro
 	}
 }
 
+// dueMargin is how long after a queue's computed due time its round
+// runs: the round's statement must find ticker_max_lag reached.
+const dueMargin = time.Millisecond
+
 // maxRequestGap bounds the time between tick rounds that requests
 // (pgq.TickRequestChannel) can ask for; below it, requests share a round.
 // The gap is TickPeriod/8 when that is shorter.
@@ -282,11 +286,13 @@ func (w *worker) tickIfDue(ctx context.Context, conn *pgx.Conn, sc *schedule) er
 	if now.Before(sc.tick) {
 		return nil
 	}
-	period := w.t.config().TickPeriod
-	sc.tick = sc.tick.Add(period)
-	if !sc.tick.After(now) {
-		sc.tick = now.Add(period)
-	}
+	// The next round comes a TickPeriod after this one starts (as pgqd
+	// waits a period after each round), not on a fixed grid: on a grid,
+	// a round woken a little earlier than the one before saw a queue's
+	// last tick younger than a ticker_max_lag equal to the period, and
+	// skipped it (a third of the rounds at 100 ms). The round itself may
+	// bring it forward (a queue due sooner, a retry).
+	sc.tick = now.Add(w.t.config().TickPeriod)
 	sc.lastTick = now
 	return w.tick(ctx, conn, sc)
 }
@@ -314,11 +320,16 @@ func (w *worker) tickIfDue(ctx context.Context, conn *pgx.Conn, sc *schedule) er
 // any of them). The fourth is in how many seconds the next retry event is
 // due by the server's clock (one index lookup; the statement returns one
 // row of NULLs when no queue ticks), so retry maintenance runs then, not
-// only every RetryPeriod.
-const sqlTick = `select x.queue_name, x.tick_id, x.own, r.next_retry
-	from (select extract(epoch from min(ev_retry_after) - now())::float8 as next_retry from pgq.retry_queue) r
-	left join lateral (select queue_name, tick_id, txid_current_if_assigned() as own from (
-	select q.queue_name, pgq.ticker(q.queue_name) as tick_id from pgq.queue q
+// only every RetryPeriod. The fifth is in how many seconds the first queue
+// holding new events that is not due yet will be (its last tick plus
+// ticker_max_lag): the next round runs then, not up to a TickPeriod later.
+const sqlTick = `with st as materialized (select q.queue_name, q.queue_ticker_max_lag as max_lag, t.tick_time, s.new_events,
+		coalesce(t.tick_id is null or s.new_events is null
+		    or (s.new_events > 0 and (s.new_events >= q.queue_ticker_max_count or s.lag >= q.queue_ticker_max_lag))
+		    or (s.new_events <= 0 and s.lag >= q.queue_ticker_max_lag / 2
+		      and (t2.tick_time is null or s.lag >= (t.tick_time - t2.tick_time) * 2 or s.lag >= q.queue_ticker_idle_period)),
+		  false) as due
+	from pgq.queue q
 	left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq from pgq.tick t
 		where t.tick_queue = q.queue_id order by t.tick_queue desc, t.tick_id desc limit 1) t on true
 	left join lateral (select t2.tick_time from pgq.tick t2
@@ -330,12 +341,14 @@ const sqlTick = `select x.queue_name, x.tick_id, x.own, r.next_retry
 				where sq.seqrelid = q.queue_event_seq::regclass and sq.seqstart = t.tick_event_seq))
 		end - t.tick_event_seq as new_events,
 		now() - t.tick_time as lag) s
-	where not q.queue_external_ticker and not q.queue_ticker_paused
-	  and (t.tick_id is null or s.new_events is null
-	    or (s.new_events > 0 and (s.new_events >= q.queue_ticker_max_count or s.lag >= q.queue_ticker_max_lag))
-	    or (s.new_events <= 0 and s.lag >= q.queue_ticker_max_lag / 2
-	      and (t2.tick_time is null or s.lag >= (t.tick_time - t2.tick_time) * 2 or s.lag >= q.queue_ticker_idle_period)))
-	order by q.queue_name offset 0) ticked offset 0) x on true`
+	where not q.queue_external_ticker and not q.queue_ticker_paused)
+	select x.queue_name, x.tick_id, x.own, r.next_retry, r.next_due
+	from (select (select extract(epoch from min(ev_retry_after) - now())::float8 from pgq.retry_queue) as next_retry,
+		(select extract(epoch from min(tick_time + max_lag) - now())::float8 from st
+			where not due and new_events > 0) as next_due) r
+	left join lateral (select queue_name, tick_id, txid_current_if_assigned() as own from (
+		select queue_name, pgq.ticker(queue_name) as tick_id from st where due
+		order by queue_name offset 0) ticked offset 0) x on true`
 
 // sqlNotify wakes the consumers of the queues that ticked; the payload is
 // the tick id.
@@ -353,12 +366,13 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 		name      *string
 		id, own   *int64
 		nextRetry *float64
+		nextDue   *float64
 		self      int64 // the round's txid, if a tick assigned one
 		channels  []string
 		queues    []string
 		ids       []int64
 	)
-	_, err = pgx.ForEachRow(rows, []any{&name, &id, &own, &nextRetry}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&name, &id, &own, &nextRetry, &nextDue}, func() error {
 		if own != nil {
 			self = max(self, *own)
 		}
@@ -369,6 +383,11 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 		}
 		if nextRetry != nil && sc != nil {
 			sc.retry = earliest(sc.retry, time.Now().Add(time.Duration(*nextRetry*float64(time.Second))))
+		}
+		if nextDue != nil && sc != nil {
+			// A little after: the server must see the lag reached.
+			d := max(time.Duration(*nextDue*float64(time.Second)), 0) + dueMargin
+			sc.tick = earliest(sc.tick, time.Now().Add(d))
 		}
 		return nil
 	})

@@ -1,0 +1,45 @@
+package ticker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pgq-go/pgq/pgq"
+	"github.com/pgq-go/pgq/ticker"
+	"github.com/stretchr/testify/require"
+)
+
+// TestTickAtDueTime: a round that finds a queue with new events whose
+// last tick is younger than its ticker_max_lag schedules the next round
+// for when that lag is reached, instead of leaving the events for the
+// next TickPeriod (an hour here). The only round before it is the one a
+// tick request makes, right after the queue's last tick.
+func TestTickAtDueTime(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	db := newDB(t)
+	lag, hour := 300*time.Millisecond, time.Hour
+	createQueue(t, ctx, db.Pool, "dq", pgq.QueueConfig{TickerMaxLag: &lag, TickerIdlePeriod: &hour, TickerMaxCount: pgq.Ptr(1000)})
+	cfg := fast(db.DSN)
+	cfg.TickPeriod = time.Hour
+	r := start(t, cfg)
+	r.waitState(t, db.Name, ticker.StateTicking)
+	runs := r.stats(db.Name).TickRuns
+
+	last, err := pgq.Tick(ctx, db.Pool, "dq")
+	require.NoError(t, err)
+	insert(t, ctx, db.Pool, "dq", "e")
+	require.NoError(t, pgq.RequestTick(ctx, db.Pool, "dq"))
+	var ts []tickRow
+	require.Eventually(t, func() bool {
+		ts = ticks(t, ctx, db.Pool, "dq")
+		return ts[len(ts)-1].ID > last
+	}, 30*time.Second, 5*time.Millisecond, "no tick: the events wait for the next TickPeriod")
+	prev, next := ts[len(ts)-2], ts[len(ts)-1]
+	require.Equal(t, last, prev.ID)
+	gap := next.Time.Sub(prev.Time)
+	t.Logf("ticked %v after the last tick (ticker_max_lag %v), %d rounds", gap, lag, r.stats(db.Name).TickRuns-runs)
+	require.GreaterOrEqual(t, gap, lag, "PgQ's threshold holds")
+	require.Less(t, gap, lag+5*time.Second)
+	require.GreaterOrEqual(t, r.stats(db.Name).TickRuns-runs, int64(2), "the requested round, then the due one")
+}
