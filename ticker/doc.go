@@ -30,7 +30,11 @@
 // ticker_max_count, ticker_max_lag and ticker_idle_period exactly as
 // pgq.ticker() does: the same thresholds, in plain SQL, pick the queues
 // pgq.ticker() is then called for, so an idle database costs one cheap
-// statement per round. For each queue that got a tick, the Ticker then sends
+// statement per round. The next round comes a TickPeriod after this
+// round's tick statement (pgqd waits a period after each round; a fixed
+// grid made a queue whose ticker_max_lag equals the period skip a third of
+// the rounds), and sooner when a queue holding new events will reach its
+// ticker_max_lag before that: the round statement says when. For each queue that got a tick, the Ticker then sends
 // NOTIFY on pgq.NotifyChannel(queue) with the tick id as payload, which
 // the consumer package listens on: consumers wake within milliseconds of a
 // tick instead of polling. Config.DisableNotify turns this off.

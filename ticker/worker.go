@@ -358,6 +358,12 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 	if err := w.forceEnded(ctx, conn); err != nil {
 		return err
 	}
+	if sc != nil {
+		// The period runs from the tick statement, whose transaction time
+		// the ticks get: the race watch's statement before it takes a
+		// round trip in some rounds only.
+		sc.tick = time.Now().Add(w.t.config().TickPeriod)
+	}
 	rows, err := conn.Query(ctx, sqlTick)
 	if err != nil {
 		return fmt.Errorf("ticker: %w", err)

@@ -168,7 +168,7 @@ func BenchmarkConsumerRSS(b *testing.B) {
 
 func BenchmarkLatency(b *testing.B) {
 	ctx := context.Background()
-	f, err := newLatencyFixture(ctx, testEnv, time.Second)
+	f, err := newLatencyFixture(ctx, testEnv, "latency", time.Second, latencyTick, latencyMaxLag)
 	if err != nil {
 		b.Fatal(err)
 	}
