@@ -504,7 +504,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 				if c != nil {
 					c.close()
 				}
-				return fmt.Errorf("N=%d %v: %w", n, routing, err)
+				return fmt.Errorf("cluster N=%d %v: %w", n, routing, err)
 			}
 			local = local && c.probe.local()
 			setup := time.Since(start)
@@ -513,7 +513,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 			// consumers looping), so start-up stays out of the runs.
 			if err := c.warmUp(ctx); err != nil {
 				c.close()
-				return fmt.Errorf("N=%d %v warm-up: %w", n, routing, err)
+				return fmt.Errorf("cluster N=%d %v warm-up: %w", n, routing, err)
 			}
 			startup := time.Since(start) - setup
 			s.logf("targeted N=%d %v: set up in %.1fs, copiers started in %.1fs", n, routing, setup.Seconds(), startup.Seconds())
@@ -531,7 +531,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 				r, err := c.run(ctx, run, rows)
 				if err != nil {
 					c.close()
-					return fmt.Errorf("N=%d %v run %d: %w", n, routing, run+1, err)
+					return fmt.Errorf("cluster N=%d %v run %d: %w", n, routing, run+1, err)
 				}
 				delivered += r.rows
 				f.rate = append(f.rate, r.rate)
@@ -553,7 +553,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 					r, err := c.run(ctx, runs+run, rows*targetedSustained)
 					if err != nil {
 						c.close()
-						return fmt.Errorf("N=%d %v sustained run %d: %w", n, routing, run+1, err)
+						return fmt.Errorf("cluster N=%d %v sustained run %d: %w", n, routing, run+1, err)
 					}
 					delivered += r.rows
 					sf.rate = append(sf.rate, r.rate)
@@ -573,12 +573,12 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 			}
 			if err := c.checkDelivered(ctx, nodes, delivered+n); err != nil {
 				c.close()
-				return fmt.Errorf("N=%d %v: %w", n, routing, err)
+				return fmt.Errorf("cluster N=%d %v: %w", n, routing, err)
 			}
 			idleCPU, idleBackends, err := c.idleHub(ctx, targetedIdleWindow)
 			c.close()
 			if err != nil {
-				return fmt.Errorf("N=%d %v idle: %w", n, routing, err)
+				return fmt.Errorf("cluster N=%d %v idle: %w", n, routing, err)
 			}
 			s.logf("targeted N=%d %v idle: hub CPU %.1f ms/s, %d hub backends (copiers + ticker)", n, routing, idleCPU*1e3, idleBackends)
 			results[fmt.Sprintf("%v/%d", routing, n)] = f
