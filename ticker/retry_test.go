@@ -1,6 +1,7 @@
 package ticker_test
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -74,4 +75,65 @@ func TestRetryBackOnTime(t *testing.T) {
 	require.GreaterOrEqual(t, late, time.Duration(0), "not before its retry time")
 	require.Less(t, late, 5*time.Second, "within a few tick periods of its retry time, not RetryPeriod")
 	require.Positive(t, r.stats(db.Name).RetryEvents)
+}
+
+// TestRetriesComeBackTogether: 25 events due for retry at once come back
+// in one batch. Retry maintenance moves 10 per call; the queues that got
+// events back are ticked once the run is over, not after every 10 (which
+// cut them into batches of 10).
+func TestRetriesComeBackTogether(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	db := newDB(t)
+	hour := time.Hour
+	createQueue(t, ctx, db.Pool, "rt", pgq.QueueConfig{TickerMaxLag: &hour, TickerIdlePeriod: &hour})
+	_, err := pgq.RegisterConsumer(ctx, db.Pool, "rt", "c")
+	require.NoError(t, err)
+	cfg := fast(db.DSN)
+	cfg.RetryPeriod = time.Hour
+	r := start(t, cfg)
+	r.waitRuns(t, db.Name, 2)
+
+	const n = 25
+	for i := range n {
+		insert(t, ctx, db.Pool, "rt", "again "+strconv.Itoa(i))
+	}
+	_, err = pgq.Tick(ctx, db.Pool, "rt")
+	require.NoError(t, err)
+	info, err := pgq.NextBatch(ctx, db.Pool, "rt", "c")
+	require.NoError(t, err)
+	require.NotNil(t, info)
+	at := time.Now().Add(time.Second)
+	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		b := pgq.NewBatch(tx, "rt", "c", *info, pgq.ReadOptions{})
+		evs, err := b.All(ctx)
+		require.NoError(t, err)
+		require.Len(t, evs, n)
+		for _, ev := range evs {
+			ev.TagRetryAt(at)
+		}
+		_, err = b.Finish(ctx, tx)
+		return err
+	}))
+	var back []int
+	require.Eventually(t, func() bool {
+		info, err := pgq.NextBatch(ctx, db.Pool, "rt", "c")
+		require.NoError(t, err)
+		if info == nil {
+			return false
+		}
+		evs, err := pgq.NewBatch(db.Pool, "rt", "c", *info, pgq.ReadOptions{}).All(ctx)
+		require.NoError(t, err)
+		_, err = pgq.FinishBatch(ctx, db.Pool, info.ID)
+		require.NoError(t, err)
+		if len(evs) > 0 {
+			back = append(back, len(evs))
+		}
+		total := 0
+		for _, k := range back {
+			total += k
+		}
+		return total >= n
+	}, 60*time.Second, 10*time.Millisecond, "retried events not back")
+	require.Equal(t, []int{n}, back, "events per batch")
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -439,6 +441,7 @@ func (w *worker) retry(ctx context.Context, conn *pgx.Conn, sc *schedule) error 
 			w.log.Debug("ticker: retry events moved", "events", total)
 		}
 	}()
+	got := map[string]bool{} // queues that got events back
 	for {
 		var n int64
 		var queues []string
@@ -448,18 +451,27 @@ func (w *worker) retry(ctx context.Context, conn *pgx.Conn, sc *schedule) error 
 		total += n
 		w.st.update(func(s *DatabaseStats) { s.RetryEvents += n })
 		if n == 0 {
-			return nil
+			break
 		}
-		// The events are back in their queues: tick those now, whatever
-		// their ticker_max_lag, so a retry comes back at its time.
-		if _, err := conn.Exec(ctx, "select pgq.force_tick(q) from unnest($1::text[]) q", queues); err != nil {
-			return w.softError("force_tick after retry", conn, err)
+		for _, q := range queues {
+			got[q] = true
 		}
-		sc.tick = time.Now()
 		if err := w.tickIfDue(ctx, conn, sc); err != nil {
 			return err
 		}
 	}
+	if len(got) == 0 {
+		return nil
+	}
+	// The events are back in their queues: tick those now, whatever their
+	// ticker_max_lag, so a retry comes back at its time (once, after the
+	// whole run: a forced tick per 10 events would cut them into batches
+	// of 10).
+	if _, err := conn.Exec(ctx, "select pgq.force_tick(q) from unnest($1::text[]) q", slices.Collect(maps.Keys(got))); err != nil {
+		return w.softError("force_tick after retry", conn, err)
+	}
+	sc.tick = time.Now()
+	return w.tickIfDue(ctx, conn, sc)
 }
 
 // maint runs every operation pgq.maint_operations() lists, each call in
