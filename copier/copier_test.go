@@ -134,6 +134,15 @@ func tickLoop(ctx context.Context, pools ...*pgxpool.Pool) {
 	}
 }
 
+// localDBs are the nodes' databases, in node order.
+func (cc *copyCluster) localDBs() []*pgtest.DB {
+	var dbs []*pgtest.DB
+	for _, n := range cc.nodes {
+		dbs = append(dbs, cc.local[n])
+	}
+	return dbs
+}
+
 func (cc *copyCluster) allPools() []*pgxpool.Pool {
 	var ps []*pgxpool.Pool
 	for _, h := range cc.hubs {
