@@ -34,7 +34,9 @@ func ForceTick(ctx context.Context, db DB, queue string) (int64, error) {
 
 // Tick forces a tick on queue now: force_tick and ticker in separate
 // transactions (ticker must see force_tick's change). db must not be a
-// transaction. It returns the new tick id.
+// transaction. It returns the new tick id. With a ticker running on the
+// database, use ForceTick and let the ticker make the tick: it may take
+// the forced tick first, and Tick then fails.
 func Tick(ctx context.Context, db DB, queue string) (int64, error) {
 	if _, err := ForceTick(ctx, db, queue); err != nil {
 		return 0, err
@@ -44,7 +46,7 @@ func Tick(ctx context.Context, db DB, queue string) (int64, error) {
 		return 0, opErr("tick", queue, "", err)
 	}
 	if id == nil {
-		return 0, fmt.Errorf("pgq: tick %s: queue ticker is paused or external: %w", queue, ErrInvalidArgument)
+		return 0, fmt.Errorf("pgq: tick %s: no tick made (the queue's ticker is paused or external, or a ticker running meanwhile took the forced tick): %w", queue, ErrInvalidArgument)
 	}
 	return *id, nil
 }

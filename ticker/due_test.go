@@ -28,8 +28,7 @@ func TestTickAtDueTime(t *testing.T) {
 	r.waitState(t, db.Name, ticker.StateTicking)
 
 	for attempt := 1; ; attempt++ {
-		last, err := pgq.Tick(ctx, db.Pool, "dq")
-		require.NoError(t, err)
+		last := tickedByTicker(t, ctx, db.Pool, "dq").ID
 		t0 := time.Now() // the tick is older
 		insert(t, ctx, db.Pool, "dq", "e")
 		runs := r.stats(db.Name).TickRuns

@@ -134,6 +134,24 @@ func insert(t *testing.T, ctx context.Context, db pgq.DB, queue, data string) in
 	return id
 }
 
+// tickedByTicker forces a tick on queue and waits until the running
+// ticker has made it (pgq.Tick would race the ticker for the forced tick):
+// it asks for a round, as the ticker may have a long period. It returns
+// the new tick.
+func tickedByTicker(t *testing.T, ctx context.Context, db pgq.DB, queue string) tickRow {
+	t.Helper()
+	before := lastTick(t, ctx, db, queue)
+	_, err := pgq.ForceTick(ctx, db, queue)
+	require.NoError(t, err)
+	require.NoError(t, pgq.RequestTick(ctx, db, queue))
+	var ts []tickRow
+	require.Eventually(t, func() bool {
+		ts = ticks(t, ctx, db, queue)
+		return ts[len(ts)-1].ID > before
+	}, 30*time.Second, time.Millisecond, "the ticker did not take the forced tick on %s", queue)
+	return ts[len(ts)-1]
+}
+
 // waitRuns waits until the ticker has run at least n more tick statements
 // on db than it had when called: proof that it looked n times.
 func (r *running) waitRuns(t *testing.T, db string, n int64) {

@@ -31,8 +31,7 @@ func TestRetryBackOnTime(t *testing.T) {
 	r.waitRuns(t, db.Name, 2) // the start's retry run is behind it
 
 	id := insert(t, ctx, db.Pool, "rq", "again")
-	_, err = pgq.Tick(ctx, db.Pool, "rq")
-	require.NoError(t, err)
+	tickedByTicker(t, ctx, db.Pool, "rq")
 	info, err := pgq.NextBatch(ctx, db.Pool, "rq", "c")
 	require.NoError(t, err)
 	require.NotNil(t, info)
@@ -98,8 +97,7 @@ func TestRetriesComeBackTogether(t *testing.T) {
 	for i := range n {
 		insert(t, ctx, db.Pool, "rt", "again "+strconv.Itoa(i))
 	}
-	_, err = pgq.Tick(ctx, db.Pool, "rt")
-	require.NoError(t, err)
+	tickedByTicker(t, ctx, db.Pool, "rt")
 	info, err := pgq.NextBatch(ctx, db.Pool, "rt", "c")
 	require.NoError(t, err)
 	require.NotNil(t, info)
