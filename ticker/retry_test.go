@@ -1,14 +1,31 @@
 package ticker_test
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/stretchr/testify/require"
 )
+
+// startRetryTicker gives queue hour-long tick thresholds and a consumer
+// "c", and starts a ticker whose retry maintenance runs every hour: only
+// the retry schedule brings retried events back.
+func startRetryTicker(t *testing.T, ctx context.Context, db *pgtest.DB, queue string) *running {
+	t.Helper()
+	hour := time.Hour
+	createQueue(t, ctx, db.Pool, queue, pgq.QueueConfig{TickerMaxLag: &hour, TickerIdlePeriod: &hour})
+	_, err := pgq.RegisterConsumer(ctx, db.Pool, queue, "c")
+	require.NoError(t, err)
+	cfg := fast(db.DSN)
+	cfg.RetryPeriod = hour
+	r := start(t, cfg)
+	r.waitRuns(t, db.Name, 2) // the start's retry run is behind it
+	return r
+}
 
 // TestRetryBackOnTime: an event tagged for retry in 2 s comes back to
 // its consumer soon after those 2 s although retry maintenance runs every
@@ -21,29 +38,12 @@ func TestRetryBackOnTime(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	db := newDB(t)
-	hour := time.Hour
-	createQueue(t, ctx, db.Pool, "rq", pgq.QueueConfig{TickerMaxLag: &hour, TickerIdlePeriod: &hour})
-	_, err := pgq.RegisterConsumer(ctx, db.Pool, "rq", "c")
-	require.NoError(t, err)
-	cfg := fast(db.DSN)
-	cfg.RetryPeriod = time.Hour
-	r := start(t, cfg)
-	r.waitRuns(t, db.Name, 2) // the start's retry run is behind it
+	r := startRetryTicker(t, ctx, db, "rq")
 
 	id := insert(t, ctx, db.Pool, "rq", "again")
 	tickedByTicker(t, ctx, db.Pool, "rq")
-	info, err := pgq.NextBatch(ctx, db.Pool, "rq", "c")
-	require.NoError(t, err)
-	require.NotNil(t, info)
-	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		b := pgq.NewBatch(tx, "rq", "c", *info, pgq.ReadOptions{})
-		evs, err := b.All(ctx)
-		require.NoError(t, err)
-		require.Len(t, evs, 1)
-		evs[0].TagRetry(2 * time.Second)
-		_, err = b.Finish(ctx, tx)
-		return err
-	}))
+	evs := consumeOnce(t, ctx, db.Pool, "rq", "c", func(e *pgq.Event) { e.TagRetry(2 * time.Second) })
+	require.Len(t, evs, 1)
 	var due time.Time
 	require.NoError(t, db.Pool.QueryRow(ctx, "select ev_retry_after from pgq.retry_queue where ev_id = $1", id).Scan(&due))
 
@@ -51,23 +51,14 @@ func TestRetryBackOnTime(t *testing.T) {
 	// end tick is at or after its retry time, and soon after it.
 	var back *pgq.BatchInfo
 	require.Eventually(t, func() bool {
-		info, err := pgq.NextBatch(ctx, db.Pool, "rq", "c")
-		require.NoError(t, err)
-		if info == nil {
-			return false
-		}
-		evs, err := pgq.NewBatch(db.Pool, "rq", "c", *info, pgq.ReadOptions{}).All(ctx)
-		require.NoError(t, err)
-		_, err = pgq.FinishBatch(ctx, db.Pool, info.ID)
-		require.NoError(t, err)
+		info, evs := consumeBatch(t, ctx, db.Pool, "rq", "c", nil)
 		for _, ev := range evs {
 			if ev.ID == id {
 				require.Equal(t, int32(1), ev.Retry)
 				back = info
-				return true
 			}
 		}
-		return false
+		return back != nil
 	}, 60*time.Second, 10*time.Millisecond, "the retried event did not come back (RetryPeriod is an hour)")
 	late := back.TickTime.Sub(due)
 	t.Logf("back in the tick of %v, %v after its retry time", back.TickTime.Format(time.TimeOnly), late)
@@ -84,52 +75,22 @@ func TestRetriesComeBackTogether(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	db := newDB(t)
-	hour := time.Hour
-	createQueue(t, ctx, db.Pool, "rt", pgq.QueueConfig{TickerMaxLag: &hour, TickerIdlePeriod: &hour})
-	_, err := pgq.RegisterConsumer(ctx, db.Pool, "rt", "c")
-	require.NoError(t, err)
-	cfg := fast(db.DSN)
-	cfg.RetryPeriod = time.Hour
-	r := start(t, cfg)
-	r.waitRuns(t, db.Name, 2)
+	startRetryTicker(t, ctx, db, "rt")
 
 	const n = 25
 	for i := range n {
 		insert(t, ctx, db.Pool, "rt", "again "+strconv.Itoa(i))
 	}
 	tickedByTicker(t, ctx, db.Pool, "rt")
-	info, err := pgq.NextBatch(ctx, db.Pool, "rt", "c")
-	require.NoError(t, err)
-	require.NotNil(t, info)
 	at := time.Now().Add(time.Second)
-	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		b := pgq.NewBatch(tx, "rt", "c", *info, pgq.ReadOptions{})
-		evs, err := b.All(ctx)
-		require.NoError(t, err)
-		require.Len(t, evs, n)
-		for _, ev := range evs {
-			ev.TagRetryAt(at)
-		}
-		_, err = b.Finish(ctx, tx)
-		return err
-	}))
+	evs := consumeOnce(t, ctx, db.Pool, "rt", "c", func(e *pgq.Event) { e.TagRetryAt(at) })
+	require.Len(t, evs, n)
 	var back []int
+	total := 0
 	require.Eventually(t, func() bool {
-		info, err := pgq.NextBatch(ctx, db.Pool, "rt", "c")
-		require.NoError(t, err)
-		if info == nil {
-			return false
-		}
-		evs, err := pgq.NewBatch(db.Pool, "rt", "c", *info, pgq.ReadOptions{}).All(ctx)
-		require.NoError(t, err)
-		_, err = pgq.FinishBatch(ctx, db.Pool, info.ID)
-		require.NoError(t, err)
-		if len(evs) > 0 {
+		if _, evs := consumeBatch(t, ctx, db.Pool, "rt", "c", nil); len(evs) > 0 {
 			back = append(back, len(evs))
-		}
-		total := 0
-		for _, k := range back {
-			total += k
+			total += len(evs)
 		}
 		return total >= n
 	}, 60*time.Second, 10*time.Millisecond, "retried events not back")

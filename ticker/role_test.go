@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/ticker"
 	"github.com/stretchr/testify/require"
@@ -40,56 +40,17 @@ func TestTickerAsPgqAdmin(t *testing.T) {
 	r.waitState(t, db.Name, ticker.StateTicking)
 
 	id := insert(t, ctx, db.Pool, "aq", "x")
-	var info *pgq.BatchInfo
-	require.Eventually(t, func() bool {
-		info, err = pgq.NextBatch(ctx, db.Pool, "aq", "c")
-		require.NoError(t, err)
-		return info != nil
-	}, 30*time.Second, 5*time.Millisecond, "no tick: %+v", r.stats(db.Name))
-	// Read until the event shows up; tag it for a retry in 500 ms.
-	for {
-		var tagged bool
-		require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-			b := pgq.NewBatch(tx, "aq", "c", *info, pgq.ReadOptions{})
-			evs, err := b.All(ctx)
-			if err != nil {
-				return err
-			}
-			for _, ev := range evs {
-				if ev.ID == id {
-					ev.TagRetry(500 * time.Millisecond)
-					tagged = true
-				}
-			}
-			_, err = b.Finish(ctx, tx)
-			return err
-		}))
-		if tagged {
-			break
-		}
-		require.Eventually(t, func() bool {
-			info, err = pgq.NextBatch(ctx, db.Pool, "aq", "c")
-			require.NoError(t, err)
-			return info != nil
-		}, 30*time.Second, 5*time.Millisecond)
+	// The ticker ticks the event (ticker_max_lag 100 ms); the consumer
+	// tags it for a retry in 500 ms, and it comes back (RetryPeriod is an
+	// hour).
+	holds := func(evs []*pgq.Event) bool {
+		return slices.ContainsFunc(evs, func(e *pgq.Event) bool { return e.ID == id })
 	}
-	// The retry comes back (RetryPeriod is an hour).
 	require.Eventually(t, func() bool {
-		info, err := pgq.NextBatch(ctx, db.Pool, "aq", "c")
-		require.NoError(t, err)
-		if info == nil {
-			return false
-		}
-		evs, err := pgq.NewBatch(db.Pool, "aq", "c", *info, pgq.ReadOptions{}).All(ctx)
-		require.NoError(t, err)
-		_, err = pgq.FinishBatch(ctx, db.Pool, info.ID)
-		require.NoError(t, err)
-		for _, ev := range evs {
-			if ev.ID == id {
-				return true
-			}
-		}
-		return false
+		return holds(consumeOnce(t, ctx, db.Pool, "aq", "c", func(e *pgq.Event) { e.TagRetry(500 * time.Millisecond) }))
+	}, 30*time.Second, 5*time.Millisecond, "no tick: %+v", r.stats(db.Name))
+	require.Eventually(t, func() bool {
+		return holds(consumeOnce(t, ctx, db.Pool, "aq", "c", nil))
 	}, 30*time.Second, 10*time.Millisecond, "retried event not back")
 	st := r.stats(db.Name)
 	require.Zero(t, st.Errors, "last error: %s", st.LastError)

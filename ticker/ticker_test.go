@@ -195,10 +195,17 @@ func TestNotify(t *testing.T) {
 // consumeOnce opens, reads and finishes one batch; nil when none is ready.
 func consumeOnce(t *testing.T, ctx context.Context, pool *pgxpool.Pool, queue, cons string, tag func(*pgq.Event)) []*pgq.Event {
 	t.Helper()
+	_, evs := consumeBatch(t, ctx, pool, queue, cons, tag)
+	return evs
+}
+
+// consumeBatch is consumeOnce returning the batch too (nil: none ready).
+func consumeBatch(t *testing.T, ctx context.Context, pool *pgxpool.Pool, queue, cons string, tag func(*pgq.Event)) (*pgq.BatchInfo, []*pgq.Event) {
+	t.Helper()
 	info, err := pgq.NextBatch(ctx, pool, queue, cons)
 	require.NoError(t, err)
 	if info == nil {
-		return nil
+		return nil, nil
 	}
 	b := pgq.NewBatch(pool, queue, cons, *info, pgq.ReadOptions{})
 	evs, err := b.All(ctx)
@@ -216,7 +223,7 @@ func consumeOnce(t *testing.T, ctx context.Context, pool *pgxpool.Pool, queue, c
 	if evs == nil {
 		evs = []*pgq.Event{}
 	}
-	return evs
+	return info, evs
 }
 
 // TestRetryEventsComeBack checks retry maintenance: an event tagged for

@@ -360,12 +360,10 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 	if err := w.forceEnded(ctx, conn); err != nil {
 		return err
 	}
-	if sc != nil {
-		// The period runs from the tick statement, whose transaction time
-		// the ticks get: the race watch's statement before it takes a
-		// round trip in some rounds only.
-		sc.tick = time.Now().Add(w.t.config().TickPeriod)
-	}
+	// The period runs from the tick statement, whose transaction time the
+	// ticks get: the race watch's statement before it takes a round trip
+	// in some rounds only.
+	sc.tick = time.Now().Add(w.t.config().TickPeriod)
 	rows, err := conn.Query(ctx, sqlTick)
 	if err != nil {
 		return fmt.Errorf("ticker: %w", err)
@@ -389,10 +387,10 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 			queues = append(queues, *name)
 			ids = append(ids, *id)
 		}
-		if nextRetry != nil && sc != nil {
+		if nextRetry != nil {
 			sc.retry = earliest(sc.retry, time.Now().Add(time.Duration(*nextRetry*float64(time.Second))))
 		}
-		if nextDue != nil && sc != nil {
+		if nextDue != nil {
 			// A little after: the server must see the lag reached.
 			d := max(time.Duration(*nextDue*float64(time.Second)), 0) + dueMargin
 			sc.tick = earliest(sc.tick, time.Now().Add(d))
@@ -425,8 +423,6 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 	return nil
 }
 
-// retry moves due retry events back into their queues, ticking between
-// calls when a tick falls due.
 // sqlRetry moves due retry events back into their queues (at most 10 a
 // call, pgq.maint_retry_events) and names the queues that had some due.
 const sqlRetry = `with due as materialized (select coalesce(array_agg(distinct q.queue_name), '{}') as names
@@ -434,6 +430,8 @@ const sqlRetry = `with due as materialized (select coalesce(array_agg(distinct q
 		where r.ev_retry_after <= current_timestamp)
 	select pgq.maint_retry_events(), due.names from due`
 
+// retry moves due retry events back into their queues, ticking between
+// calls when a tick falls due, then ticks the queues that got events back.
 func (w *worker) retry(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 	var total int64
 	defer func() {

@@ -111,6 +111,20 @@ func (t *targetedNodes) drop(env *Env) {
 	}
 }
 
+// figures are one configuration's runs: rows/s, CPU per row in µs (hub,
+// the hub's ticker, the whole server, this process) and hub backends.
+type figures struct{ rate, hub, hubTicker, cluster, client, backends []float64 }
+
+func (f *figures) add(r targetedRun) {
+	perRow := func(seconds float64) float64 { return seconds / float64(r.rows) * 1e6 }
+	f.rate = append(f.rate, r.rate)
+	f.hub = append(f.hub, perRow(r.hubCPU))
+	f.hubTicker = append(f.hubTicker, perRow(r.hubTicker))
+	f.cluster = append(f.cluster, perRow(r.clusterCPU))
+	f.client = append(f.client, perRow(r.clientCPU))
+	f.backends = append(f.backends, float64(r.backends))
+}
+
 // targetedRun is one measurement of one configuration.
 type targetedRun struct {
 	rate       float64 // rows applied per second, production commit → last apply
@@ -490,7 +504,6 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 	defer nodes.drop(s.env)
 	s.logf("targeted: %d node databases in %.1fs", maxN, time.Since(start).Seconds())
 	rows := s.o.n(targetedRows)
-	type figures = struct{ rate, hub, hubTicker, cluster, client, backends []float64 }
 	results := map[string]*figures{}
 	local := true
 	for _, routing := range []copier.Routing{copier.RoutingShared, copier.RoutingPerTarget} {
@@ -534,12 +547,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 					return fmt.Errorf("cluster N=%d %v run %d: %w", n, routing, run+1, err)
 				}
 				delivered += r.rows
-				f.rate = append(f.rate, r.rate)
-				f.hub = append(f.hub, r.hubCPU/float64(r.rows)*1e6)
-				f.hubTicker = append(f.hubTicker, r.hubTicker/float64(r.rows)*1e6)
-				f.cluster = append(f.cluster, r.clusterCPU/float64(r.rows)*1e6)
-				f.client = append(f.client, r.clientCPU/float64(r.rows)*1e6)
-				f.backends = append(f.backends, float64(r.backends))
+				f.add(r)
 				s.logf("targeted N=%d %v run %d: %s delivered, hub CPU %.0f µs/row (ticker %.0f), server CPU %.0f µs/row, process CPU %.0f µs/row", n, routing, run+1,
 					formatRate(r.rate), f.hub[run], f.hubTicker[run], f.cluster[run], f.client[run])
 				if k, msg := c.consumerErrors(); k > 0 {
@@ -556,10 +564,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 						return fmt.Errorf("cluster N=%d %v sustained run %d: %w", n, routing, run+1, err)
 					}
 					delivered += r.rows
-					sf.rate = append(sf.rate, r.rate)
-					sf.hub = append(sf.hub, r.hubCPU/float64(r.rows)*1e6)
-					sf.cluster = append(sf.cluster, r.clusterCPU/float64(r.rows)*1e6)
-					sf.client = append(sf.client, r.clientCPU/float64(r.rows)*1e6)
+					sf.add(r)
 					s.logf("targeted N=%d %v sustained run %d (%s rows): %s delivered, hub CPU %.1f µs/row, server CPU %.0f µs/row, process CPU %.0f µs/row", n, routing, run+1,
 						count(r.rows), formatRate(r.rate), sf.hub[run], sf.cluster[run], sf.client[run])
 				}
@@ -627,7 +632,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 // goal1 adds the flat-cost rows (issue goal 1) from the shared-routing
 // figures at N = 4 (a) and N = 64 (b), when both were measured: hub CPU
 // per row and delivered rows/s, N = 64 over N = 4.
-func (s *suite) goal1(a, b *struct{ rate, hub, hubTicker, cluster, client, backends []float64 }, what string) {
+func (s *suite) goal1(a, b *figures, what string) {
 	if a == nil || b == nil {
 		return
 	}
