@@ -22,6 +22,14 @@
 //     cannot use the retry queue. Pick it when the destination must apply
 //     batches strictly in order and you want position checks.
 //
+// # Writing per event
+//
+// A handler that writes one statement per event should queue them with
+// Pipeline(dst).Exec: they are sent many per round trip, in order with
+// anything else run on dst, and at the latest before the batch is
+// recorded, in the same transaction. A failed statement fails the batch.
+// For plain row copies, dst.CopyFrom is faster still.
+//
 // # Guarantees
 //
 //	event on the source queue, batch committed by next_batch

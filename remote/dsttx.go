@@ -20,6 +20,7 @@ type dstTx struct {
 	// record and finish_batch commit together, on one connection.
 	shared  bool
 	release func()
+	pipe    *Pipe // the handler's queued statements (Pipeline), sent first
 }
 
 func (t *dstTx) close(ctx context.Context) {

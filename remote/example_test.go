@@ -49,12 +49,16 @@ func ExampleRemoteConsumer() {
 	}
 
 	h := remote.HandlerFunc(func(ctx context.Context, b *pgq.Batch, tx pgx.Tx) error {
+		// Only through tx: it commits with the batch's record. The
+		// pipeline queues the inserts on tx and sends them many per round
+		// trip (at the latest before the record), instead of one round
+		// trip per event.
+		p := remote.Pipeline(tx)
 		for ev, err := range b.Events(ctx) {
 			if err != nil {
 				return err
 			}
-			// Only through tx: it commits with the batch's record.
-			if _, err := tx.Exec(ctx, "insert into payments values ($1, $2::numeric)", ev.ID, ev.Data.String); err != nil {
+			if err := p.Exec(ctx, "insert into payments values ($1, $2::numeric)", ev.ID, ev.Data.String); err != nil {
 				return err
 			}
 		}

@@ -118,6 +118,11 @@ func (f *flow) processBatch(ctx context.Context, b *pgq.Batch) error {
 	// meanwhile, so a stop does not leave the destination ahead of the source.
 	fctx, cancel := finishCtx(ctx)
 	defer cancel()
+	// What the handler queued on its Pipe is part of the batch: sent
+	// before the record, in the same transaction.
+	if err := tx.flushPipe(fctx); err != nil {
+		return fmt.Errorf("remote: %s/%s batch %d: %w", b.Queue, name, b.ID(), err)
+	}
 	if err := f.t.record(fctx, tx, name, sub, b); err != nil {
 		return fmt.Errorf("remote: %s/%s batch %d: record on destination: %w", b.Queue, name, b.ID(), err)
 	}

@@ -60,6 +60,9 @@ func runHelperProcess() int {
 			stop()
 		}
 	})
+	if os.Getenv("PIPE") == "1" {
+		h = pipeHandler(nil)
+	}
 	rc, err := remote.New(src, dst, remote.Config{Consumer: consumer.Config{Queue: "q", Name: "copier", LazyFetch: 10}},
 		remote.HandlerFunc(func(ctx context.Context, b *pgq.Batch, tx pgx.Tx) error {
 			if err := h.ProcessRemoteBatch(ctx, b, tx); err != nil {
@@ -107,10 +110,14 @@ func copyHandler(progress func(n int)) remote.Handler {
 }
 
 // crashAt starts a child consumer and SIGKILLs it when it reaches point.
-func crashAt(t *testing.T, point, srcDSN, dstDSN string) {
+// With pipe, the child's handler writes through remote.Pipeline.
+func crashAt(t *testing.T, point string, pipe bool, srcDSN, dstDSN string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+point, "SRC_DSN="+srcDSN, "DST_DSN="+dstDSN)
+	if pipe {
+		cmd.Env = append(cmd.Env, "PIPE=1")
+	}
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = os.Stderr

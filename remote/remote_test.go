@@ -132,8 +132,18 @@ func TestRemoteConsumerHandlerErrorRollsBack(t *testing.T) {
 
 func TestRemoteConsumerCrashPoints(t *testing.T) {
 	t.Parallel()
-	for _, point := range []string{crashBeforeDstCommit, crashAfterDstCommit, crashMidStream} {
-		t.Run(point, func(t *testing.T) {
+	type crash struct {
+		point string
+		pipe  bool // the handler writes through remote.Pipeline
+	}
+	for _, c := range []crash{{crashBeforeDstCommit, false}, {crashAfterDstCommit, false}, {crashMidStream, false},
+		{crashBeforeDstCommit, true}, {crashAfterDstCommit, true}} {
+		point := c.point
+		name := point
+		if c.pipe {
+			name = "pipe/" + point
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			e := setup(t, cluster, cluster)
 			e.produce(t, 0, 80, plain)
@@ -141,7 +151,7 @@ func TestRemoteConsumerCrashPoints(t *testing.T) {
 			_, err := pgq.Tick(e.ctx, e.src.Pool, "q")
 			require.NoError(t, err)
 
-			crashAt(t, point, e.src.DSN, e.dst.DSN)
+			crashAt(t, point, c.pipe, e.src.DSN, e.dst.DSN)
 
 			var n int
 			require.NoError(t, e.dst.Pool.QueryRow(e.ctx, "select count(*) from applied").Scan(&n))
