@@ -29,8 +29,13 @@ type Config struct {
 	Name string
 
 	// LazyFetch streams each batch through a cursor, this many events per
-	// fetch (Skytools pgq_lazy_fetch). Default 300. Set NoLazyFetch to load
-	// each batch with a single query (pgq_lazy_fetch = 0).
+	// fetch (Skytools pgq_lazy_fetch). Default 300. Events are yielded as
+	// they arrive, one in memory at a time, so the first fetch asks for the
+	// whole batch as the event sequence estimates it (one round trip for a
+	// typical batch); later fetches, and every fetch of a batch that must
+	// buffer them (pgq.Batch.BufferFetches), take LazyFetch events. Set
+	// NoLazyFetch to load each batch with a single query
+	// (pgq_lazy_fetch = 0).
 	LazyFetch int
 	// NoLazyFetch reads each batch with one query instead of a cursor
 	// (pgq_lazy_fetch = 0). The events are still yielded one by one.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,12 +76,14 @@ type BatchOptions struct {
 // (or at the queue's last tick when that is at most twice as far). m reads
 // the subscription with the statement's snapshot; if another instance
 // moved it meanwhile, the interval is only too short or too long for once.
-const sqlNextBatch = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
+const (
+	sqlNextBatchHead = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
 	b.cur_tick_event_seq, b.prev_tick_event_seq,
 	(select t.tick_snapshot::text from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.cur_tick_id)
 	from pgq.queue q,
 	lateral (select pg_advisory_xact_lock(hashtextextended('pgq.next_batch:' || $1 || '/' || $2, 0))::text || $2::text as co_name) l,
-	lateral (select coalesce((select ct.tick_time - pt.tick_time
+	`
+	sqlNextBatch = sqlNextBatchHead + `lateral (select coalesce((select ct.tick_time - pt.tick_time
 		from pgq.consumer c
 		join pgq.subscription s on s.sub_consumer = c.co_id and s.sub_queue = q.queue_id
 		join pgq.tick pt on pt.tick_queue = s.sub_queue and pt.tick_id = s.sub_last_tick,
@@ -92,6 +95,14 @@ const sqlNextBatch = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_ti
 		  and ct.tick_time > pt.tick_time), $5::interval) as ival) m,
 	lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, m.ival) b
 	where q.queue_name = $1`
+	// sqlNextBatchPlain is sqlNextBatch without UpToEvents. It is a
+	// statement of its own, not sqlNextBatch with $6 null: with $6 null
+	// the planner folds lateral m away in a custom plan, which is then
+	// always cheaper than the generic plan, so every call was planned
+	// again (about 0.3 ms of a batch's 1 ms of overhead).
+	sqlNextBatchPlain = sqlNextBatchHead + `lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, $5::interval) b
+	where q.queue_name = $1`
+)
 
 // NextBatch opens the consumer's next batch (or returns its open one again:
 // the same batch comes back until FinishBatch). It returns nil when no
@@ -133,8 +144,13 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 		curT, prevT                 pgtype.Timestamptz
 		snap                        pgtype.Text
 	)
-	err := db.QueryRow(ctx, sqlNextBatch, queue, consumer, minLag, minCount, minInterval, upTo).
-		Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq, &snap)
+	var row pgx.Row
+	if upTo != nil {
+		row = db.QueryRow(ctx, sqlNextBatch, queue, consumer, minLag, minCount, minInterval, upTo)
+	} else {
+		row = db.QueryRow(ctx, sqlNextBatchPlain, queue, consumer, minLag, minCount, minInterval)
+	}
+	err := row.Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq, &snap)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("pgq: next batch %s/%s: %w", queue, consumer, ErrQueueNotFound)
 	}
@@ -227,7 +243,11 @@ func retryTagBytes(e *Event) int { return e.size() + eventOverhead }
 // ReadOptions tune how a Batch reads its events.
 type ReadOptions struct {
 	// FetchSize streams events through a cursor this many at a time
-	// (pgq_lazy_fetch); 0 reads the whole batch in one query.
+	// (pgq_lazy_fetch); 0 reads the whole batch in one query. Streaming
+	// (not BufferFetches), the first fetch asks for the batch's estimated
+	// size (EventSeq - PrevEventSeq) when that is larger: events are
+	// yielded one at a time as they arrive, so the size of a fetch does
+	// not change what is held in memory, only the round trips.
 	FetchSize int
 	// Filter selects events server-side; the zero Filter selects all.
 	Filter Filter
@@ -335,29 +355,46 @@ type beginner interface {
 }
 
 func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error {
-	db := b.db
-	if _, inTx := db.(pgx.Tx); !inTx {
-		bg, ok := db.(beginner)
+	tx, inTx := b.db.(pgx.Tx)
+	if !inTx {
+		bg, ok := b.db.(beginner)
 		if !ok {
 			return errors.New("streaming with a FetchSize needs a transaction")
 		}
-		tx, err := bg.Begin(ctx)
-		if err != nil {
+		var err error
+		if tx, err = bg.Begin(ctx); err != nil {
 			return err
 		}
 		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		db = tx
 	}
 	cname := "pgq_go_cur_" + strconv.FormatInt(cursorSeq.Add(1), 10)
 	var where any
 	if b.filter.sql != "" {
 		where = b.filter.sql
 	}
-	rows, err := db.Query(ctx, "select "+eventColumns+" from pgq.get_batch_cursor($1, $2, $3, $4)",
-		b.Info.ID, cname, int32(b.fetchSize), where)
+	// The cursor is declared (get_batch_cursor with no quick fetch: its
+	// PL/pgSQL loop copies every row it returns) and first fetched in one
+	// round trip. Streaming, the first fetch covers the batch as the event
+	// sequence estimates it: one round trip reads a typical batch whole,
+	// with one event in memory at a time all the same. Buffered, every
+	// fetch is FetchSize events, the most held in memory.
+	first := b.fetchSize
+	if est := b.Info.EventSeq - b.Info.PrevEventSeq; !b.buffered && est >= int64(first) {
+		first = int(min(est+1, math.MaxInt32))
+	}
+	pb := &pgx.Batch{}
+	pb.Queue("select 1 from pgq.get_batch_cursor($1, $2, 0, $3)", b.Info.ID, cname, where)
+	pb.Queue("fetch " + strconv.Itoa(first) + " from " + cname)
+	res := tx.SendBatch(ctx, pb)
+	defer res.Close()
+	if _, err := res.Exec(); err != nil {
+		return err
+	}
+	rows, err := res.Query()
 	if err != nil {
 		return err
 	}
+	want := first
 	fetchSQL := "fetch " + strconv.Itoa(b.fetchSize) + " from " + cname
 	// Buffered (BufferFetches): each fetch is read whole before its events
 	// are yielded, so the connection is free while the caller works.
@@ -365,6 +402,10 @@ func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error
 	var chunk []*Event
 	if b.buffered {
 		chunk = make([]*Event, 0, b.fetchSize)
+	}
+	closeCursor := func() {
+		_ = res.Close()
+		_, _ = tx.Exec(ctx, "close "+cname)
 	}
 	for {
 		chunk = chunk[:0]
@@ -380,7 +421,7 @@ func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error
 				chunk = append(chunk, ev)
 			} else if !yield(ev) {
 				rows.Close()
-				_, _ = db.Exec(ctx, "close "+cname)
+				closeCursor()
 				return errStopped
 			}
 		}
@@ -388,19 +429,23 @@ func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		if err := res.Close(); err != nil {
+			return err
+		}
 		for i, ev := range chunk {
 			chunk[i] = nil
 			if !yield(ev) {
-				_, _ = db.Exec(ctx, "close "+cname)
+				closeCursor()
 				return errStopped
 			}
 		}
-		if got < b.fetchSize {
+		if got < want {
 			// Exhausted: the cursor closes with the transaction; a close
 			// here would cost a round trip per batch.
 			return nil
 		}
-		if rows, err = db.Query(ctx, fetchSQL); err != nil {
+		want = b.fetchSize
+		if rows, err = tx.Query(ctx, fetchSQL); err != nil {
 			return err
 		}
 	}

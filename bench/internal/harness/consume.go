@@ -20,7 +20,7 @@ import (
 // Sizes of the consume cases at scale 1.
 const (
 	consumeEvents = 1_000_000
-	tickSize      = 500
+	tickSize      = 1000
 )
 
 const (
@@ -380,6 +380,8 @@ func (s *suite) consumeFamily(ctx context.Context) error {
 
 	var read, one, ticks, rem, remCeil, rss []float64
 	var rssRuns []childResult
+	var rows remoteRowsRuns
+	rowsWant := min((s.o.n(remoteRowsEvents)+tickSize-1)/tickSize*tickSize, f.ticksN) // whole batches
 	for run := range s.o.Runs {
 		dRead, err := f.readCeiling(ctx)
 		if err != nil {
@@ -408,6 +410,11 @@ func (s *suite) consumeFamily(ctx context.Context) error {
 		remCeil = append(remCeil, rate(n, dRead+dCopy))
 		s.logf("consume run %d: read ceiling %s, one batch %s, ticks %s, remote %s (ceiling %s)", run+1,
 			formatRate(read[run]), formatRate(one[run]), formatRate(ticks[run]), formatRate(rem[run]), formatRate(remCeil[run]))
+		msg, err := f.measureRemoteRows(ctx, rf, rowsWant, &rows)
+		if err != nil {
+			return err
+		}
+		s.logf("consume run %d: remote, %s", run+1, msg)
 		if s.o.Child != nil {
 			cr, err := f.rssChild(ctx, s.o.Child)
 			if err != nil {
@@ -429,6 +436,7 @@ func (s *suite) consumeFamily(ctx context.Context) error {
 		"raw read + raw COPY into dst, times added", "≥ 0.70", 0.70)
 	r.Events = n
 	s.add(r)
+	s.addRemoteRows(rowsWant, rows)
 	if len(rss) > 0 {
 		r := Result{Case: fmt.Sprintf("peak RSS of a consumer streaming a %s-event batch", count(n)), Unit: "MiB",
 			Ours: median(rss), OursRuns: rss, Target: "≤ 64 MiB", Events: n}

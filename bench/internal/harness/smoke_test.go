@@ -35,7 +35,7 @@ func TestSmoke(t *testing.T) {
 	if _, err := os.Stat(out); err != nil {
 		t.Error(err)
 	}
-	for _, want := range []string{"bulk insert", "remote copy", "peak RSS", "ticked by one ticker"} {
+	for _, want := range []string{"bulk insert", "remote copy", "through remote.Pipeline", "peak RSS", "ticked by one ticker"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
