@@ -82,8 +82,10 @@ func (c *fetchCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryE
 func (c *fetchCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
 	return ctx
 }
-func (c *fetchCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) { c.see(d.SQL) }
-func (c *fetchCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)         {}
+func (c *fetchCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	c.see(d.SQL)
+}
+func (c *fetchCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 // A streamed batch is read in one fetch when the event sequence says how
 // big it is; a buffered one FetchSize events at a time; a batch bigger than
