@@ -30,6 +30,8 @@ type BatchInfo struct {
 	// NextBatchCustom): the batch and the ones before it hold the events
 	// of exactly the transactions it sees (Snapshot.Visible).
 	Snapshot Snapshot
+
+	read *readPlan // from NextBatch: how a Batch reads the events (batchread.go)
 }
 
 // Lag is how old the batch's end tick is.
@@ -79,7 +81,11 @@ type BatchOptions struct {
 const (
 	sqlNextBatchHead = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
 	b.cur_tick_event_seq, b.prev_tick_event_seq,
-	(select t.tick_snapshot::text from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.cur_tick_id)
+	(select t.tick_snapshot::text from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.cur_tick_id),
+	(select t.tick_snapshot::text from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.prev_tick_id),
+	(select s.sub_id::int8 from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
+		where s.sub_queue = q.queue_id and c.co_name = $2),
+	case when b.batch_id is not null then array(select pgq.batch_event_tables(b.batch_id)) end
 	from pgq.queue q,
 	lateral (select pg_advisory_xact_lock(hashtextextended('pgq.next_batch:' || $1 || '/' || $2, 0))::text || $2::text as co_name) l,
 	`
@@ -142,7 +148,9 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 	var (
 		id, cur, prev, seq, prevSeq pgtype.Int8
 		curT, prevT                 pgtype.Timestamptz
-		snap                        pgtype.Text
+		snap, prevSnap              pgtype.Text
+		subID                       pgtype.Int8
+		tables                      []string
 	)
 	var row pgx.Row
 	if upTo != nil {
@@ -150,7 +158,7 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 	} else {
 		row = db.QueryRow(ctx, sqlNextBatchPlain, queue, consumer, minLag, minCount, minInterval)
 	}
-	err := row.Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq, &snap)
+	err := row.Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq, &snap, &prevSnap, &subID, &tables)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("pgq: next batch %s/%s: %w", queue, consumer, ErrQueueNotFound)
 	}
@@ -173,9 +181,16 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 		TickTime: curT.Time, PrevTickTime: prevT.Time,
 		EventSeq: seq.Int64, PrevEventSeq: prevSeq.Int64,
 	}
-	if snap.Valid { // the tick row is there while the batch is open
+	// The ticks' rows are read with the statement's snapshot, taken before
+	// next_batch_custom ran: a tick made meanwhile may be missing.
+	if snap.Valid {
 		if info.Snapshot, err = ParseSnapshot(snap.String); err != nil {
 			return nil, fmt.Errorf("pgq: next batch %s/%s: tick %d: %w", queue, consumer, info.TickID, err)
+		}
+		if prevSnap.Valid && subID.Valid {
+			if info.read, err = newReadPlan(tables, &prevSnap.String, &subID.Int64); err != nil {
+				return nil, fmt.Errorf("pgq: next batch %s/%s: batch %d: %w", queue, consumer, info.ID, err)
+			}
 		}
 	}
 	return info, nil
@@ -317,6 +332,9 @@ var errStopped = errors.New("iteration stopped")
 const eventColumns = "ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4"
 
 func (b *Batch) readAll(ctx context.Context, yield func(*Event) bool) error {
+	if b.Info.read != nil {
+		return b.readPlanned(ctx, yield)
+	}
 	var rows pgx.Rows
 	var err error
 	if b.filter.sql == "" {
@@ -355,6 +373,9 @@ type beginner interface {
 }
 
 func (b *Batch) streamCursor(ctx context.Context, yield func(*Event) bool) error {
+	if b.Info.read != nil && !b.buffered {
+		return b.readPlanned(ctx, yield)
+	}
 	tx, inTx := b.db.(pgx.Tx)
 	if !inTx {
 		bg, ok := b.db.(beginner)

@@ -16,3 +16,16 @@ func (b *Batch) HeldRetryBytes() int {
 	defer b.mu.Unlock()
 	return b.heldBytes
 }
+
+// ReadPlanOf describes how a Batch would read info's events: planned is
+// false when it falls back to pgq.get_batch_cursor; listed is how many
+// txids the statement looks up by value, widened whether txids the start
+// tick saw in progress widened the txid range.
+func ReadPlanOf(info BatchInfo) (planned bool, tables, listed int, widened bool) {
+	p := info.read
+	if p == nil {
+		return false, 0, 0, false
+	}
+	args := p.args(&info)
+	return true, len(p.tables), len(args[5].([]int64)), args[1].(int64) < p.last.Xmax
+}

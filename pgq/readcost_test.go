@@ -87,9 +87,11 @@ func (c *fetchCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.Tra
 }
 func (c *fetchCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
-// A streamed batch is read in one fetch when the event sequence says how
-// big it is; a buffered one FetchSize events at a time; a batch bigger than
-// its estimate is read whole all the same, in order.
+// A batch from NextBatch is read with one prepared statement, no cursor.
+// A batch read through the cursor (BatchInfo made by hand, without
+// NextBatch's read plan) is fetched whole in one fetch when the event
+// sequence says how big it is; buffered, FetchSize events at a time; a
+// batch bigger than its estimate is read whole all the same, in order.
 func TestStreamingReadsBatchInOneFetch(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -128,6 +130,11 @@ func TestStreamingReadsBatchInOneFetch(t *testing.T) {
 		return got
 	}
 	require.Equal(t, want, read(*info, false))
+	require.Empty(t, counter.take(), "planned: one statement, no cursor")
+
+	byHand := pgq.BatchInfo{ID: info.ID, TickID: info.TickID, PrevTickID: info.PrevTickID,
+		EventSeq: info.EventSeq, PrevEventSeq: info.PrevEventSeq}
+	require.Equal(t, want, read(byHand, false))
 	f := counter.take()
 	require.Len(t, f, 1, "streamed: one fetch for the whole batch: %q", f)
 	require.Regexp(t, `^fetch [0-9]+ from `, f[0])
@@ -137,7 +144,7 @@ func TestStreamingReadsBatchInOneFetch(t *testing.T) {
 	require.Equal(t, want, read(*info, true))
 	require.Len(t, counter.take(), 11, "buffered: FetchSize at a time (10 full fetches, then an empty one)")
 
-	low := *info
+	low := byHand
 	low.EventSeq = low.PrevEventSeq + 250 // the estimate is a hint
 	require.Equal(t, want, read(low, false))
 	f = counter.take()

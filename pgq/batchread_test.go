@@ -1,0 +1,182 @@
+package pgq_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/pgq"
+	"github.com/stretchr/testify/require"
+)
+
+// evKey is what two reads of a batch must agree on.
+type evKey struct {
+	ID    int64
+	Retry int
+	Data  string
+	Ex1   string
+}
+
+func keys(evs []*pgq.Event) []evKey {
+	out := make([]evKey, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, evKey{ID: e.ID, Retry: int(e.Retry), Data: e.Data.String, Ex1: e.Extra1.String})
+	}
+	return out
+}
+
+// TestPlannedReadMatchesPgq: a batch read with the prepared statement
+// (NextBatch's read plan) yields exactly the events pgq.get_batch_events
+// does, in the same order, for two consumers, through transactions open
+// across ticks (range widened and txids looked up by value), table
+// rotations, retried events owned by one consumer, and a filter.
+func TestPlannedReadMatchesPgq(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := e.ctx
+	_, err := pgq.RegisterConsumer(ctx, e.pool, e.queue, "c2")
+	require.NoError(t, err)
+	require.NoError(t, pgq.SetQueueConfig(ctx, e.pool, e.queue, pgq.QueueConfig{RotationPeriod: pgq.Ptr(time.Millisecond)}))
+
+	insert := func(db pgq.DB, round, n int) {
+		for i := range n {
+			ex := "a"
+			if i%3 == 0 {
+				ex = "b"
+			}
+			_, err := pgq.InsertEvent(ctx, db, e.queue, pgq.EventData{Type: pgq.T("t"),
+				Data: pgq.T(fmt.Sprintf("r%d-%d", round, i)), Extra1: pgq.T(ex)})
+			require.NoError(t, err)
+		}
+	}
+	burnTxids := func(n int) {
+		for range n {
+			_, err := e.pool.Exec(ctx, "select txid_current()")
+			require.NoError(t, err)
+		}
+	}
+	begin := func() pgx.Tx {
+		tx, err := e.pool.Begin(ctx)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
+		return tx
+	}
+
+	var batches, rotations int
+	var sawListed, sawWidened, sawTwoTables bool
+	var total [2]int
+	consume := func(round int) {
+		for ci, cons := range []string{e.cons, "c2"} {
+			for {
+				info, err := pgq.NextBatch(ctx, e.pool, e.queue, cons)
+				require.NoError(t, err)
+				if info == nil {
+					break
+				}
+				planned, tables, listed, widened := pgq.ReadPlanOf(*info)
+				require.True(t, planned, "batch %d has a read plan", info.ID)
+				sawListed = sawListed || listed > 0
+				sawWidened = sawWidened || widened
+				sawTwoTables = sawTwoTables || tables == 2
+				want, err := pgq.GetBatchEvents(ctx, e.pool, info.ID)
+				require.NoError(t, err)
+				b := pgq.NewBatch(e.pool, e.queue, cons, *info, pgq.ReadOptions{})
+				got, err := b.All(ctx)
+				require.NoError(t, err)
+				require.Equal(t, keys(want), keys(got), "round %d, %s, batch %d", round, cons, info.ID)
+				streamed, err := pgq.NewBatch(e.pool, e.queue, cons, *info, pgq.ReadOptions{FetchSize: 7}).All(ctx)
+				require.NoError(t, err)
+				require.Equal(t, keys(want), keys(streamed), "streamed")
+				filtered, err := pgq.NewBatch(e.pool, e.queue, cons, *info,
+					pgq.ReadOptions{Filter: pgq.Eq(pgq.FieldExtra1, "b")}).All(ctx)
+				require.NoError(t, err)
+				wantB := slices.DeleteFunc(slices.Clone(want), func(ev *pgq.Event) bool { return ev.Extra1.String != "b" })
+				require.Equal(t, keys(wantB), keys(filtered), "filtered")
+				total[ci] += len(want)
+				// The first consumer sends the first event of every third
+				// batch back for retry: only it must see it again.
+				tx := begin()
+				if ci == 0 && len(want) > 0 && batches%3 == 0 {
+					require.NoError(t, pgq.RetryEventRaw(ctx, tx, e.queue, cons, want[0], time.Now()))
+				}
+				_, err = pgq.FinishBatch(ctx, tx, info.ID)
+				require.NoError(t, err)
+				require.NoError(t, tx.Commit(ctx))
+				batches++
+			}
+		}
+	}
+	rotate := func() {
+		var before int
+		require.NoError(t, e.pool.QueryRow(ctx, "select queue_cur_table from pgq.queue where queue_name = $1", e.queue).Scan(&before))
+		_, err := e.pool.Exec(ctx, "select pgq.maint_rotate_tables_step1($1)", e.queue)
+		require.NoError(t, err)
+		_, err = e.pool.Exec(ctx, "select pgq.maint_rotate_tables_step2()")
+		require.NoError(t, err)
+		var after int
+		require.NoError(t, e.pool.QueryRow(ctx, "select queue_cur_table from pgq.queue where queue_name = $1", e.queue).Scan(&after))
+		if after != before {
+			rotations++
+		}
+	}
+
+	var long, short pgx.Tx
+	for round := range 12 {
+		switch round {
+		case 1: // open across many ticks; ends > 100 txids behind
+			long = begin()
+			insert(long, round, 3)
+		case 2:
+			burnTxids(150)
+		case 3: // open across one tick; ends close behind
+			short = begin()
+			insert(short, round, 2)
+		case 4:
+			require.NoError(t, short.Commit(ctx))
+		case 6:
+			require.NoError(t, long.Commit(ctx))
+		}
+		insert(e.pool, round, 5)
+		if round%4 == 3 {
+			_, err := pgq.MaintRetryEvents(ctx, e.pool)
+			require.NoError(t, err)
+		}
+		e.tick(t)
+		consume(round)
+		if round%3 == 2 {
+			rotate()
+		}
+	}
+	_, err = pgq.MaintRetryEvents(ctx, e.pool)
+	require.NoError(t, err)
+	e.tick(t)
+	consume(99)
+	require.True(t, sawListed, "some batch looked txids up by value")
+	require.True(t, sawWidened, "some batch widened its txid range")
+	require.True(t, sawTwoTables, "some batch read two tables")
+	require.Positive(t, rotations)
+	require.Greater(t, total[0], total[1], "the retried events came back to their consumer only")
+	require.Equal(t, 12*5+3+2, total[1])
+}
+
+// A batch that is no longer open is not read: its tables may have been
+// rotated away meanwhile.
+func TestPlannedReadRefusesClosedBatch(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	_, err := pgq.InsertEvent(e.ctx, e.pool, e.queue, pgq.EventData{Data: pgq.T("x")})
+	require.NoError(t, err)
+	e.tick(t)
+	info := e.next(t)
+	planned, _, _, _ := pgq.ReadPlanOf(*info)
+	require.True(t, planned)
+	_, err = pgq.FinishBatch(e.ctx, e.pool, info.ID)
+	require.NoError(t, err)
+	for _, o := range []pgq.ReadOptions{{}, {FetchSize: 10}} {
+		_, err = pgq.NewBatch(e.pool, e.queue, e.cons, *info, o).All(e.ctx)
+		require.ErrorIs(t, err, pgq.ErrBatchNotFound)
+	}
+}
