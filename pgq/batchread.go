@@ -58,18 +58,25 @@ func newReadPlan(tables []string, last *string, subID *int64) (*readPlan, error)
 // the same snapshot as the events. Without it the batch is gone (finished,
 // or the consumer repositioned): its event tables may have been rotated
 // away since, so nothing read could be trusted.
-const readSentinel = "select null::int8, null::timestamptz, null::int8, null::int4, null::text, null::text, null::text, null::text, null::text, null::text from pgq.subscription where sub_batch = $1"
+const readSentinel = "select null::int8, null::timestamptz, null::int8, null::int4, null::text, null::text, null::text, null::text, null::text, null::text from pgq.subscription where sub_batch = (select $1::int8)"
 
 // sql is the read statement; filter is a Filter's SQL ("" for none).
+//
+// Every parameter is read through a scalar subquery, so the planner never
+// sees its value: a custom plan then costs what the generic plan does, and
+// PostgreSQL keeps the generic one after its five custom plans. With the
+// values visible (an empty txid list, a narrow range), every custom plan
+// looked cheaper and the statement was planned again on every call, 0.11
+// ms per batch.
 func (p *readPlan) sql(filter string) string {
-	const owner = " and (ev.ev_owner is null or ev.ev_owner = $7)"
+	const owner = " and (ev.ev_owner is null or ev.ev_owner = (select $7::int8))"
 	var parts []string
 	for _, t := range p.tables {
 		parts = append(parts,
-			"select "+eventColumns+" from "+t+" ev where ev.ev_txid >= $2 and ev.ev_txid <= $3"+
-				" and txid_visible_in_snapshot(ev.ev_txid, $4::text::txid_snapshot)"+
-				" and not txid_visible_in_snapshot(ev.ev_txid, $5::text::txid_snapshot)"+owner,
-			"select "+eventColumns+" from "+t+" ev where ev.ev_txid = any($6::int8[])"+owner)
+			"select "+eventColumns+" from "+t+" ev where ev.ev_txid >= (select $2::int8) and ev.ev_txid <= (select $3::int8)"+
+				" and txid_visible_in_snapshot(ev.ev_txid, (select $4::text::txid_snapshot))"+
+				" and not txid_visible_in_snapshot(ev.ev_txid, (select $5::text::txid_snapshot))"+owner,
+			"select "+eventColumns+" from "+t+" ev where ev.ev_txid = any((select $6::int8[])::int8[])"+owner)
 	}
 	evs := strings.Join(parts, " union all ")
 	if filter != "" {

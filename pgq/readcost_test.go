@@ -15,7 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The next-batch statement is planned once per connection, not per call:
+// The next-batch and read statements are planned once per connection, not
+// per call:
 // after PostgreSQL's five custom plans it runs a generic one. (Its first
 // version carried UpToEvents' lateral, which the planner folded away for
 // a null budget; the custom plan was then always cheaper, and every batch
@@ -42,6 +43,9 @@ func nextBatchPlans(t *testing.T, o pgq.BatchOptions) {
 		info, err := pgq.NextBatchCustom(e.ctx, conn, e.queue, e.cons, o)
 		require.NoError(t, err)
 		require.NotNil(t, info)
+		evs, err := pgq.NewBatch(conn, e.queue, e.cons, *info, pgq.ReadOptions{}).All(e.ctx)
+		require.NoError(t, err)
+		require.Len(t, evs, 1)
 		_, err = pgq.FinishBatch(e.ctx, conn, info.ID)
 		require.NoError(t, err)
 	}
@@ -49,6 +53,12 @@ func nextBatchPlans(t *testing.T, o pgq.BatchOptions) {
 	require.NoError(t, conn.QueryRow(e.ctx, `select generic_plans, custom_plans from pg_prepared_statements
 		where statement like 'select b.batch_id, %'`).Scan(&generic, &custom))
 	require.Positive(t, generic, "generic plans (custom plans: %d)", custom)
+	require.LessOrEqual(t, custom, int64(5))
+	// The same for the statement reading the events (planned again on
+	// every call while its parameters were visible to the planner).
+	require.NoError(t, conn.QueryRow(e.ctx, `select generic_plans, custom_plans from pg_prepared_statements
+		where statement like 'select * from (select null::int8, %'`).Scan(&generic, &custom))
+	require.Positive(t, generic, "read: generic plans (custom plans: %d)", custom)
 	require.LessOrEqual(t, custom, int64(5))
 }
 
