@@ -12,6 +12,7 @@ import (
 	"github.com/pgq-go/pgq/internal/backoff"
 	"github.com/pgq-go/pgq/internal/logging"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/pgq"
 )
@@ -226,6 +227,7 @@ type loop struct {
 	failBatch int64          // batch of the last failure
 	attempts  int            // failed attempts of failBatch
 	finished  *pgq.BatchInfo // the batch the last step finished, if it did
+	next      *pgq.BatchInfo // the batch opened with the last one's commit, for the next step
 }
 
 // fail logs a failed step and returns the pause before the next one.
@@ -270,18 +272,23 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 	// next_batch_custom runs in its own autocommit statement: it is
 	// committed before processing, so a failure later gets the same batch
 	// (same id) back instead of a new id for the same events.
-	info, err := pgq.NextBatchCustom(ctx, c.pool, c.cfg.Queue, c.cfg.Name, c.batchOptions())
-	if err != nil {
-		return false, &stepError{err: err, fatalable: true}
+	info := l.next
+	l.next = nil
+	if info == nil {
+		var err error
+		if info, err = pgq.NextBatchCustom(ctx, c.pool, c.cfg.Queue, c.cfg.Name, c.batchOptions()); err != nil {
+			return false, &stepError{err: err, fatalable: true}
+		}
 	}
 	if info == nil {
 		return false, nil
 	}
 	lag := time.Since(info.TickTime) // after next_batch returns: never less than the server saw (KeepLag)
-	b, finished, err := c.process(ctx, info)
+	b, finished, next, err := c.process(ctx, info)
 	if err != nil {
 		return true, err
 	}
+	l.next = next
 	l.failures = 0
 	if !finished {
 		return true, nil
@@ -311,13 +318,25 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 }
 
 // process runs one attempt of a batch in a read transaction: events, the
-// handler, then retries + finish_batch pipelined, then commit. finished is
-// false when PgQ no longer knew the batch (the consumer was repositioned).
-func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo) (b *pgq.Batch, finished bool, err error) {
-	fail := func(err error, panicked bool) (*pgq.Batch, bool, error) {
-		return nil, false, &stepError{batchID: info.ID, err: err, panicked: panicked}
+// handler, then retries, finish_batch and the commit in one round trip.
+// finished is false when PgQ no longer knew the batch (the consumer was
+// repositioned); the transaction then rolls back. Unless a Bell decides
+// when to look, the same round trip opens the next batch after the commit
+// (in a transaction of its own, as NextBatch does): next, nil if there is
+// none or the statement failed (the next step then looks itself).
+func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo) (b *pgq.Batch, finished bool, next *pgq.BatchInfo, err error) {
+	fail := func(err error, panicked bool) (*pgq.Batch, bool, *pgq.BatchInfo, error) {
+		return nil, false, nil, &stepError{batchID: info.ID, err: err, panicked: panicked}
 	}
-	tx, err := c.pool.Begin(ctx)
+	// The connection is the consumer's own for the batch: the commit is
+	// sent on it in a pipeline, which a pgx.Tx cannot do, and the
+	// connection goes back to the pool idle.
+	conn, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("consumer: begin batch %d: %w", info.ID, err), false)
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("consumer: begin batch %d: %w", info.ID, err), false)
 	}
@@ -341,20 +360,36 @@ func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo) (b *pgq.Bat
 	// destination): finish even if ctx was cancelled meanwhile.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
-	ok, err := b.Finish(fctx, tx)
-	if err != nil {
+	pb := &pgx.Batch{}
+	readFinish := b.QueueFinishStrict(pb)
+	pb.Queue("commit")
+	var readNext func(pgx.BatchResults) (*pgq.BatchInfo, error)
+	if c.cfg.Bell == nil && ctx.Err() == nil {
+		readNext, _ = pgq.QueueNextBatch(pb, c.cfg.Queue, c.cfg.Name, c.batchOptions()) // checked by New
+	}
+	res := conn.SendBatch(fctx, pb)
+	defer res.Close()
+	if err := readFinish(res); err != nil {
+		if errors.Is(err, pgq.ErrBatchNotFound) {
+			c.log.Warn("batch unknown to PgQ at finish (consumer repositioned or unregistered?); dropped",
+				"batch_id", info.ID)
+			return b, false, nil, nil
+		}
 		return fail(err, false)
 	}
-	if !ok {
-		c.log.Warn("batch unknown to PgQ at finish (consumer repositioned or unregistered?); dropped",
-			"batch_id", info.ID)
-		return b, false, nil
-	}
-	if err := tx.Commit(fctx); err != nil {
+	if tag, err := res.Exec(); err != nil || tag.String() != "COMMIT" {
+		if err == nil {
+			err = fmt.Errorf("the server answered %q", tag.String())
+		}
 		return fail(fmt.Errorf("consumer: commit batch %d: %w", info.ID, err), false)
 	}
 	committed = true
-	return b, true, nil
+	if readNext != nil {
+		if next, err = readNext(res); err != nil {
+			next = nil // the next step asks again and handles the error
+		}
+	}
+	return b, true, next, nil
 }
 
 // callHandler runs the handler, turning a panic into an error.

@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -122,18 +123,49 @@ func NextBatch(ctx context.Context, db DB, queue, consumer string) (*BatchInfo, 
 
 // NextBatchCustom is NextBatch with pgq.next_batch_custom's knobs.
 func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o BatchOptions) (*BatchInfo, error) {
-	if err := validateQC(queue, consumer); err != nil {
+	sql, args, err := nextBatchQuery(queue, consumer, o)
+	if err != nil {
 		return nil, err
 	}
+	info, err := scanNextBatch(db.QueryRow(ctx, sql, args...), queue, consumer)
+	if err != nil && isNotRegistered(err) {
+		if _, inTx := db.(pgx.Tx); !inTx {
+			// The queue may have been dropped while the statement ran
+			// (the function reads with a newer snapshot than the join).
+			if qerr := notRegistered(ctx, db, "next batch", queue, consumer); errors.Is(qerr, ErrQueueNotFound) {
+				return nil, qerr
+			}
+		}
+	}
+	return info, err
+}
+
+// QueueNextBatch queues NextBatchCustom's statement on a pipeline; read
+// its result, once the pipeline is sent, with the returned function, in
+// queue order. A caller that finishes a batch can so ask for the next one
+// in the same round trip (after a queued commit, the statement runs, and
+// commits, in a transaction of its own).
+func QueueNextBatch(pb *pgx.Batch, queue, consumer string, o BatchOptions) (func(pgx.BatchResults) (*BatchInfo, error), error) {
+	sql, args, err := nextBatchQuery(queue, consumer, o)
+	if err != nil {
+		return nil, err
+	}
+	pb.Queue(sql, args...)
+	return func(res pgx.BatchResults) (*BatchInfo, error) {
+		return scanNextBatch(res.QueryRow(), queue, consumer)
+	}, nil
+}
+
+// nextBatchQuery checks the arguments and returns the statement.
+func nextBatchQuery(queue, consumer string, o BatchOptions) (string, []any, error) {
+	if err := validateQC(queue, consumer); err != nil {
+		return "", nil, err
+	}
 	if o.MinLag < 0 || o.MinCount < 0 || o.MinInterval < 0 || o.UpToEvents < 0 {
-		return nil, fmt.Errorf("pgq: next batch %s/%s: negative option %+v: %w", queue, consumer, o, ErrInvalidArgument)
+		return "", nil, fmt.Errorf("pgq: next batch %s/%s: negative option %+v: %w", queue, consumer, o, ErrInvalidArgument)
 	}
 	if o.UpToEvents > 0 && (o.MinCount > 0 || o.MinInterval > 0) {
-		return nil, fmt.Errorf("pgq: next batch %s/%s: UpToEvents excludes MinCount and MinInterval: %w", queue, consumer, ErrInvalidArgument)
-	}
-	var upTo any
-	if o.UpToEvents > 0 {
-		upTo = o.UpToEvents
+		return "", nil, fmt.Errorf("pgq: next batch %s/%s: UpToEvents excludes MinCount and MinInterval: %w", queue, consumer, ErrInvalidArgument)
 	}
 	var minLag, minInterval, minCount any
 	if o.MinLag > 0 {
@@ -145,6 +177,14 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 	if o.MinCount > 0 {
 		minCount = int32(o.MinCount)
 	}
+	if o.UpToEvents > 0 {
+		return sqlNextBatch, []any{queue, consumer, minLag, minCount, minInterval, o.UpToEvents}, nil
+	}
+	return sqlNextBatchPlain, []any{queue, consumer, minLag, minCount, minInterval}, nil
+}
+
+// scanNextBatch reads the next-batch statement's row.
+func scanNextBatch(row pgx.Row, queue, consumer string) (*BatchInfo, error) {
 	var (
 		id, cur, prev, seq, prevSeq pgtype.Int8
 		curT, prevT                 pgtype.Timestamptz
@@ -152,26 +192,12 @@ func NextBatchCustom(ctx context.Context, db DB, queue, consumer string, o Batch
 		subID                       pgtype.Int8
 		tables                      []string
 	)
-	var row pgx.Row
-	if upTo != nil {
-		row = db.QueryRow(ctx, sqlNextBatch, queue, consumer, minLag, minCount, minInterval, upTo)
-	} else {
-		row = db.QueryRow(ctx, sqlNextBatchPlain, queue, consumer, minLag, minCount, minInterval)
-	}
 	err := row.Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq, &snap, &prevSnap, &subID, &tables)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("pgq: next batch %s/%s: %w", queue, consumer, ErrQueueNotFound)
 	}
 	if err != nil {
-		err = opErr("next batch", queue, consumer, err)
-		if _, inTx := db.(pgx.Tx); isNotRegistered(err) && !inTx {
-			// The queue may have been dropped while the statement ran
-			// (the function reads with a newer snapshot than the join).
-			if qerr := notRegistered(ctx, db, "next batch", queue, consumer); errors.Is(qerr, ErrQueueNotFound) {
-				return nil, qerr
-			}
-		}
-		return nil, err
+		return nil, opErr("next batch", queue, consumer, err)
 	}
 	if !id.Valid {
 		return nil, nil
@@ -615,13 +641,47 @@ const sqlRetryByID = `select count(pgq.event_retry_raw($2, $3, t.at, e.ev_id, e.
 // followed by finish_batch. Events tagged past RetryTagBudget are retried
 // by one more statement, which looks them up on the server and returns how
 // many it retried. The finish_batch result is the last one queued.
-func (b *Batch) QueueFinish(pb *pgx.Batch) { b.queueFinish(pb) }
+func (b *Batch) QueueFinish(pb *pgx.Batch) { b.queueFinish(pb, false) }
+
+// QueueFinishStrict queues what Finish sends, in a form that fails the
+// transaction instead of reporting: finish_batch of a batch PgQ does not
+// know (ErrBatchNotFound) and a retry by id that finds fewer events than
+// tagged raise an error, so a commit queued after them commits only a
+// finished batch (it then rolls back). Once pb is sent, read the results
+// with the returned function, in queue order.
+func (b *Batch) QueueFinishStrict(pb *pgx.Batch) func(pgx.BatchResults) error {
+	byID, queued := b.queueFinish(pb, true)
+	return func(res pgx.BatchResults) error {
+		_, err := b.readFinish(res, queued, byID)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "22P02" && strings.Contains(pe.Message, strictMark) {
+			msg := pe.Message[strings.Index(pe.Message, strictMark)+len(strictMark):]
+			msg = strings.TrimSuffix(msg, `"`)
+			if strings.Contains(msg, strictNotOpen) {
+				err = fmt.Errorf("pgq: finish batch %d %s/%s: %w", b.Info.ID, b.Queue, b.Consumer, ErrBatchNotFound)
+			} else {
+				err = fmt.Errorf("pgq: retry events of batch %d %s/%s: %s", b.Info.ID, b.Queue, b.Consumer, msg)
+			}
+		}
+		return err
+	}
+}
+
+// strictMark starts the text that the strict finish statements cast to an
+// integer to raise an error from plain SQL; strictNotOpen is in the text
+// when finish_batch did not know the batch.
+const (
+	strictMark    = "pgq-go strict finish: "
+	strictNotOpen = "is not open"
+)
 
 // queueFinish is QueueFinish; it returns how many events the retry-by-id
-// statement (queued just before finish_batch) must retry, 0 if none.
-func (b *Batch) queueFinish(pb *pgx.Batch) int {
+// statement (queued just before finish_batch) must retry, 0 if none, and
+// how many statements it queued.
+func (b *Batch) queueFinish(pb *pgx.Batch, strict bool) (byID, queued int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	before := len(pb.QueuedQueries)
 	var ids []int64
 	var ats []time.Time
 	for id, t := range b.tags() {
@@ -633,20 +693,43 @@ func (b *Batch) queueFinish(pb *pgx.Batch) int {
 		ats = append(ats, t.at)
 	}
 	if len(ids) > 0 {
-		pb.Queue(sqlRetryByID, b.Info.ID, b.Queue, b.Consumer, ids, ats)
+		if strict {
+			pb.Queue(`select case when s.n = $6 then s.n
+				else ('`+strictMark+`' || s.n || ' tagged events found in the batch, ' || $6 || ' expected')::int8 end
+				from (`+sqlRetryByID+`) s(n)`, b.Info.ID, b.Queue, b.Consumer, ids, ats, int64(len(ids)))
+		} else {
+			pb.Queue(sqlRetryByID, b.Info.ID, b.Queue, b.Consumer, ids, ats)
+		}
 	}
-	pb.Queue("select pgq.finish_batch($1)", b.Info.ID)
-	return len(ids)
+	if strict {
+		// The error's text depends on the result, so that the planner
+		// cannot fold the cast (a constant one would fail at plan time).
+		pb.Queue(`select case when f.n = 1 then 1
+			else ('`+strictMark+`batch ' || $1::text || ' `+strictNotOpen+` (finish_batch returned ' || f.n || ')')::int end
+			from (select pgq.finish_batch($1)) f(n)`, b.Info.ID)
+	} else {
+		pb.Queue("select pgq.finish_batch($1)", b.Info.ID)
+	}
+	return len(ids), len(pb.QueuedQueries) - before
 }
 
 // Finish sends the retries and finish_batch in one round trip through tx.
 // It reports false when PgQ knew no such open batch.
 func (b *Batch) Finish(ctx context.Context, tx pgx.Tx) (bool, error) {
 	pb := &pgx.Batch{}
-	byID := b.queueFinish(pb)
+	byID, queued := b.queueFinish(pb, false)
 	res := tx.SendBatch(ctx, pb)
 	defer res.Close()
-	raw := len(pb.QueuedQueries) - 1
+	ok, err := b.readFinish(res, queued, byID)
+	if err != nil {
+		return false, err
+	}
+	return ok, res.Close()
+}
+
+// readFinish reads the results of queueFinish's statements.
+func (b *Batch) readFinish(res pgx.BatchResults, queued, byID int) (bool, error) {
+	raw := queued - 1
 	if byID > 0 {
 		raw--
 	}
@@ -669,5 +752,5 @@ func (b *Batch) Finish(ctx context.Context, tx pgx.Tx) (bool, error) {
 	if err := res.QueryRow().Scan(&n); err != nil {
 		return false, opErr(fmt.Sprintf("finish batch %d", b.Info.ID), b.Queue, b.Consumer, err)
 	}
-	return n == 1, res.Close()
+	return n == 1, nil
 }

@@ -1,6 +1,9 @@
 package pgq
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // SetBeforeCopyHook installs f to run in InsertEvents between reading
 // pgq.current_event_table and the COPY; the returned func removes it. Tests
@@ -28,4 +31,12 @@ func ReadPlanOf(info BatchInfo) (planned bool, tables, listed int, widened bool)
 	}
 	args := p.args(&info)
 	return true, len(p.tables), len(args[5].([]int64)), args[1].(int64) < p.last.Xmax
+}
+
+// TagRetryID tags an event id for retry by id only, as a tag past
+// RetryTagBudget is kept; the id need not be in the batch.
+func (b *Batch) TagRetryID(id int64, at time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tagRetry(&Event{ID: id, batch: b, retryAt: at, idOnly: true})
 }

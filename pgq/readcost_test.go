@@ -36,7 +36,7 @@ func nextBatchPlans(t *testing.T, o pgq.BatchOptions) {
 	conn, err := e.pool.Acquire(e.ctx)
 	require.NoError(t, err)
 	defer conn.Release()
-	for i := range 8 {
+	for i := range 14 { // 14: if the reads split between two texts, one runs at least 7 times
 		_, err := pgq.InsertEvent(e.ctx, e.pool, e.queue, pgq.EventData{Type: pgq.T("t"), Data: pgq.T(strconv.Itoa(i))})
 		require.NoError(t, err)
 		e.tick(t)
@@ -55,11 +55,23 @@ func nextBatchPlans(t *testing.T, o pgq.BatchOptions) {
 	require.Positive(t, generic, "generic plans (custom plans: %d)", custom)
 	require.LessOrEqual(t, custom, int64(5))
 	// The same for the statement reading the events (planned again on
-	// every call while its parameters were visible to the planner).
-	require.NoError(t, conn.QueryRow(e.ctx, `select generic_plans, custom_plans from pg_prepared_statements
-		where statement like 'select * from (select null::int8, %'`).Scan(&generic, &custom))
-	require.Positive(t, generic, "read: generic plans (custom plans: %d)", custom)
-	require.LessOrEqual(t, custom, int64(5))
+	// every call while its parameters were visible to the planner). Its
+	// text depends on how many event tables the batch spans (PgQ's
+	// choice): check every text run more than five times.
+	rows, err := conn.Query(e.ctx, `select generic_plans, custom_plans from pg_prepared_statements
+		where statement like 'select * from (select null::int8, %'`)
+	require.NoError(t, err)
+	checked := 0
+	for rows.Next() {
+		require.NoError(t, rows.Scan(&generic, &custom))
+		if generic+custom > 5 {
+			require.Positive(t, generic, "read: generic plans (custom plans: %d)", custom)
+			require.LessOrEqual(t, custom, int64(5))
+			checked++
+		}
+	}
+	require.NoError(t, rows.Err())
+	require.Positive(t, checked, "a read statement ran more than five times")
 }
 
 // fetchCounter counts the FETCH statements sent through a pool.
