@@ -79,17 +79,43 @@ type BatchOptions struct {
 // (or at the queue's last tick when that is at most twice as far). m reads
 // the subscription with the statement's snapshot; if another instance
 // moved it meanwhile, the interval is only too short or too long for once.
+//
+// The statement also returns what a planned read (readPlan) needs: both
+// ticks' snapshots, the subscription id, and the event tables the batch
+// may span. The tables follow pgq.batch_event_tables' rule, computed here
+// from the queue row as the statement's snapshot saw it, because calling
+// the function cost 75 µs per batch. That row can be older than the one
+// next_batch_custom saw, and the answer is still right: a rotation's step
+// 1 committed after the statement's snapshot cannot hold this batch's
+// events in its new table (an event there was inserted after that step
+// committed, so after the batch's end tick, which the statement saw
+// committed: the tick then sees no such event), and step 1 only rotates
+// once every consumer's last tick starts after step 2, so the old row's
+// answer for this batch is the current table alone. A step 2 not yet seen
+// answers both tables, a superset. A tick the statement's snapshot does
+// not see yet leaves its snapshot and the tables null: the read then goes
+// through pgq.get_batch_cursor. (Lateral ts has "offset 0" so that the
+// planner does not pull it up, which copies its subqueries into every
+// reference: each tick was then looked up three times.)
 const (
 	sqlNextBatchHead = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
-	b.cur_tick_event_seq, b.prev_tick_event_seq,
-	(select t.tick_snapshot::text from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.cur_tick_id),
-	(select t.tick_snapshot::text from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.prev_tick_id),
+	b.cur_tick_event_seq, b.prev_tick_event_seq, ts.cur::text, ts.prev::text,
 	(select s.sub_id::int8 from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
 		where s.sub_queue = q.queue_id and c.co_name = $2),
-	case when b.batch_id is not null then array(select pgq.batch_event_tables(b.batch_id)) end
+	case when b.batch_id is null or ts.cur is null or ts.prev is null then null
+		when txid_snapshot_xmax(ts.cur) < q.queue_switch_step1 then array[ts.prev_table]
+		when q.queue_switch_step2 is not null and txid_snapshot_xmin(ts.prev) > q.queue_switch_step2 then array[ts.cur_table]
+		else array[ts.prev_table, ts.cur_table] end
 	from pgq.queue q,
 	lateral (select pg_advisory_xact_lock(hashtextextended('pgq.next_batch:' || $1 || '/' || $2, 0))::text || $2::text as co_name) l,
 	`
+	sqlNextBatchTail = `,
+	lateral (select (select t.tick_snapshot from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.cur_tick_id) as cur,
+		(select t.tick_snapshot from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.prev_tick_id) as prev,
+		q.queue_data_pfx || '_' || q.queue_cur_table::text as cur_table,
+		q.queue_data_pfx || '_' || (case when q.queue_cur_table > 0 then q.queue_cur_table - 1 else q.queue_ntables - 1 end)::text as prev_table
+		offset 0) ts
+	where q.queue_name = $1`
 	sqlNextBatch = sqlNextBatchHead + `lateral (select coalesce((select ct.tick_time - pt.tick_time
 		from pgq.consumer c
 		join pgq.subscription s on s.sub_consumer = c.co_id and s.sub_queue = q.queue_id
@@ -100,15 +126,13 @@ const (
 			order by t.tick_queue desc, t.tick_id desc limit 1) ct
 		where $6::int8 > 0 and c.co_name = l.co_name and s.sub_batch is null
 		  and ct.tick_time > pt.tick_time), $5::interval) as ival) m,
-	lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, m.ival) b
-	where q.queue_name = $1`
+	lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, m.ival) b` + sqlNextBatchTail
 	// sqlNextBatchPlain is sqlNextBatch without UpToEvents. It is a
 	// statement of its own, not sqlNextBatch with $6 null: with $6 null
 	// the planner folds lateral m away in a custom plan, which is then
 	// always cheaper than the generic plan, so every call was planned
 	// again (about 0.3 ms of a batch's 1 ms of overhead).
-	sqlNextBatchPlain = sqlNextBatchHead + `lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, $5::interval) b
-	where q.queue_name = $1`
+	sqlNextBatchPlain = sqlNextBatchHead + `lateral pgq.next_batch_custom(q.queue_name, l.co_name, $3::interval, $4::int4, $5::interval) b` + sqlNextBatchTail
 )
 
 // NextBatch opens the consumer's next batch (or returns its open one again:

@@ -18,8 +18,8 @@ import (
 // parameters, so its plan is cached per connection.
 //
 // What it reads is what pgq.batch_event_sql selects: from the tables
-// pgq.batch_event_tables names (asked after next_batch_custom, in the same
-// statement, so with the batch's own view of the queue's rotation), the
+// pgq.batch_event_tables would name (NextBatch's statement applies its
+// rule; see sqlNextBatch), the
 // events whose transaction the end tick's snapshot sees and the start
 // tick's does not, owned by no consumer or by this subscription. The txids
 // that the start tick saw in progress and the end tick did not are taken
@@ -43,7 +43,10 @@ func newReadPlan(tables []string, last *string, subID *int64) (*readPlan, error)
 	if p.last, err = ParseSnapshot(*last); err != nil {
 		return nil, err
 	}
-	for _, t := range tables {
+	for i, t := range tables {
+		if i > 0 && t == tables[0] {
+			continue // a queue of one table
+		}
 		schema, name, ok := strings.Cut(t, ".")
 		if !ok {
 			return nil, fmt.Errorf("event table %q: want schema.table", t)

@@ -66,7 +66,7 @@ func TestPlannedReadMatchesPgq(t *testing.T) {
 	}
 
 	var batches, rotations int
-	var sawListed, sawWidened, sawTwoTables bool
+	var sawListed, sawWidened, sawTwoTables, sawCurOnly, sawPrevOnly bool
 	var total [2]int
 	consume := func(round int) {
 		for ci, cons := range []string{e.cons, "c2"} {
@@ -81,6 +81,20 @@ func TestPlannedReadMatchesPgq(t *testing.T) {
 				sawListed = sawListed || listed > 0
 				sawWidened = sawWidened || widened
 				sawTwoTables = sawTwoTables || tables == 2
+				// The tables are pgq.batch_event_tables' (asked now, with
+				// the queue's rotation state as next_batch saw it or newer).
+				var wantTables []string
+				require.NoError(t, e.pool.QueryRow(ctx, "select array(select pgq.batch_event_tables($1))", info.ID).Scan(&wantTables))
+				require.Equal(t, wantTables, pgq.ReadTablesOf(*info), "batch %d's event tables", info.ID)
+				var cur string
+				require.NoError(t, e.pool.QueryRow(ctx, "select queue_data_pfx || '_' || queue_cur_table from pgq.queue where queue_name = $1", e.queue).Scan(&cur))
+				switch {
+				case len(wantTables) == 2:
+				case wantTables[0] == cur:
+					sawCurOnly = true
+				default:
+					sawPrevOnly = true
+				}
 				want, err := pgq.GetBatchEvents(ctx, e.pool, info.ID)
 				require.NoError(t, err)
 				b := pgq.NewBatch(e.pool, e.queue, cons, *info, pgq.ReadOptions{})
@@ -109,17 +123,20 @@ func TestPlannedReadMatchesPgq(t *testing.T) {
 			}
 		}
 	}
+	// rotate runs rotation step 1 and, when it rotated, step 2 (its own
+	// transaction, as pgqd runs it) after the next round's consumption:
+	// batches see both steps' states.
+	step2 := false
 	rotate := func() {
 		var before int
 		require.NoError(t, e.pool.QueryRow(ctx, "select queue_cur_table from pgq.queue where queue_name = $1", e.queue).Scan(&before))
 		_, err := e.pool.Exec(ctx, "select pgq.maint_rotate_tables_step1($1)", e.queue)
 		require.NoError(t, err)
-		_, err = e.pool.Exec(ctx, "select pgq.maint_rotate_tables_step2()")
-		require.NoError(t, err)
 		var after int
 		require.NoError(t, e.pool.QueryRow(ctx, "select queue_cur_table from pgq.queue where queue_name = $1", e.queue).Scan(&after))
 		if after != before {
 			rotations++
+			step2 = true
 		}
 	}
 
@@ -145,9 +162,14 @@ func TestPlannedReadMatchesPgq(t *testing.T) {
 			require.NoError(t, err)
 		}
 		e.tick(t)
-		consume(round)
 		if round%3 == 2 {
-			rotate()
+			rotate() // between the tick and the batch
+		}
+		consume(round)
+		if step2 && round%3 == 0 {
+			_, err := e.pool.Exec(ctx, "select pgq.maint_rotate_tables_step2()")
+			require.NoError(t, err)
+			step2 = false
 		}
 	}
 	_, err = pgq.MaintRetryEvents(ctx, e.pool)
@@ -157,6 +179,8 @@ func TestPlannedReadMatchesPgq(t *testing.T) {
 	require.True(t, sawListed, "some batch looked txids up by value")
 	require.True(t, sawWidened, "some batch widened its txid range")
 	require.True(t, sawTwoTables, "some batch read two tables")
+	require.True(t, sawCurOnly, "some batch read the current table only")
+	require.True(t, sawPrevOnly, "some batch read the previous table only")
 	require.Positive(t, rotations)
 	require.Greater(t, total[0], total[1], "the retried events came back to their consumer only")
 	require.Equal(t, 12*5+3+2, total[1])

@@ -2,6 +2,7 @@ package pgq
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -39,4 +40,16 @@ func (b *Batch) TagRetryID(id int64, at time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.tagRetry(&Event{ID: id, batch: b, retryAt: at, idOnly: true})
+}
+
+// ReadTablesOf is the event tables a planned read of info reads, unquoted.
+func ReadTablesOf(info BatchInfo) []string {
+	if info.read == nil {
+		return nil
+	}
+	var out []string
+	for _, t := range info.read.tables {
+		out = append(out, strings.ReplaceAll(t, `"`, ""))
+	}
+	return out
 }
