@@ -317,8 +317,9 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// process runs one attempt of a batch in a read transaction: events, the
-// handler, then retries, finish_batch and the commit in one round trip.
+// process runs one attempt of a batch in a transaction: the handler
+// (reading the events), then retries, finish_batch and the commit in one
+// round trip.
 // finished is false when PgQ no longer knew the batch (the consumer was
 // repositioned); the transaction then rolls back. Unless a Bell decides
 // when to look, the same round trip opens the next batch after the commit
@@ -328,21 +329,19 @@ func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo) (b *pgq.Bat
 	fail := func(err error, panicked bool) (*pgq.Batch, bool, *pgq.BatchInfo, error) {
 		return nil, false, nil, &stepError{batchID: info.ID, err: err, panicked: panicked}
 	}
-	// The connection is the consumer's own for the batch: the commit is
-	// sent on it in a pipeline, which a pgx.Tx cannot do, and the
-	// connection goes back to the pool idle.
+	// The connection is the consumer's own for the batch: its transaction
+	// begins with its first statement (lazyTx), and the commit is sent in
+	// a pipeline with the finish, which a pgx.Tx cannot do; the connection
+	// goes back to the pool idle.
 	conn, err := c.pool.Acquire(ctx)
 	if err != nil {
-		return fail(fmt.Errorf("consumer: begin batch %d: %w", info.ID, err), false)
+		return fail(fmt.Errorf("consumer: batch %d: %w", info.ID, err), false)
 	}
 	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return fail(fmt.Errorf("consumer: begin batch %d: %w", info.ID, err), false)
-	}
+	tx := &lazyTx{conn: conn}
 	committed := false
 	defer func() {
-		if !committed {
+		if !committed && conn.Conn().PgConn().TxStatus() != 'I' {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 			_ = tx.Rollback(rctx)
 			cancel()
@@ -367,7 +366,7 @@ func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo) (b *pgq.Bat
 	if c.cfg.Bell == nil && ctx.Err() == nil {
 		readNext, _ = pgq.QueueNextBatch(pb, c.cfg.Queue, c.cfg.Name, c.batchOptions()) // checked by New
 	}
-	res := conn.SendBatch(fctx, pb)
+	res := tx.SendBatch(fctx, pb) // with the begin, if nothing began it
 	defer res.Close()
 	if err := readFinish(res); err != nil {
 		if errors.Is(err, pgq.ErrBatchNotFound) {
