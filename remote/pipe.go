@@ -24,8 +24,10 @@ const PipeBudget = 1 << 20
 // one per event, and its statements still commit with the batch's record.
 //
 // What a queued statement does is known only once it is sent: an error
-// comes back from the Exec or Flush that sent it (naming the statement),
-// never from the Exec that queued it, and the destination transaction is
+// comes back from the Exec or Flush that sent it, or, from a flow's pipe
+// sending in the background, from a later Exec, the Flush or the next use
+// of the destination transaction (naming the statement), never from the
+// Exec that queued it, and the destination transaction is
 // then aborted: return the error, and the batch is processed again. A
 // handler that must read a statement's result (RETURNING, a row count)
 // uses the transaction itself, which sends the queue first, so the order
@@ -38,17 +40,31 @@ type Pipe struct {
 	bytes int
 	sent  int   // statements sent before the queued ones
 	err   error // the first failure; every later call returns it
+	// stream: the flow's pipe on a destination connection of its own
+	// sends through PostgreSQL's pipeline mode (pipestream.go).
+	stream *pipeStream
 }
 
 // Pipeline returns the Pipe of dst. For the destination transaction a
 // RemoteConsumer or SerialConsumer passed to its handler, it is the flow's
-// pipe, sent before the batch is recorded: the handler need not Flush. For
-// any other transaction it is a new Pipe, which the caller must Flush
+// pipe, sent before the batch is recorded: the handler need not Flush.
+// For any other transaction it is a new Pipe, which the caller must Flush
 // before committing.
+//
+// The flow's pipe, unless the destination is the source database's own
+// pool, streams: it puts the destination connection in pipeline mode and
+// sends its statements in chunks of pipeChunk bytes as they are queued,
+// without waiting for their results, which it reads a chunk later. The
+// destination so executes one chunk while the handler reads events and
+// encodes the next. Any other use of the destination transaction ends
+// the pipeline mode first.
 func Pipeline(dst pgx.Tx) *Pipe {
 	if t, ok := dst.(*dstTx); ok {
 		if t.pipe == nil {
 			t.pipe = &Pipe{tx: t.Tx}
+			if !t.shared {
+				t.pipe.stream = &pipeStream{conn: t.Tx.Conn()}
+			}
 		}
 		return t.pipe
 	}
@@ -56,9 +72,16 @@ func Pipeline(dst pgx.Tx) *Pipe {
 }
 
 // Exec queues sql with args; it sends the queue when it holds PipeBudget
-// bytes. The error is that of a statement sent now or earlier.
+// bytes (a streaming pipe: pipeChunk bytes, without waiting). The error
+// is that of a statement sent earlier.
 func (p *Pipe) Exec(ctx context.Context, sql string, args ...any) error {
 	if p.err != nil {
+		return p.err
+	}
+	if p.stream != nil {
+		if err := p.stream.exec(ctx, sql, args); err != nil {
+			p.err = err
+		}
 		return p.err
 	}
 	p.pb.Queue(sql, args...)
@@ -73,13 +96,27 @@ func (p *Pipe) Exec(ctx context.Context, sql string, args ...any) error {
 }
 
 // Len is the number of statements queued and not yet sent.
-func (p *Pipe) Len() int { return p.pb.Len() }
+func (p *Pipe) Len() int {
+	if p.stream != nil {
+		return p.stream.unsent
+	}
+	return p.pb.Len()
+}
 
-// Flush sends the queued statements in one round trip and reads their
-// results.
+// Flush sends the queued statements and reads their results (a streaming
+// pipe also leaves pipeline mode).
 func (p *Pipe) Flush(ctx context.Context) error {
-	if p.err != nil || p.pb.Len() == 0 {
+	if p.err != nil {
 		return p.err
+	}
+	if p.stream != nil {
+		if err := p.stream.end(); err != nil {
+			p.err = err
+		}
+		return p.err
+	}
+	if p.pb.Len() == 0 {
+		return nil
 	}
 	queued := p.pb.QueuedQueries
 	res := p.tx.SendBatch(ctx, &p.pb)
@@ -96,7 +133,7 @@ func (p *Pipe) Flush(ctx context.Context) error {
 	}
 	if err != nil {
 		if failed >= 0 {
-			err = fmt.Errorf("remote: pipelined statement %d (%.80q): %w", p.sent+failed+1, queued[failed].SQL, err)
+			err = stmtErr(p.sent+failed+1, queued[failed].SQL, err)
 		} else {
 			err = fmt.Errorf("remote: pipelined statements %d..%d: %w", p.sent+1, p.sent+len(queued), err)
 		}
@@ -106,6 +143,11 @@ func (p *Pipe) Flush(ctx context.Context) error {
 	p.pb = pgx.Batch{}
 	p.bytes = 0
 	return err
+}
+
+// stmtErr names pipelined statement n (counted from 1) in err.
+func stmtErr(n int, sql string, err error) error {
+	return fmt.Errorf("remote: pipelined statement %d (%.80q): %w", n, sql, err)
 }
 
 func argBytes(a any) int {
@@ -180,6 +222,31 @@ func (t *dstTx) Begin(ctx context.Context) (pgx.Tx, error) {
 		return nil, err
 	}
 	return t.Tx.Begin(ctx)
+}
+
+// Rollback, Conn and LargeObjects end a streaming pipe's pipeline mode
+// first: nothing else may use the connection meanwhile.
+func (t *dstTx) Rollback(ctx context.Context) error {
+	t.endStream()
+	return t.Tx.Rollback(ctx)
+}
+
+func (t *dstTx) Conn() *pgx.Conn {
+	t.endStream()
+	return t.Tx.Conn()
+}
+
+func (t *dstTx) LargeObjects() pgx.LargeObjects {
+	t.endStream()
+	return t.Tx.LargeObjects()
+}
+
+// endStream ends the pipe's pipeline mode, if it is on; a failure stays
+// the pipe's error.
+func (t *dstTx) endStream() {
+	if t.pipe != nil && t.pipe.stream != nil {
+		_ = t.pipe.Flush(context.Background())
+	}
 }
 
 func (t *dstTx) Commit(ctx context.Context) error {
