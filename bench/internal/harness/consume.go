@@ -429,8 +429,17 @@ func (s *suite) consumeFamily(ctx context.Context) error {
 	r := rateResult(fmt.Sprintf("consume %s events in one batch (streamed, consumer defaults)", count(n)), one, read, readWhat, "≥ 0.85", 0.85)
 	r.Events = n
 	s.add(r)
-	r = rateResult(fmt.Sprintf("consume %s events in ticks of %d", count(f.ticksN), tickSize), ticks, read, "same, one batch", "report", 0)
+	// Goal 1 of issue 13: batches of tickSize against the same consumer
+	// reading one batch, and what a batch costs beyond its events.
+	r = rateResult(fmt.Sprintf("consume %s events in ticks of %d, against one batch", count(f.ticksN), tickSize), ticks, one,
+		"the same consumer, one batch", "≥ 0.85", 0.85)
 	r.Events = f.ticksN
+	var over []float64
+	for i := range min(len(ticks), len(one)) {
+		over = append(over, (1/ticks[i]-1/one[i])*tickSize*1e6)
+	}
+	r.Values = map[string]float64{"overhead_us_per_batch": median(over)}
+	r.Note = fmt.Sprintf("per-batch overhead %.0f µs (time per batch of %d minus the one-batch time of as many events)", median(over), tickSize)
 	s.add(r)
 	r = rateResult(fmt.Sprintf("remote copy %s events into another db (RemoteConsumer + COPY)", count(n)), rem, remCeil,
 		"raw read + raw COPY into dst, times added", "≥ 0.70", 0.70)

@@ -249,7 +249,10 @@ func (s *suite) latencyFamily(ctx context.Context) error {
 	if err := s.scheduleCase(ctx, rt); err != nil {
 		return err
 	}
-	return s.slowQueueCase(ctx)
+	if err := s.slowQueueCase(ctx); err != nil {
+		return err
+	}
+	return s.retryCase(ctx)
 }
 
 // Slow queue case (issue 13 goal 3): 5 events/s, each its own
