@@ -28,14 +28,15 @@ type Config struct {
 	// consumer_name, which defaults to the job name there). Required.
 	Name string
 
-	// LazyFetch streams each batch through a cursor, this many events per
-	// fetch (Skytools pgq_lazy_fetch). Default 300. Events are yielded as
-	// they arrive, one in memory at a time, so the first fetch asks for the
-	// whole batch as the event sequence estimates it (one round trip for a
-	// typical batch); later fetches, and every fetch of a batch that must
-	// buffer them (pgq.Batch.BufferFetches), take LazyFetch events. Set
-	// NoLazyFetch to load each batch with a single query
-	// (pgq_lazy_fetch = 0).
+	// LazyFetch is the events per fetch when a batch is read through a
+	// cursor (Skytools pgq_lazy_fetch). Default 300. A batch is normally
+	// read with one prepared statement whose rows are yielded as they
+	// arrive, one event in memory at a time; the cursor serves a handler
+	// that buffers fetches (pgq.Batch.BufferFetches: LazyFetch events held
+	// at a time, the connection free between fetches) and a batch whose
+	// read could not be planned (its first fetch then covers the batch as
+	// the event sequence estimates it). Set NoLazyFetch to load each batch
+	// with a single query (pgq_lazy_fetch = 0).
 	LazyFetch int
 	// NoLazyFetch reads each batch with one query instead of a cursor
 	// (pgq_lazy_fetch = 0). The events are still yielded one by one.

@@ -6,11 +6,17 @@
 //  1. opens the batch with pgq.next_batch_custom in its own, committed
 //     statement (so a failure later gets the same batch id back, never a
 //     new id for the same events);
-//  2. begins a transaction and gives the handler a *pgq.Batch whose events
-//     stream through a cursor, LazyFetch rows at a time;
+//  2. gives the handler a *pgq.Batch in a transaction that begins with
+//     its first statement (Batch.DB): the events are read with one
+//     prepared statement, streamed one at a time (or through a cursor,
+//     LazyFetch rows per fetch, when the handler buffers fetches);
 //  3. when the handler returns nil, sends in one round trip the retry of
 //     every event tagged with Event.TagRetry (pgq.event_retry_raw: O(1)
-//     each) and pgq.finish_batch, then commits.
+//     each), pgq.finish_batch and the commit, and, unless a Bell decides
+//     when to look, step 1 for the next batch.
+//
+// A batch so costs two round trips beside its events: the read (with the
+// transaction's begin) and the finish.
 //
 // Every event is done by default. A handler error or panic rolls back, is
 // logged with queue, consumer and batch_id, and after an exponential,
@@ -47,8 +53,8 @@
 //	queue_name                           Config.Queue
 //	consumer_name (default: job_name)    Config.Name
 //	pgq_lazy_fetch = 300 (0 = all)       Config.LazyFetch (default 300); Config.NoLazyFetch
-//	pgq_autocommit                       not needed: batches are read in a transaction,
-//	                                     which the cursor and the atomic finish require
+//	pgq_autocommit                       not needed: a batch is read and finished in one
+//	                                     transaction, begun with its first statement
 //	pgq_batch_collect_events             Config.MinCount
 //	pgq_batch_collect_interval           Config.MinInterval
 //	pgq_keep_lag                         Config.KeepLag
