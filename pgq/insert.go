@@ -57,6 +57,32 @@ var copyColumns = []string{"ev_time", "ev_type", "ev_data", "ev_extra1", "ev_ext
 // larger than MaxPayload fails the call with ErrInvalidArgument (nothing
 // of the COPY is kept).
 func InsertEvents(ctx context.Context, tx Copier, queue string, evs iter.Seq[EventData]) (int64, error) {
+	return copyEvents(ctx, tx, queue, func(yield func(EventData, time.Time) bool) {
+		for e := range evs {
+			if !yield(e, time.Time{}) {
+				return
+			}
+		}
+	})
+}
+
+// MoveEvents bulk-inserts events read from another queue (or database)
+// into queue, as InsertEvents does, but each keeps its ev_time: the time it
+// was first queued, as Skytools' queue_mover and queue_splitter keep it
+// (pgq.bulk_insert_events with the time field). The ids, txids and retry
+// counts are the new queue's: the event is new there. An event with a zero
+// Time gets the transaction's now().
+func MoveEvents(ctx context.Context, tx Copier, queue string, evs iter.Seq[*Event]) (int64, error) {
+	return copyEvents(ctx, tx, queue, func(yield func(EventData, time.Time) bool) {
+		for e := range evs {
+			if !yield(e.EventData, e.Time) {
+				return
+			}
+		}
+	})
+}
+
+func copyEvents(ctx context.Context, tx Copier, queue string, evs iter.Seq2[EventData, time.Time]) (int64, error) {
 	if err := ValidateName("queue", queue); err != nil {
 		return 0, err
 	}
@@ -72,7 +98,7 @@ func InsertEvents(ctx context.Context, tx Copier, queue string, evs iter.Seq[Eve
 		return 0, fmt.Errorf("pgq: bulk insert %s: unexpected event table name %q", queue, table)
 	}
 	src := &eventSource{now: now}
-	src.next, src.stop = iter.Pull(evs)
+	src.next, src.stop = iter.Pull2(evs)
 	defer src.stop()
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{schema, name}, copyColumns, src)
 	if src.err != nil {
@@ -150,9 +176,10 @@ var testHookBeforeCopy func(ctx context.Context, queue, table string)
 
 type eventSource struct {
 	now  time.Time
-	next func() (EventData, bool)
+	next func() (EventData, time.Time, bool)
 	stop func()
 	cur  EventData
+	at   time.Time // cur's ev_time; zero: now
 	idx  int
 	err  error
 	row  [7]any
@@ -162,7 +189,7 @@ func (s *eventSource) Next() bool {
 	if s.err != nil {
 		return false
 	}
-	e, ok := s.next()
+	e, at, ok := s.next()
 	if !ok {
 		return false
 	}
@@ -171,13 +198,17 @@ func (s *eventSource) Next() bool {
 		return false
 	}
 	s.idx++
-	s.cur = e
+	s.cur, s.at = e, at
 	return true
 }
 
 func (s *eventSource) Values() ([]any, error) {
 	e := &s.cur
-	s.row = [7]any{s.now, e.Type, e.Data, e.Extra1, e.Extra2, e.Extra3, e.Extra4}
+	at := s.now
+	if !s.at.IsZero() {
+		at = s.at
+	}
+	s.row = [7]any{at, e.Type, e.Data, e.Extra1, e.Extra2, e.Extra3, e.Extra4}
 	return s.row[:], nil
 }
 
