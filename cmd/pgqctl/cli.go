@@ -76,12 +76,26 @@ func (f *cmdFlags) timeoutFlag(def time.Duration) {
 // ("queue create q --dsn X" works like "queue create --dsn X q") and
 // returns the positional ones; "--" ends flag parsing.
 func (f *cmdFlags) parse(args []string) ([]string, error) {
+	pos, err := parseInterspersed(f.FlagSet, args)
+	if err != nil {
+		return nil, err
+	}
+	if f.dsn == "" {
+		f.dsn = os.Getenv("DATABASE_URL")
+	}
+	return pos, nil
+}
+
+// parseInterspersed parses args into fs with flags and positional
+// arguments in any order and returns the positional ones; "--" ends flag
+// parsing. Every pgqctl command parses its command line this way.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := f.Parse(args); err != nil {
+		if err := fs.Parse(args); err != nil {
 			return nil, err
 		}
-		rest := f.Args()
+		rest := fs.Args()
 		// flag.Parse stops at "--" (consumed) or at the first non-flag.
 		if len(rest) == 0 {
 			break
@@ -93,9 +107,6 @@ func (f *cmdFlags) parse(args []string) ([]string, error) {
 		}
 		pos = append(pos, rest[0])
 		args = rest[1:]
-	}
-	if f.dsn == "" {
-		f.dsn = os.Getenv("DATABASE_URL")
 	}
 	return pos, nil
 }

@@ -36,6 +36,8 @@ for --dsn) < flags. Periods are seconds (0.5) or durations (500ms).
 Signals: SIGINT/SIGTERM stop gracefully, SIGHUP re-reads the configuration
 (databases, periods) and reopens the logfile.
 
+Flags may come before or after pgqd.ini.
+
 flags:
 `
 
@@ -99,10 +101,11 @@ func newTickerFlags(stderr io.Writer) *tickerFlags {
 // parse reads args, then fills unset flags from PGQCTL_TICKER_* (and
 // DATABASE_URL for --dsn).
 func (f *tickerFlags) parse(args []string, getenv func(string) string) error {
-	if err := f.fs.Parse(args); err != nil {
+	rest, err := parseInterspersed(f.fs, args)
+	if err != nil {
 		return err
 	}
-	switch rest := f.fs.Args(); {
+	switch {
 	case len(rest) > 1:
 		return fmt.Errorf("too many arguments: %q", rest)
 	case len(rest) == 1 && f.config != "" && f.config != rest[0]:
@@ -112,7 +115,6 @@ func (f *tickerFlags) parse(args []string, getenv func(string) string) error {
 	}
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	var err error
 	f.fs.VisitAll(func(fl *flag.Flag) {
 		if set[fl.Name] || err != nil {
 			return

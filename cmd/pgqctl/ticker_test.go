@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,4 +203,61 @@ connection_lifetime = 3600
 		require.Contains(t, string(log), want)
 	}
 	require.Empty(t, stderr.String(), "-q: nothing on stderr")
+}
+
+// TestTickerFlagsAfterConfig: flags may follow the pgqd.ini argument, as
+// they may follow the positional arguments of every other command.
+func TestTickerFlagsAfterConfig(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := newDB(t)
+	tick := queueWithTicks(t, ctx, db)
+	ini := filepath.Join(t.TempDir(), "pgqd.ini")
+	base := strings.Replace(cluster.DSN("x"), " dbname=x", "", 1)
+	require.NoError(t, os.WriteFile(ini, []byte(fmt.Sprintf("[pgqd]\nbase_connstr = %s\ndatabase_list = %s\nticker_period = 10\n", base, db.Name)), 0o644))
+	noEnv := func(string) string { return "" }
+
+	f := newTickerFlags(io.Discard)
+	require.NoError(t, f.parse([]string{ini, "--ticker-period", "0.02", "-v"}, noEnv))
+	require.Equal(t, ini, f.config)
+	require.True(t, f.verbose)
+	dc, err := f.load()
+	require.NoError(t, err)
+	require.Equal(t, 20*time.Millisecond, dc.ticker.TickPeriod, "the flag after the file beats the ini")
+
+	f = newTickerFlags(io.Discard)
+	require.NoError(t, f.parse([]string{"-q", ini, "--stats-period", "0.5"}, noEnv))
+	require.Equal(t, ini, f.config)
+	require.True(t, f.quiet)
+	require.Equal(t, "0.5", f.statsPeriod)
+
+	// "--" ends the flags: what follows is an argument.
+	f = newTickerFlags(io.Discard)
+	require.ErrorContains(t, f.parse([]string{ini, "--", "-v"}, noEnv), "too many arguments")
+
+	code, _, errOut := pgqctl(t, "ticker", ini, "-d")
+	require.Equal(t, exitUsage, code, errOut)
+	require.Contains(t, errOut, "-d (daemonize) is not supported")
+	code, _, errOut = pgqctl(t, "ticker", ini, "--ticker-period", "fast")
+	require.Equal(t, 1, code, errOut)
+	require.Contains(t, errOut, `"fast"`)
+	code, _, errOut = pgqctl(t, "ticker", ini, "--help")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, errOut, "usage: pgqctl ticker")
+
+	// A run with the flags after the file ticks at the flag's period.
+	runCtx, stop := context.WithCancel(ctx)
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(runCtx, []string{"ticker", ini, "--ticker-period", "0.02", "-v"}, &out, &out) }()
+	require.Eventually(t, tick(), 20*time.Second, 10*time.Millisecond, "log: %s", &out)
+	stop()
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code, out.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("pgqctl ticker did not stop")
+	}
+	require.True(t, logged(out.String(), "ticker: starting", "tick_period=20ms"), out.String())
 }
