@@ -18,6 +18,7 @@ const (
 	DefaultPollInterval = time.Second      // loop_delay
 	DefaultBackoffStart = time.Second      // first pause after an error
 	DefaultBackoffMax   = 20 * time.Second // exception_sleep
+	DefaultStatsPeriod  = 5 * time.Minute  // keepalive_stats
 )
 
 // Config configures a Consumer. Zero fields take the documented defaults.
@@ -93,6 +94,14 @@ type Config struct {
 	// Hooks observe the consumer (Skytools stats: count, duration, idle,
 	// retry-events). Default: none.
 	Hooks Hooks
+
+	// StatsPeriod is how often the consumer logs a stats line at info
+	// level, as Skytools consumers do (keepalive_stats): "stats" with the
+	// period's count (events), batches, duration (time spent in batches),
+	// idle (time since the last batch with events), retry-events and the
+	// last batch's lag. An idle consumer logs it too, so the log shows it
+	// is alive. Default 5 minutes (keepalive_stats' 300); negative: never.
+	StatsPeriod time.Duration
 }
 
 // Backoff is an exponential, capped pause: Initial, then doubling (or times
@@ -117,6 +126,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
+	}
+	if c.StatsPeriod == 0 {
+		c.StatsPeriod = DefaultStatsPeriod
 	}
 	c.ErrorBackoff = c.ErrorBackoff.withDefaults()
 	c.Bell = c.Bell.withDefaults()

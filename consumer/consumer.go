@@ -110,10 +110,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}
 
-	l := loop{c: c, idleStart: time.Now()}
+	l := loop{c: c, idleStart: time.Now(), stats: newStatsLog(c.cfg.StatsPeriod, time.Now())}
 	for {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if now := time.Now(); l.stats.due(now) {
+			l.stats.flush(c, now)
 		}
 		// A notification already pending is covered by the look we are
 		// about to take; one arriving from now on wakes the next wait.
@@ -227,6 +230,7 @@ type loop struct {
 	failBatch int64          // batch of the last failure
 	attempts  int            // failed attempts of failBatch
 	finished  *pgq.BatchInfo // the batch the last step finished, if it did
+	stats     *statsLog
 	next      *pgq.BatchInfo // the batch opened with the last one's commit, for the next step
 }
 
@@ -311,6 +315,7 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 	}
 	c.log.Debug("batch finished", "batch_id", st.BatchID, "events", st.Events,
 		"retries", st.Retries, "duration", st.Duration, "lag", st.Lag)
+	l.stats.batch(st, end)
 	if h := c.cfg.Hooks.OnBatch; h != nil {
 		h(st)
 	}

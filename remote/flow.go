@@ -107,8 +107,13 @@ func (f *flow) processBatch(ctx context.Context, b *pgq.Batch) error {
 	if cerr := res.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil || !apply {
+	if err != nil {
 		return err
+	}
+	if !apply {
+		f.cfg.Consumer.Logger.Info("batch already applied on the destination; skipped",
+			"queue", b.Queue, "consumer", name, "batch_id", b.ID(), "tick_id", b.Info.TickID, "prev_tick_id", b.Info.PrevTickID)
+		return nil
 	}
 
 	if err := f.h.ProcessRemoteBatch(ctx, b, tx); err != nil {
