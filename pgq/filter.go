@@ -1,6 +1,7 @@
 package pgq
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -183,4 +184,157 @@ func quoteLiteral(s string) (string, error) {
 		q = "E" + strings.ReplaceAll(q, `\`, `\\`)
 	}
 	return q, nil
+}
+
+// SQLFilter returns a filter from an SQL condition an operator wrote in a
+// job's configuration (a Skytools-style consumer_filter such as
+// "ev_type in ('I', 'U') and ev_extra1 like 'public.%'"): raw SQL, as
+// trusted as the configuration file itself. It is not for input from
+// users or events: build such filters from typed values (Eq, In, TableIn,
+// HasPrefix), which quote every value.
+//
+// The condition is evaluated on the batch's event rows (ev_id, ev_time,
+// ev_txid, ev_retry, ev_type, ev_data, ev_extra1 .. ev_extra4) and is
+// wrapped in parentheses, so it composes with And, Or and Not. To keep it
+// one expression of the batch query, and not a way to end that query or
+// to read differently under another server setting, SQLFilter refuses,
+// with ErrInvalidArgument (reported by Err and when the filter is used):
+//   - an empty condition, or one holding a NUL byte;
+//   - a semicolon, a "--" or "/*" comment, or a parameter such as $1
+//     outside string literals and quoted identifiers;
+//   - parentheses that do not balance, a ")" closing what the condition
+//     did not open, and unterminated literals, identifiers or dollar quotes;
+//   - a backslash in an ordinary '...' literal, whose meaning depends on
+//     standard_conforming_strings (write an E'...' literal instead).
+//
+// These checks stop a condition from breaking out of its place in the
+// query; they do not make arbitrary SQL safe (a condition may still call
+// any function its role may call).
+func SQLFilter(expr string) Filter {
+	if err := checkSQLCondition(expr); err != nil {
+		return Filter{err: fmt.Errorf("pgq: sql filter %q: %w: %w", expr, err, ErrInvalidArgument)}
+	}
+	return Filter{sql: "(" + strings.TrimSpace(expr) + ")"}
+}
+
+// checkSQLCondition scans an SQL condition the way PostgreSQL's lexer
+// splits it into tokens, far enough to find string literals, quoted
+// identifiers, dollar quotes, comments, parameters, semicolons and
+// parentheses outside them.
+func checkSQLCondition(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return errors.New("empty condition")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return errors.New("NUL byte")
+	}
+	depth := 0
+	prevIdent := "" // the identifier just before the current position, if adjacent
+	for i := 0; i < len(s); {
+		c := s[i]
+		ident := ""
+		switch {
+		case c == ';':
+			return fmt.Errorf("semicolon at byte %d outside a literal: one condition, not statements", i)
+		case c == '-' && strings.HasPrefix(s[i:], "--"), c == '/' && strings.HasPrefix(s[i:], "/*"):
+			return fmt.Errorf("comment at byte %d: it could hide the rest of the query", i)
+		case c == '(':
+			depth++
+			i++
+		case c == ')':
+			if depth == 0 {
+				return fmt.Errorf("')' at byte %d closes a parenthesis the condition did not open", i)
+			}
+			depth--
+			i++
+		case c == '\'':
+			escape := prevIdent == "e" || prevIdent == "E"
+			end, err := scanQuoted(s, i, '\'', escape)
+			if err != nil {
+				return err
+			}
+			i = end
+		case c == '"':
+			end, err := scanQuoted(s, i, '"', false)
+			if err != nil {
+				return err
+			}
+			i = end
+		case c == '$':
+			j := i + 1 // a dollar quote's tag is an identifier without '$'
+			for j < len(s) && s[j] != '$' && isIdentByte(s[j], j > i+1) {
+				j++
+			}
+			switch {
+			case j < len(s) && s[j] == '$':
+				tag := s[i : j+1]
+				k := strings.Index(s[j+1:], tag)
+				if k < 0 {
+					return fmt.Errorf("unterminated dollar quote %s at byte %d", tag, i)
+				}
+				i = j + 1 + k + len(tag)
+			case i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9':
+				return fmt.Errorf("parameter at byte %d: a filter cannot use the query's parameters", i)
+			default:
+				i++
+			}
+		case isIdentByte(c, false):
+			j := i + 1
+			for j < len(s) && isIdentByte(s[j], true) {
+				j++
+			}
+			ident = s[i:j]
+			i = j
+		default:
+			i++
+		}
+		prevIdent = ident
+	}
+	if depth != 0 {
+		return fmt.Errorf("%d unclosed parenthesis", depth)
+	}
+	return nil
+}
+
+// isIdentByte reports whether c may be in an unquoted identifier (later
+// bytes also allow digits and '$'); bytes of multi-byte UTF-8 characters
+// count as letters, as PostgreSQL's lexer takes them.
+func isIdentByte(c byte, later bool) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c >= 0x80:
+		return true
+	case later && (c >= '0' && c <= '9' || c == '$'):
+		return true
+	}
+	return false
+}
+
+// scanQuoted returns the index after the literal or quoted identifier
+// opened by s[start] (q), where a doubled q stands for itself. In an escape
+// string (E'...') a backslash escapes the next byte; in an ordinary string
+// literal a backslash is refused.
+func scanQuoted(s string, start int, q byte, escape bool) (int, error) {
+	for i := start + 1; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			if q != '\'' {
+				continue
+			}
+			if !escape {
+				return 0, fmt.Errorf("backslash in the literal at byte %d reads differently with standard_conforming_strings off: write E'...'", start)
+			}
+			i++
+		case q:
+			if i+1 < len(s) && s[i+1] == q {
+				i++
+				continue
+			}
+			return i + 1, nil
+		}
+	}
+	what := "string literal"
+	if q == '"' {
+		what = "quoted identifier"
+	}
+	return 0, fmt.Errorf("unterminated %s at byte %d", what, start)
 }
