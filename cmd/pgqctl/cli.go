@@ -141,7 +141,7 @@ func failure(stderr io.Writer, name string, err error) int {
 		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", name, err, name)
 		return exitUsage
 	default:
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		fmt.Fprintf(stderr, "%s: %v\n", name, readableConnectError(err))
 		return 1
 	}
 }
@@ -164,9 +164,7 @@ func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		// pgx lists every address tried on its own line: keep it one line.
-		msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n\t", "; ")
-		return nil, fmt.Errorf("connect to %s/%s: %s", cfg.Host, cfg.Database, msg)
+		return nil, readableConnectError(err)
 	}
 	return conn, nil
 }

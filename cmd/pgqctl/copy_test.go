@@ -274,7 +274,7 @@ func TestCopyStatusAndParked(t *testing.T) {
 	require.Empty(t, rep.Nodes[0].Problems)
 	require.Contains(t, rep.Nodes[1].Problems, "pull pull.n3 on hub 0: queue missing")
 	require.Len(t, rep.Nodes[1].Problems, 2)
-	require.Contains(t, rep.Nodes[1].Problems[1], "node: connect to 127.0.0.1/none")
+	require.Contains(t, rep.Nodes[1].Problems[1], `node: cannot connect to database "none" on 127.0.0.1:1 as user "nobody": connection refused`)
 }
 
 func TestCopyParkedTrackingUsageErrors(t *testing.T) {

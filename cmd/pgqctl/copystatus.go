@@ -236,7 +236,7 @@ func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routi
 		case errors.Is(err, pgq.ErrQueueNotFound):
 			return "queue missing"
 		}
-		return err.Error()
+		return readableConnectError(err).Error()
 	}
 
 	// On the hub shard: the pull consumer's backlog, and relay-side parked events.
@@ -259,7 +259,7 @@ func nodeCopyStatus(ctx context.Context, hubs []*pgxpool.Pool, n copyNode, routi
 				continue
 			}
 			if k, err := countParkedIfInstalled(ctx, hubs[s], name); err != nil {
-				problem("hub %d: parked: %v", s, err)
+				problem("hub %d: parked: %s", s, describe(err))
 			} else {
 				st.RelayParked += k
 			}

@@ -251,7 +251,7 @@ func TestStatusErrors(t *testing.T) {
 
 	code, _, errOut = pgqctl(t, "status", "--dsn", "postgres://nobody@127.0.0.1:1/none?connect_timeout=5")
 	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "pgqctl status: connect to 127.0.0.1/none")
+	require.Contains(t, errOut, `pgqctl status: cannot connect to database "none" on 127.0.0.1:1 as user "nobody": connection refused`)
 
 	db := cluster.NewDB(t)
 	code, _, errOut = pgqctl(t, "status", "--dsn", db.DSN, "--queue", "nope")

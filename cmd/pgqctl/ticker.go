@@ -315,7 +315,7 @@ func runTicker(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if f.verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: level, ReplaceAttr: replaceConnectErrors}))
 	for _, n := range dc.notes {
 		log.Info(n)
 	}
