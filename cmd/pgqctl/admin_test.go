@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,4 +222,69 @@ func TestNoDSN(t *testing.T) {
 	require.Contains(t, out, "created queue q")
 	code, _, _ = pgqctl(t, "status")
 	require.Equal(t, 0, code)
+}
+
+// TestQueueConfigRefusesNonsense: values PgQ would take but that make no
+// sense (or that it would refuse halfway) are refused before anything is
+// changed.
+func TestQueueConfigRefusesNonsense(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := cluster.NewDB(t)
+	code, _, errOut := pgqctl(t, "queue", "create", "orders", "--dsn", db.DSN, "--ticker-max-lag", "0.5")
+	require.Equal(t, 0, code, errOut)
+	settings := func() pgq.QueueInfo {
+		q, err := pgq.GetQueueInfo(ctx, db.Pool, "orders")
+		require.NoError(t, err)
+		// the settings only, not the figures that move with time
+		return pgq.QueueInfo{Name: q.Name, RotationPeriod: q.RotationPeriod, ExternalTicker: q.ExternalTicker,
+			TickerPaused: q.TickerPaused, TickerMaxCount: q.TickerMaxCount, TickerMaxLag: q.TickerMaxLag,
+			TickerIdlePeriod: q.TickerIdlePeriod}
+	}
+	before := settings()
+	require.Equal(t, 500*time.Millisecond, before.TickerMaxLag)
+
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--rotation-period", "0s"}, "--rotation-period 0s: rotation_period must be at least 1s"},
+		{[]string{"--rotation-period", "0"}, "rotation_period must be at least 1s"},
+		{[]string{"--rotation-period", "0.5"}, "--rotation-period 500ms: rotation_period must be at least 1s"},
+		{[]string{"--rotation-period", "-2h"}, `"-2h" is negative`},
+		{[]string{"--ticker-idle-period", "0"}, "--ticker-idle-period 0s: ticker_idle_period must be at least 1ms"},
+		{[]string{"--ticker-max-lag", "-1"}, "non-negative"},
+		{[]string{"--ticker-max-lag", "-1s"}, `"-1s" is negative`},
+		{[]string{"--ticker-max-count", "0"}, "--ticker-max-count 0: ticker_max_count must be at least 1"},
+		{[]string{"--ticker-max-count", "-5"}, "ticker_max_count must be at least 1"},
+		{[]string{"--ticker-max-count", "3000000000"}, "ticker_max_count must be at most 2147483647"},
+		// One bad value refuses the good ones given with it.
+		{[]string{"--ticker-max-lag", "2", "--ticker-paused", "--rotation-period", "0"}, "rotation_period must be at least 1s"},
+	} {
+		args := append([]string{"queue", "config", "orders", "--dsn", db.DSN}, tc.args...)
+		code, out, errOut := pgqctl(t, args...)
+		require.Equal(t, exitUsage, code, "%q: %s%s", tc.args, out, errOut)
+		require.Contains(t, errOut, tc.msg, "%q", tc.args)
+		if !strings.Contains(errOut, "invalid value") { // refused by the flag itself: no queue yet
+			require.Contains(t, errOut, "pgqctl queue config: queue orders not changed: ", "%q", tc.args)
+		}
+		require.Equal(t, before, settings(), "%q: nothing changed", tc.args)
+	}
+
+	// create with a bad setting creates nothing.
+	code, _, errOut = pgqctl(t, "queue", "create", "other", "--dsn", db.DSN, "--rotation-period", "0")
+	require.Equal(t, exitUsage, code, errOut)
+	require.Contains(t, errOut, "pgqctl queue create: queue other not created: --rotation-period 0s: rotation_period must be at least 1s")
+	_, err := pgq.GetQueueInfo(ctx, db.Pool, "other")
+	require.ErrorIs(t, err, pgq.ErrQueueNotFound)
+
+	// The smallest sensible values are taken.
+	code, _, errOut = pgqctl(t, "queue", "config", "orders", "--dsn", db.DSN,
+		"--rotation-period", "1s", "--ticker-idle-period", "1ms", "--ticker-max-count", "1", "--ticker-max-lag", "0")
+	require.Equal(t, 0, code, errOut)
+	after := settings()
+	require.Equal(t, time.Second, after.RotationPeriod)
+	require.Equal(t, time.Millisecond, after.TickerIdlePeriod)
+	require.Equal(t, 1, after.TickerMaxCount)
+	require.Zero(t, after.TickerMaxLag)
 }

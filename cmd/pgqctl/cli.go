@@ -248,13 +248,16 @@ func fmtDur(d time.Duration) string {
 func parseDuration(v string) (time.Duration, error) {
 	if f, err := strconv.ParseFloat(v, 64); err == nil {
 		if f < 0 || f > 1e9 || math.IsNaN(f) {
-			return 0, fmt.Errorf("%q: want a non-negative number of seconds", v)
+			return 0, fmt.Errorf("%q: want a non-negative number of seconds (at most 1e9)", v)
 		}
 		return time.Duration(f * float64(time.Second)), nil
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
+	switch {
+	case err != nil:
 		return 0, fmt.Errorf("%q: want seconds (e.g. 1 or 0.5) or a duration (e.g. 500ms, 2h)", v)
+	case d < 0:
+		return 0, fmt.Errorf("%q is negative: want a non-negative duration", v)
 	}
 	return d, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/pgq-go/pgq/pgq"
@@ -37,13 +38,41 @@ func runQueue(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 // queueConfigFlags adds one flag per pgq.QueueConfig field.
 func queueConfigFlags(f *cmdFlags, cfg *pgq.QueueConfig) {
-	f.Var(optInt{&cfg.TickerMaxCount}, "ticker-max-count", "tick after this `many` events (ticker_max_count; PgQ default 500)")
-	f.Var(optDuration{&cfg.TickerMaxLag}, "ticker-max-lag", "tick when events are this old (ticker_max_lag; `duration`: seconds or e.g. 500ms; default 3s)")
-	f.Var(optDuration{&cfg.TickerIdlePeriod}, "ticker-idle-period", "tick this often without events (ticker_idle_period; `duration`; default 1m)")
+	f.Var(optInt{&cfg.TickerMaxCount}, "ticker-max-count", "tick after this `many` events (ticker_max_count; 1 to 2147483647; PgQ default 500)")
+	f.Var(optDuration{&cfg.TickerMaxLag}, "ticker-max-lag", "tick when events are this old (ticker_max_lag; `duration`: seconds or e.g. 500ms; 0 ticks every ticker round while events wait; default 3s)")
+	f.Var(optDuration{&cfg.TickerIdlePeriod}, "ticker-idle-period", "tick this often without events (ticker_idle_period; `duration`, at least 1ms; default 1m)")
 	f.Var(optBool{&cfg.TickerPaused}, "ticker-paused", "pause ticking (ticker_paused; --ticker-paused=false resumes)")
-	f.Var(optDuration{&cfg.RotationPeriod}, "rotation-period", "rotate event tables this often (rotation_period; `duration`; default 2h)")
+	f.Var(optDuration{&cfg.RotationPeriod}, "rotation-period", "rotate event tables this often (rotation_period; `duration`, at least 1s; default 2h)")
 	f.Var(optBool{&cfg.ExternalTicker}, "external-ticker", "ticks come from elsewhere, not pgq.ticker() (external_ticker)")
 	// No --disable-insert: PgQ 3.5's set_queue_config refuses that key.
+}
+
+// Bounds of the settings pgqctl takes. PgQ itself takes any value its
+// columns hold, including ones that break the queue's schedule.
+const (
+	minRotationPeriod   = time.Second      // 0 rotates on every maintenance run
+	minTickerIdlePeriod = time.Millisecond // 0 ticks an idle queue every ticker_max_lag/2
+	maxTickerMaxCount   = math.MaxInt32    // the column is an int4
+)
+
+// checkQueueConfig refuses settings that make no sense for a queue,
+// before anything is changed: every setting given is applied, or none.
+func checkQueueConfig(c pgq.QueueConfig) error {
+	switch {
+	case c.TickerMaxCount != nil && *c.TickerMaxCount < 1:
+		return fmt.Errorf("--ticker-max-count %d: ticker_max_count must be at least 1", *c.TickerMaxCount)
+	case c.TickerMaxCount != nil && *c.TickerMaxCount > maxTickerMaxCount:
+		return fmt.Errorf("--ticker-max-count %d: ticker_max_count must be at most %d", *c.TickerMaxCount, maxTickerMaxCount)
+	case c.TickerMaxLag != nil && *c.TickerMaxLag < 0: // parseDuration refuses it first
+		return fmt.Errorf("--ticker-max-lag %v: ticker_max_lag must not be negative", *c.TickerMaxLag)
+	case c.TickerIdlePeriod != nil && *c.TickerIdlePeriod < minTickerIdlePeriod:
+		return fmt.Errorf("--ticker-idle-period %v: ticker_idle_period must be at least %v (0 would tick an idle queue every half ticker_max_lag)",
+			*c.TickerIdlePeriod, minTickerIdlePeriod)
+	case c.RotationPeriod != nil && *c.RotationPeriod < minRotationPeriod:
+		return fmt.Errorf("--rotation-period %v: rotation_period must be at least %v (0 would rotate the event tables on every maintenance run)",
+			*c.RotationPeriod, minRotationPeriod)
+	}
+	return nil
 }
 
 func configSet(c pgq.QueueConfig) bool {
@@ -80,6 +109,9 @@ func runQueueCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	name, code, ok := oneName(f, args, "queue")
 	if !ok {
 		return code
+	}
+	if err := checkQueueConfig(cfg); err != nil {
+		return f.fail(usagef("queue %s not created: %v", name, err))
 	}
 	conn, err := connect(ctx, f.dsn)
 	if err != nil {
@@ -148,8 +180,8 @@ func runQueueConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !ok {
 		return code
 	}
-	if cfg.TickerMaxCount != nil && *cfg.TickerMaxCount < 1 {
-		return f.fail(usagef("--ticker-max-count must be at least 1"))
+	if err := checkQueueConfig(cfg); err != nil {
+		return f.fail(usagef("queue %s not changed: %v", name, err))
 	}
 	conn, err := connect(ctx, f.dsn)
 	if err != nil {
