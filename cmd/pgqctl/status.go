@@ -34,6 +34,9 @@ pending events and open batch. Then a health verdict:
                    position) but has not opened or finished a batch for
                    longer than --max-last-seen
 
+In the tables, queue and consumer names wider than 40 columns are cut to
+40 with an ellipsis (…); --json and the problem list give them whole.
+
 Exit status: 0 healthy, 1 unhealthy or the database could not be checked
 (the reason is on stderr), 2 usage error.
 `
@@ -268,13 +271,18 @@ func judgeQueue(q pgq.QueueInfo, cs []pgq.ConsumerInfo, th statusThresholds) que
 	return st
 }
 
+// maxNameWidth is the widest a queue or consumer name is shown in the
+// status tables (in terminal columns); wider ones are cut with an
+// ellipsis. --json and the problem list give them whole.
+const maxNameWidth = 40
+
 func printStatus(w io.Writer, rep *statusReport) {
 	fmt.Fprintf(w, "database %s   PostgreSQL %s   PgQ %s\n\n", rep.Database, rep.ServerVersion, rep.PgqVersion)
 	if len(rep.Queues) == 0 {
 		fmt.Fprintln(w, "no queues")
 	} else {
-		t := newTable(w)
-		fmt.Fprintln(t, "QUEUE\tTABLES\tROTATION\tTICKER count/lag/idle\tTICKER LAG\tEV/S\tNEW\tLAST TICK\tHEALTH")
+		t := &textTable{}
+		t.row("QUEUE", "TABLES", "ROTATION", "TICKER count/lag/idle", "TICKER LAG", "EV/S", "NEW", "LAST TICK", "HEALTH")
 		for _, q := range rep.Queues {
 			ticker := fmt.Sprintf("%d/%s/%s", q.TickerMaxCount, fmtDur(time.Duration(q.TickerMaxLag)), fmtDur(time.Duration(q.TickerIdlePeriod)))
 			if q.TickerPaused {
@@ -283,14 +291,15 @@ func printStatus(w io.Writer, rep *statusReport) {
 			if q.ExternalTicker {
 				ticker += " external"
 			}
-			fmt.Fprintf(t, "%s\t%d (cur %d)\t%s\t%s\t%s\t%.1f\t%d\t%d\t%s\n", q.Name, q.Tables, q.CurTable,
+			t.row(fitWidth(q.Name, maxNameWidth), fmt.Sprintf("%d (cur %d)", q.Tables, q.CurTable),
 				fmtDur(time.Duration(q.RotationPeriod)), ticker, fmtDur(time.Duration(q.TickerLag)),
-				q.EventsPerSec, q.NewEvents, q.LastTickID, verdict(q.Problems))
+				fmt.Sprintf("%.1f", q.EventsPerSec), strconv.FormatInt(q.NewEvents, 10), strconv.FormatInt(q.LastTickID, 10),
+				verdict(q.Problems))
 		}
-		t.Flush()
+		t.write(w)
 		fmt.Fprintln(w)
-		t = newTable(w)
-		fmt.Fprintln(t, "QUEUE\tCONSUMER\tLAG\tBEHIND\tLAST SEEN\tPENDING\tBATCH\tHEALTH")
+		t = &textTable{}
+		t.row("QUEUE", "CONSUMER", "LAG", "BEHIND", "LAST SEEN", "PENDING", "BATCH", "HEALTH")
 		n := 0
 		for _, q := range rep.Queues {
 			for _, c := range q.Consumers {
@@ -298,15 +307,16 @@ func printStatus(w io.Writer, rep *statusReport) {
 				if c.CurrentBatch != 0 {
 					batch = strconv.FormatInt(c.CurrentBatch, 10)
 				}
-				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", q.Name, c.Name, fmtDur(time.Duration(c.Lag)),
-					fmtDur(time.Duration(c.Behind)), fmtDur(time.Duration(c.LastSeen)), c.PendingEvents, batch, verdict(c.Problems))
+				t.row(fitWidth(q.Name, maxNameWidth), fitWidth(c.Name, maxNameWidth), fmtDur(time.Duration(c.Lag)),
+					fmtDur(time.Duration(c.Behind)), fmtDur(time.Duration(c.LastSeen)), strconv.FormatInt(c.PendingEvents, 10),
+					batch, verdict(c.Problems))
 				n++
 			}
 		}
 		if n == 0 {
 			fmt.Fprintln(w, "no consumers")
 		} else {
-			t.Flush()
+			t.write(w)
 		}
 	}
 	fmt.Fprintln(w)

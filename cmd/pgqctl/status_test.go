@@ -265,3 +265,103 @@ func TestStatusErrors(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestStatusColumnsAligned: names with multibyte, wide and combining
+// characters, and names longer than the documented width, keep the
+// tables' columns aligned on a terminal.
+func TestStatusColumnsAligned(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := cluster.NewDB(t)
+	const (
+		wideQueue = "注文キュー"           // 5 wide characters: 10 columns, 15 bytes
+		accented  = "ünïcødé"         // precomposed: 7 columns, 7 runes, 11 bytes
+		combining = "cafe\u0301_sync" // "café_sync" with a combining accent: 9 columns, 10 runes
+		asciiQ    = "q"               // short
+		shortC    = "c"               // short
+	)
+	longQueue := strings.Repeat("long_queue_name_", 8) // 128 columns
+	longWide := strings.Repeat("消費者", 20)              // 60 wide characters: 120 columns
+	for q, cs := range map[string][]string{
+		wideQueue: {accented, combining, longWide},
+		longQueue: {shortC, accented},
+		asciiQ:    {shortC},
+	} {
+		_, err := pgq.CreateQueue(ctx, db.Pool, q)
+		require.NoError(t, err)
+		for _, c := range cs {
+			_, err = pgq.RegisterConsumer(ctx, db.Pool, q, c)
+			require.NoError(t, err)
+		}
+	}
+
+	code, out, errOut := pgqctl(t, "status", "--dsn", db.DSN)
+	require.Equal(t, 0, code, "%s%s", out, errOut)
+	tables := strings.Split(out, "\n\n")
+	require.GreaterOrEqual(t, len(tables), 3, out)
+	queues, consumers := strings.Split(tables[1], "\n"), strings.Split(tables[2], "\n")
+	require.True(t, strings.HasPrefix(queues[0], "QUEUE "), out)
+	require.True(t, strings.HasPrefix(consumers[0], "QUEUE "), out)
+	require.Len(t, queues, 1+3, out)
+	require.Len(t, consumers, 1+6, out)
+	for _, table := range [][]string{queues, consumers} {
+		header := cellStarts(table[0])
+		for _, line := range table[1:] {
+			require.Equal(t, header, cellStarts(line), "cells start under their headers:\n%s\n%s", table[0], line)
+		}
+	}
+
+	// Names wider than maxNameWidth are cut to it, ending in an ellipsis.
+	cut := longQueue[:maxNameWidth-1] + "…"
+	require.Contains(t, out, cut+"  ")
+	require.NotContains(t, out, longQueue)
+	wideCut := strings.Repeat("消費者", 6) + "消" + "…" // 19 wide characters and "…": 39 columns
+	require.Equal(t, maxNameWidth-1, testWidth(wideCut))
+	require.Contains(t, out, wideCut+"  ")
+	require.NotContains(t, out, longWide)
+	for _, name := range []string{wideQueue, accented, combining} {
+		require.Contains(t, out, name+"  ", "short names whole")
+	}
+
+	// JSON has the names whole; the width is documented.
+	_, rep := statusJSON(t, db.DSN)
+	findConsumer(t, rep, longQueue, accented)
+	findConsumer(t, rep, wideQueue, longWide)
+	_, _, help := pgqctl(t, "status", "--help")
+	require.Contains(t, help, "wider than 40 columns")
+}
+
+// cellStarts returns the display column at which each cell of a table
+// line starts (cells are two or more spaces apart).
+func cellStarts(line string) []int {
+	var starts []int
+	col, spaces := 0, 0
+	for _, r := range line {
+		if r == ' ' {
+			spaces++
+		} else {
+			if col == 0 || spaces >= 2 {
+				starts = append(starts, col)
+			}
+			spaces = 0
+		}
+		col += testWidth(string(r))
+	}
+	return starts
+}
+
+// testWidth is the display width of the test's names: CJK characters take
+// two columns, combining accents none.
+func testWidth(s string) int {
+	n := 0
+	for _, r := range s {
+		switch {
+		case r >= 0x3000 && r <= 0x9fff:
+			n += 2
+		case r >= 0x300 && r <= 0x36f:
+		default:
+			n++
+		}
+	}
+	return n
+}
