@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -308,5 +309,31 @@ func TestCopyParkedTrackingUsageErrors(t *testing.T) {
 		code, _, errOut := pgqctl(t, tc.args...)
 		require.Equal(t, exitUsage, code, "%q: %s", tc.args, errOut)
 		require.Contains(t, errOut, tc.msg, "%q", tc.args)
+	}
+}
+
+// TestParkedNotACopierNode: the parked commands on a database without the
+// copier's tables say so, naming the database, instead of PostgreSQL's
+// "relation does not exist".
+func TestParkedNotACopierNode(t *testing.T) {
+	t.Parallel()
+	for _, db := range []*pgtest.DB{newDB(t), cluster.NewPlainDB(t)} { // pgq without a copier; no pgq at all
+		want := `database "` + db.Name + `" is not a targeted-copy node: no parked events table (pgq_go.parked_event)`
+		for _, tc := range []struct {
+			name string
+			args []string
+		}{
+			{"parked list", []string{"parked", "list", "--dsn", db.DSN}},
+			{"parked list", []string{"parked", "list", "--dsn", db.DSN, "--json", "--consumer", "pull.n1"}},
+			{"parked replay", []string{"parked", "replay", "--dsn", db.DSN, "--applier", "func", "--func", "public.apply_row"}},
+			{"parked replay", []string{"parked", "replay", "--dsn", db.DSN, "--applier", "func", "--func", "public.apply_row", "--node", "n1"}},
+			{"parked purge", []string{"parked", "purge", "--dsn", db.DSN, "--consumer", "pull.n1"}},
+		} {
+			code, out, errOut := pgqctl(t, tc.args...)
+			require.Equal(t, 1, code, "%q: %s%s", tc.args, out, errOut)
+			require.True(t, strings.HasPrefix(errOut, "pgqctl "+tc.name+": "+want), "%q: %s", tc.args, errOut)
+			require.NotContains(t, errOut, "relation")
+			require.Empty(t, out)
+		}
 	}
 }

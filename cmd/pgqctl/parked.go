@@ -88,7 +88,7 @@ func runParkedList(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if pf.Limit < 1 {
 		return f.fail(usagef("--limit must be at least 1"))
 	}
-	conn, err := connect(ctx, f.dsn)
+	conn, err := connectParked(ctx, f.dsn)
 	if err != nil {
 		return f.fail(err)
 	}
@@ -130,6 +130,34 @@ func runParkedList(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stdout, "(first %d; raise --limit for more)\n", pf.Limit)
 	}
 	return 0
+}
+
+// sqlHasParked says whether the database has the copier's parked events
+// table, and names the database. (The catalog, not to_regclass: that
+// one fails without USAGE on the schema.)
+const sqlHasParked = `select current_database(), exists (select 1 from pg_catalog.pg_class c
+	join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+	where n.nspname = 'pgq_go' and c.relname = 'parked_event')`
+
+// connectParked connects to a database that has parked events: a node
+// (or a hub) where a targeted copier was set up.
+func connectParked(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	conn, err := connect(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	var db string
+	var ok bool
+	if err := conn.QueryRow(ctx, sqlHasParked).Scan(&db, &ok); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	if !ok {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("database %q is not a targeted-copy node: no parked events table (pgq_go.parked_event); "+
+			"point --dsn at a node's database (or a hub's, for relay-side parked events) where a copier has run", db)
+	}
+	return conn, nil
 }
 
 func textPtr(s string, valid bool) *string {
@@ -194,7 +222,7 @@ func runParkedReplay(ctx context.Context, args []string, stdout, stderr io.Write
 	default:
 		return f.fail(usagef("--applier %q: want row or func", kind))
 	}
-	conn, err := connect(ctx, f.dsn)
+	conn, err := connectParked(ctx, f.dsn)
 	if err != nil {
 		return f.fail(err)
 	}
@@ -275,7 +303,7 @@ func runParkedPurge(ctx context.Context, args []string, stdout, stderr io.Writer
 	if pf.Consumer == "" && len(pf.IDs) == 0 {
 		return f.fail(usagef("name what to purge: --consumer and/or --id"))
 	}
-	conn, err := connect(ctx, f.dsn)
+	conn, err := connectParked(ctx, f.dsn)
 	if err != nil {
 		return f.fail(err)
 	}
