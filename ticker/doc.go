@@ -22,6 +22,11 @@
 // pgqd does not take this lock. When switching from pgqd, stop pgqd first:
 // a pgqd left running would tick in parallel. The lock needs a real
 // session: do not point the ticker at a transaction-pooling pgbouncer.
+// While it ticks, a Ticker looks every ten TickPeriods (at least every
+// second) for ticks of its queues that it did not make; when it finds
+// some, it logs a warning naming the database, the queues and the other
+// sessions seen calling pgq.ticker, once until ten minutes pass without
+// such ticks.
 //
 // # Ticks and wake-ups
 //

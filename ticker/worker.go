@@ -32,6 +32,7 @@ type worker struct {
 
 	watch   map[string][]int64 // queue → transactions its last tick saw in progress (race.go)
 	seesAll bool               // the role sees every backend's xid (race.go)
+	foreign foreignWatch       // ticks made by another ticker (foreign.go)
 }
 
 func newWorker(t *Ticker, k dbKey, explicit bool) *worker {
@@ -185,7 +186,11 @@ func (w *worker) serve(ctx context.Context, conn *pgx.Conn, born time.Time) erro
 	if _, err := conn.Exec(ctx, "listen "+pgx.Identifier{pgq.TickRequestChannel}.Sanitize()); err != nil {
 		return fmt.Errorf("listen for tick requests: %w", err)
 	}
+	w.foreign = foreignWatch{last: w.foreign.last} // a new connection looks afresh
 	for {
+		if err := w.lookForeign(ctx, conn); err != nil {
+			return err
+		}
 		if err := w.tickIfDue(ctx, conn, sc); err != nil {
 			return err
 		}
@@ -400,6 +405,7 @@ func (w *worker) tick(ctx context.Context, conn *pgx.Conn, sc *schedule) error {
 	if err != nil {
 		return fmt.Errorf("ticker: %w", err)
 	}
+	w.foreign.note(queues)
 	if err := w.watchTicks(ctx, conn, queues, ids, self); err != nil {
 		return err
 	}
