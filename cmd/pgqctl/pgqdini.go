@@ -160,11 +160,8 @@ func parseSeconds(v string) (time.Duration, error) {
 
 // splitList splits pgqd's comma- (or space-) separated database_list.
 func splitList(v string) []string {
-	var out []string
-	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
-		out = append(out, f)
-	}
-	return out
+	var out []string // nil when empty
+	return append(out, strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })...)
 }
 
 func expandHome(p string) string {
