@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -59,10 +60,7 @@ type attemptCause struct {
 	rank int // 0: the server answered; 1: network, DNS, other; 2: TLS negotiation
 }
 
-// connectMessage describes a failed connection: what was tried, then the
-// most telling cause (the server's own error before a network error,
-// before a TLS negotiation error, which with sslmode=prefer is followed
-// by a plaintext attempt anyway), then any other distinct cause.
+// connectMessage describes a failed connection from pgx's error.
 func connectMessage(ce *pgconn.ConnectError) string {
 	var causes []attemptCause
 	for _, a := range flatten(errors.Unwrap(ce)) {
@@ -71,6 +69,16 @@ func connectMessage(ce *pgconn.ConnectError) string {
 	if len(causes) == 0 {
 		return ce.Error()
 	}
+	addr := net.JoinHostPort(ce.Config.Host, strconv.Itoa(int(ce.Config.Port)))
+	return describeConnect(ce.Config.Database, ce.Config.User, addr, causes)
+}
+
+// describeConnect says what was tried (addr when no attempt names its
+// address), then the most telling cause (the server's own error before a
+// network error, before a TLS negotiation error, which with
+// sslmode=prefer is followed by a plaintext attempt anyway), then any
+// other distinct cause.
+func describeConnect(db, user, addr string, causes []attemptCause) string {
 	best := 0
 	for i, c := range causes {
 		if c.rank < causes[best].rank {
@@ -78,11 +86,10 @@ func connectMessage(ce *pgconn.ConnectError) string {
 		}
 	}
 	primary := causes[best]
-	addr := primary.addr
-	if addr == "" {
-		addr = net.JoinHostPort(ce.Config.Host, strconv.Itoa(int(ce.Config.Port)))
+	if primary.addr != "" {
+		addr = primary.addr
 	}
-	msg := fmt.Sprintf("cannot connect to database %q on %s as user %q: %s", ce.Config.Database, addr, ce.Config.User, primary.text)
+	msg := fmt.Sprintf("cannot connect to database %q on %s as user %q: %s", db, addr, user, primary.text)
 	seen := map[string]bool{primary.addr + primary.text: true}
 	var also []string
 	for _, c := range causes {
@@ -101,6 +108,44 @@ func connectMessage(ce *pgconn.ConnectError) string {
 	}
 	return msg
 }
+
+// connectFailedRE is pgx's text of a *pgconn.ConnectError (1: user, 2:
+// database, 3: the attempts' errors, one per line after "\n\t" or one
+// after a space) and of one attempt (1: address, 2: cause).
+var (
+	connectFailedRE = regexp.MustCompile("failed to connect to `user=(.*) database=(.*)`:( .*|(?:\n\t.*)+)$")
+	attemptRE       = regexp.MustCompile(`^(\S+) \([^()]*\): (.*)$`)
+)
+
+// readableConnectText does for an error's text what readableConnectError
+// does for the error (the ticker's stats carry the last error as text).
+func readableConnectText(s string) string {
+	m := connectFailedRE.FindStringSubmatchIndex(s)
+	if m == nil {
+		return s
+	}
+	user, db, rest := s[m[2]:m[3]], s[m[4]:m[5]], s[m[6]:m[7]]
+	var causes []attemptCause
+	for _, line := range strings.Split(strings.TrimPrefix(strings.TrimPrefix(rest, " "), "\n\t"), "\n\t") {
+		var c attemptCause
+		if a := attemptRE.FindStringSubmatch(line); a != nil {
+			c.addr, line = a[1], a[2]
+		}
+		c.rank, c.text = 1, line
+		switch i := max(strings.Index(line, "FATAL: "), strings.Index(line, "ERROR: ")); {
+		case strings.Contains(line, "(SQLSTATE ") && i >= 0:
+			c.rank, c.text = 0, line[i+len("FATAL: "):]
+		case strings.HasSuffix(line, "connection refused"):
+			c.text = connRefused
+		case strings.HasPrefix(line, "tls error: "):
+			c.rank = 2
+		}
+		causes = append(causes, c)
+	}
+	return s[:m[0]] + describeConnect(db, user, "?", causes)
+}
+
+const connRefused = "connection refused (is PostgreSQL running and accepting TCP connections there?)"
 
 // flatten lists the errors joined in err (errors.Join, recursively).
 func flatten(err error) []error {
@@ -136,7 +181,7 @@ func causeOf(err error) attemptCause {
 	case errors.As(err, &pgErr):
 		c.rank, c.text = 0, fmt.Sprintf("%s (SQLSTATE %s)", pgErr.Message, pgErr.Code)
 	case errors.Is(err, syscall.ECONNREFUSED):
-		c.rank, c.text = 1, "connection refused (is PostgreSQL running and accepting TCP connections there?)"
+		c.rank, c.text = 1, connRefused
 	case errors.Is(err, syscall.ENOENT) && strings.HasPrefix(c.addr, "/"):
 		c.rank, c.text = 1, "no such socket (is PostgreSQL running, with its socket in that directory?)"
 	case errors.As(err, &dnsErr):
@@ -150,14 +195,19 @@ func causeOf(err error) attemptCause {
 }
 
 // replaceConnectErrors is a slog ReplaceAttr that logs connection errors
-// (the ticker's) as readableConnectError does.
+// (the ticker's) as readableConnectError does, and the text of one (the
+// ticker's stats' last_error) as readableConnectText does.
 func replaceConnectErrors(_ []string, a slog.Attr) slog.Attr {
-	if a.Value.Kind() != slog.KindAny {
-		return a
-	}
-	if err, ok := a.Value.Any().(error); ok {
-		if r := readableConnectError(err); r != err {
-			return slog.String(a.Key, r.Error())
+	switch a.Value.Kind() {
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok {
+			if r := readableConnectError(err); r != err {
+				return slog.String(a.Key, r.Error())
+			}
+		}
+	case slog.KindString:
+		if s := a.Value.String(); strings.Contains(s, "failed to connect to `") {
+			return slog.String(a.Key, readableConnectText(s))
 		}
 	}
 	return a

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -59,14 +60,30 @@ func TestConnectErrorsLeadWithCause(t *testing.T) {
 		})
 	}
 
-	// The ticker logs a failing database's cause the same way.
+	// The ticker logs a failing database's cause the same way, also in
+	// its stats, which carry the error as text.
 	runCtx, stop := context.WithCancel(ctx)
 	var out syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- run(runCtx, []string{"ticker", "--dsn", base + " dbname=nope_db"}, &out, &out) }()
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "database failing") }, 20*time.Second, 10*time.Millisecond)
+	go func() {
+		done <- run(runCtx, []string{"ticker", "--dsn", base + " dbname=nope_db", "--stats-period", "0.1"}, &out, &out)
+	}()
+	require.Eventually(t, func() bool { return logged(out.String(), "ticker: stats", "last_error=") }, 20*time.Second, 10*time.Millisecond)
 	stop()
 	<-done
-	require.True(t, logged(out.String(), "database failing", `database \"nope_db\" does not exist`), out.String())
+	cause := `cannot connect to database \"nope_db\" on ` + server + ` as user \"postgres\": database \"nope_db\" does not exist (SQLSTATE 3D000)`
+	require.True(t, logged(out.String(), "database failing", `err="connect: `+cause+`"`), out.String())
+	require.True(t, logged(out.String(), "ticker: stats", `last_error="connect: `+cause+`"`), out.String())
 	require.NotContains(t, out.String(), "tls error")
+
+	// The text of pgx's error reads as the error does.
+	for _, dsn := range []string{base + " dbname=nope_db", base + " dbname=postgres user=nobody_x",
+		"host=127.0.0.1 port=" + itoa(int64(closed)) + " user=u dbname=d"} {
+		_, err := pgx.Connect(ctx, dsn)
+		require.Error(t, err)
+		require.Equal(t, readableConnectError(err).Error(), readableConnectText(err.Error()), dsn)
+		wrapped := fmt.Errorf("connect: %w", err)
+		require.Equal(t, readableConnectError(wrapped).Error(), readableConnectText(wrapped.Error()), dsn)
+	}
+	require.Equal(t, "no connection error", readableConnectText("no connection error"))
 }
