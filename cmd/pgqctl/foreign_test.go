@@ -111,8 +111,8 @@ func TestTickerWarnsOfAnotherTicker(t *testing.T) {
 	cfg.RuntimeParams["application_name"] = "cron ticker"
 	other, err := pgx.ConnectConfig(s.ctx, cfg)
 	require.NoError(t, err)
-	defer other.Close(context.Background())
 	pgtest.Background(t, s.ctx, func(ctx context.Context) error {
+		defer other.Close(context.Background())
 		for ctx.Err() == nil {
 			_, _ = other.Exec(ctx, "select pgq.ticker()")
 			time.Sleep(50 * time.Millisecond)
