@@ -125,10 +125,9 @@ func TestTickerWarnsOfAnotherTicker(t *testing.T) {
 // TestTickerWarnsOfPgqd: the same with pgqd itself ticking the database.
 func TestTickerWarnsOfPgqd(t *testing.T) {
 	t.Parallel()
-	bin, err := exec.LookPath("pgqd")
-	if err != nil {
-		t.Skip("pgqd is not installed (Debian package pgqd)")
-	}
+	const bin = "/usr/bin/pgqd" // where scripts/ensure-deps installs it
+	_, err := os.Stat(bin)
+	require.NoError(t, err, "pgqd is not installed: run scripts/ensure-deps (Debian package pgqd)")
 	s := newForeignSetup(t)
 	s.alone(t)
 
