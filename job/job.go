@@ -142,8 +142,13 @@ func (c Config) validate() error {
 // Skytools command-line operations (--register, --unregister, --rewind,
 // --reset).
 type Job struct {
-	cfg Config
+	cfg   Config
+	notes []string
 }
+
+// Notes are remarks on the ini section the job was read from: keys that
+// have no effect here, and why. Say them when the job starts.
+func (j *Job) Notes() []string { return j.notes }
 
 // New checks cfg and returns the job. Nothing is connected yet.
 func New(cfg Config) (*Job, error) {

@@ -158,7 +158,61 @@ func FromSection(sec *skytools.Section, kind Kind, logger *slog.Logger) (*Job, e
 	if err != nil {
 		return nil, fmt.Errorf("%s [%s]: %w", sec.Filename(), sec.Name(), err)
 	}
+	j.notes = keyNotes(sec)
 	return j, nil
+}
+
+// usedKeys are the keys a job reads (Skytools' and job_kind).
+var usedKeys = map[string]bool{
+	"job_name": true, "service_name": true, "config_format": true, "config_dir": true, "config_file": true,
+	"src_db": true, "dst_db": true, "queue_name": true, "pgq_queue_name": true, "consumer_name": true,
+	"pgq_consumer_id": true, "pgq_lazy_fetch": true, "pgq_autocommit": true, "pgq_batch_collect_events": true,
+	"pgq_batch_collect_interval": true, "pgq_keep_lag": true, "table_filter": true, "consumer_filter": true,
+	"loop_delay": true, "exception_sleep": true, "keepalive_stats": true, "connection_lifetime": true,
+	"logfile": true, "pidfile": true, "dst_queue_name": true, "queue_field": true, "dst_query": true,
+	"local_tracking_file": true, KindKey: true,
+}
+
+// ignoredKeys are Skytools keys that have no effect here, and why.
+var ignoredKeys = []struct{ prefix, why string }{
+	{"use_skylog", "logs go to logfile and stderr"},
+	{"skylog_", "logs go to logfile and stderr"},
+	{"use_syslog", "logs go to logfile and stderr"},
+	{"syslog_", "logs go to logfile and stderr"},
+	{"log_size", "rotate the logfile with logrotate; SIGHUP reopens it"},
+	{"log_count", "rotate the logfile with logrotate; SIGHUP reopens it"},
+	{"logfmt_", "logs are slog key=value lines"},
+	{"logdatefmt_", "logs are slog key=value lines"},
+	{"exception_quiet", "every failure is logged, with its backoff"},
+	{"exception_grace", "every failure is logged, with its backoff"},
+	{"exception_reset", "every failure is logged, with its backoff"},
+	{"sql_retry", "a failed statement fails the batch, which is retried after exception_sleep"},
+}
+
+// keyNotes says which keys of sec have no effect.
+func keyNotes(sec *skytools.Section) []string {
+	var notes []string
+	for _, k := range sec.Keys() {
+		if usedKeys[k] {
+			continue
+		}
+		why := ""
+		for _, ig := range ignoredKeys {
+			if strings.HasPrefix(k, ig.prefix) {
+				why = ig.why
+				break
+			}
+		}
+		switch {
+		case why != "":
+			notes = append(notes, fmt.Sprintf("key %s has no effect here: %s", k, why))
+		case strings.HasSuffix(k, "_extra_connstr"):
+			notes = append(notes, fmt.Sprintf("key %s has no effect here: put the options in src_db / dst_db", k))
+		default:
+			notes = append(notes, fmt.Sprintf("key %s is not read (neither by Skytools' generic scripts nor here): a typo?", k))
+		}
+	}
+	return notes
 }
 
 // LoadAll reads the jobs of every path: an ini file, or a directory whose

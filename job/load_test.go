@@ -112,3 +112,18 @@ func load(t *testing.T, path string, opts job.LoadOptions) []*job.Job {
 	require.NoError(t, err)
 	return j
 }
+
+// TestLoadNotes: keys that do nothing here are named, with why.
+func TestLoadNotes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j := load(t, writeFile(t, dir, "n.ini", "[queue_mover3]\nsrc_db = a\ndst_db = b\nqueue_name = q\ndst_queue_name = d\n"+
+		"log_size = 100\nuse_skylog = 1\nsql_retry = 1\nsrc_extra_connstr = x\ndst_queue_nmae = typo\n"), job.LoadOptions{})
+	require.ElementsMatch(t, []string{
+		"key log_size has no effect here: rotate the logfile with logrotate; SIGHUP reopens it",
+		"key use_skylog has no effect here: logs go to logfile and stderr",
+		"key sql_retry has no effect here: a failed statement fails the batch, which is retried after exception_sleep",
+		"key src_extra_connstr has no effect here: put the options in src_db / dst_db",
+		"key dst_queue_nmae is not read (neither by Skytools' generic scripts nor here): a typo?",
+	}, j[0].Notes())
+}

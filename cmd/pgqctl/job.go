@@ -134,6 +134,9 @@ func runJobRun(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			if err != nil {
 				return nil, err
 			}
+			for _, n := range j.Notes() {
+				lg.Warn(n, "job", j.Name(), "source", j.Source())
+			}
 			out = append(out, nj)
 		}
 		return out, nil
