@@ -15,6 +15,9 @@
 //     (TrackingFile+".new", fsync, rename, fsync of the directory);
 //  4. finishes the batch on the queue.
 //
+// A skipped batch is finished like any other: consumer.Hooks.OnBatch sees
+// it, with no events.
+//
 // On start, Run reconciles the queue with the file as Skytools does: an
 // unregistered consumer is registered at the file's tick, a consumer
 // elsewhere on the queue is moved to it (events are delivered again when

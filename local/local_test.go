@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,14 +111,19 @@ func TestTwoInstancesOneFile(t *testing.T) {
 		calls   counter
 		entered = make(chan int64, 1)
 		release = make(chan struct{})
-		once    sync.Once
+		first   atomic.Bool
 	)
+	// The first batch handed to either instance waits for release.
 	hold := func(ctx context.Context, b *pgq.Batch) error {
 		calls.inc()
-		once.Do(func() {
+		if first.CompareAndSwap(false, true) {
 			entered <- b.ID()
-			<-release
-		})
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		return nil
 	}
 	for range 2 {
@@ -353,4 +359,34 @@ func TestHandlerErrorRetriesBatch(t *testing.T) {
 	e.requireExactlyOnce(t, ids)
 	require.Equal(t, 2, calls.get())
 	require.Equal(t, t2, e.fileTick(t))
+}
+
+// TestEventsAdapter: Events (Skytools process_local_event) calls the
+// per-event handler in ev_id order; its error fails the whole batch,
+// which is then processed again from its first event.
+func TestEventsAdapter(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	var mu sync.Mutex
+	var got []int64
+	failed := false
+	h := local.Events(consumer.EventHandlerFunc(func(ctx context.Context, ev *pgq.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) == 2 && !failed {
+			failed = true
+			got = nil
+			return fmt.Errorf("third event fails once")
+		}
+		got = append(got, ev.ID)
+		return nil
+	}))
+	e.start(t, e.cfg(t), h)
+	ids := e.Produce(t, 4, nil)
+	t2 := e.Tick(t)
+	e.waitDone(t, t2)
+	mu.Lock()
+	defer mu.Unlock()
+	require.True(t, failed)
+	require.Equal(t, ids, got)
 }
