@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgq-go/pgq/consumer"
 	"github.com/pgq-go/pgq/pgq"
 )
@@ -78,8 +76,7 @@ func (l *Consumer) registerAt(ctx context.Context, db pgq.DB, tick int64) error 
 	if err == nil {
 		return nil
 	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && strings.HasPrefix(pe.Message, "cannot reposition, tick not found") {
+	if errors.Is(err, pgq.ErrTickNotFound) {
 		return fmt.Errorf("local: %s/%s: tracking file %s holds tick %d, which the queue no longer has (%w; Reset removes the file, and Run then continues from the queue's position): %w",
 			q, name, l.file, tick, ErrLostPosition, err)
 	}

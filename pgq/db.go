@@ -31,6 +31,9 @@ var (
 	ErrNoTicks = errors.New("queue has no ticks yet; run the ticker")
 	// ErrBatchNotFound means the batch id is not an active batch.
 	ErrBatchNotFound = errors.New("batch not found")
+	// ErrTickNotFound means a consumer cannot be positioned at a tick the
+	// queue no longer has (RegisterConsumerAt): maintenance removed it.
+	ErrTickNotFound = errors.New("tick not found")
 	// ErrInvalidName is returned before any SQL is sent for a bad queue or consumer name.
 	ErrInvalidName = errors.New("invalid name")
 	// ErrInvalidArgument is returned before any SQL is sent for a bad argument.
@@ -84,6 +87,8 @@ func classify(err error) error {
 		return &wrapped{sentinel: ErrQueueNotFound, err: err}
 	case strings.HasPrefix(msg, "No ticks for this queue"):
 		return &wrapped{sentinel: ErrNoTicks, err: err}
+	case strings.HasPrefix(msg, "cannot reposition, tick not found"):
+		return &wrapped{sentinel: ErrTickNotFound, err: err}
 	case msg == "batch not found", strings.HasPrefix(msg, "batch_retry: batch"),
 		strings.HasPrefix(msg, "Cannot find data for batch"):
 		return &wrapped{sentinel: ErrBatchNotFound, err: err}

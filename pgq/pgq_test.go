@@ -420,6 +420,11 @@ func TestQueueAndConsumerAdmin(t *testing.T) {
 	evs := e.events(t, e.next(t), pgq.ReadOptions{})
 	require.Len(t, evs, 1)
 	require.ErrorIs(t, pgq.RegisterConsumerAt(e.ctx, e.pool, e.queue, e.cons, 0), pgq.ErrInvalidArgument)
+	// A tick the queue does not have: its own sentinel, the server's
+	// error still reachable.
+	err = pgq.RegisterConsumerAt(e.ctx, e.pool, e.queue, e.cons, 1<<40)
+	require.ErrorIs(t, err, pgq.ErrTickNotFound)
+	require.ErrorContains(t, err, "cannot reposition, tick not found")
 
 	again, err := pgq.RegisterConsumer(e.ctx, e.pool, e.queue, e.cons)
 	require.NoError(t, err)
