@@ -11,8 +11,11 @@ import (
 var cluster *pgtest.Cluster
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "node" {
+	switch os.Getenv(helperEnv) {
+	case "node":
 		os.Exit(runNodeProcess(context.Background()))
+	case "backfill":
+		os.Exit(runBackfillProcess(context.Background()))
 	}
 	os.Exit(pgtest.Main(m, &cluster, pgtest.ExamplesDB("copier_examples")))
 }
