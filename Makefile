@@ -16,6 +16,7 @@ NODES ?= 4
 
 demo: deps
 	$(GO) run ./internal/sandbox -db demo,hub,n1..n$(NODES) -- sh -c '$(GO) run ./examples/quickstart && $(GO) run ./examples/targetedcopy/demo --nodes $(NODES)'
+	$(GO) run ./internal/sandbox -db hub,n1..n3 -- $(GO) run ./examples/capture
 
 bench: deps
 	$(GO) run ./bench
