@@ -245,7 +245,7 @@ func (s *suite) insertFamily(ctx context.Context) error {
 		ours, ceil, "same calls, one round trip each", "report", 0)
 	r.Events = n
 	s.add(r)
-	return nil
+	return s.captureCase(ctx)
 }
 
 // alternate measures ours and its ceiling runs times each on n events,
