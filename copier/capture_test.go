@@ -1,19 +1,29 @@
 package copier_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/url"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/apply"
+	"github.com/pgq-go/pgq/consumer"
 	"github.com/pgq-go/pgq/copier"
 	"github.com/pgq-go/pgq/internal/pgtest"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/pgq-go/pgq/urlenc"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -34,6 +44,7 @@ const capItemsDDL = `create table items (
 // capEvent is one event read straight from the push queue's tables.
 type capEvent struct {
 	Type, Target, Origin, Table string
+	Raw                         string // ev_extra2
 	Row                         map[string]pgq.Text
 }
 
@@ -86,7 +97,7 @@ func (e *capEnv) drain() []capEvent {
 		require.Empty(e.t, r.data, "ev_data is empty, as route.Sender writes it")
 		row, err := urlenc.Parse(r.e2)
 		require.NoError(e.t, err, "payload %q", r.e2)
-		out = append(out, capEvent{Type: r.typ, Target: r.e1, Origin: r.e3, Table: r.e4, Row: row})
+		out = append(out, capEvent{Type: r.typ, Target: r.e1, Origin: r.e3, Table: r.e4, Raw: r.e2, Row: row})
 	}
 	return out
 }
@@ -197,4 +208,429 @@ func TestCaptureInvalidTarget(t *testing.T) {
 	// A valid text target is one event; NULL and empty are none.
 	e.exec(`insert into routed values (4, 'n-2.x_y'), (5, null), (6, '')`)
 	require.Equal(t, []string{"I:id n-2.x_y 4"}, capSummary(e.drain()))
+}
+
+// capEncDDL has a column of each kind whose text a payload carries.
+const capEncDDL = `create type enc_pair as (a text, b int);
+create domain enc_word as text;
+create table enc (
+	id   int primary key,
+	t    text,
+	arr  text[],
+	comp enc_pair,
+	w    enc_word,
+	ts   timestamptz,
+	d    date,
+	iv   interval,
+	f8   float8,
+	f4   real,
+	b    bytea,
+	j    jsonb,
+	n    numeric,
+	bo   boolean,
+	u    uuid,
+	"we=ird & ke+y%" text,
+	tgt  text not null default 'n2'
+);`
+
+// capEncColumns are enc's columns, as sent.
+var capEncColumns = []string{"id", "t", "arr", "comp", "w", "ts", "d", "iv", "f8", "f4", "b", "j", "n", "bo", "u", "we=ird & ke+y%", "tgt"}
+
+// TestCapturePayloadEncoding: every payload decodes, with urlenc.Parse
+// and with both of Skytools' db_urldecode (C and Python), to each
+// column's text as PostgreSQL prints it under the canonical settings
+// (NULL as NULL): hostile strings (quotes, &, =, %, +, spaces, newlines,
+// backslashes, unicode, emoji) in text, arrays, composites and a domain,
+// every ASCII control and printable character, and date/time, interval
+// and float columns written by a session whose DateStyle, IntervalStyle
+// and extra_float_digits differ from the canonical ones.
+func TestCapturePayloadEncoding(t *testing.T) {
+	t.Parallel()
+	e := newCapEnv(t, capEncDDL)
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, copier.CaptureConfig{Table: "public.enc", Queue: "push_queue", Origin: "n1", TargetColumn: "tgt"}))
+
+	values := pgtest.Hostile(t)
+	var ascii strings.Builder
+	for c := 1; c < 128; c++ {
+		ascii.WriteByte(byte(c))
+	}
+	values = append(values, ascii.String(), "ünïcødé 日本語 😀 \u200b\u0301", strings.Repeat("%&=+ ", 1000))
+	const insert = `insert into enc (id, t, arr, comp, w, ts, d, iv, f8, f4, b, j, n, bo, u, "we=ird & ke+y%")
+		values ($1, $2, array[$2, null, $2 || ','], row($2, $1)::enc_pair, $2, '2024-02-29 23:59:59.123456+05:30', '2024-12-31',
+		'-1 year 2 mons -3 days 04:05:06.5', 0.1 + $1, 1.1::real / 3, convert_to($2, 'UTF8'), jsonb_build_object($2, $2),
+		1.50, $1 % 2 = 0, gen_random_uuid(), $2)`
+	for i, v := range values {
+		e.exec(insert, i, v)
+	}
+	e.exec(`insert into enc (id) values (-1)`) // NULLs
+	// A session with other output settings: the payload must not follow them.
+	conn, err := e.pool.Acquire(e.ctx)
+	require.NoError(t, err)
+	_, err = conn.Exec(e.ctx, `set datestyle = 'SQL, DMY'; set intervalstyle = 'sql_standard'; set extra_float_digits = 0; set timezone = 'America/St_Johns'`)
+	require.NoError(t, err)
+	_, err = conn.Exec(e.ctx, insert, 1000, "odd settings")
+	require.NoError(t, err)
+	_, err = conn.Exec(e.ctx, `reset all`)
+	require.NoError(t, err)
+	conn.Release()
+
+	// What each row must decode to: every column's text, read back in a
+	// canonical session (the time zone is the node's own: any offset
+	// reads back as the same instant).
+	cols := make([]string, len(capEncColumns))
+	for i, c := range capEncColumns {
+		cols[i] = "(e." + pgx.Identifier{c}.Sanitize() + ")::text"
+	}
+	rows, err := e.pool.Query(e.ctx, "select "+strings.Join(cols, ", ")+" from enc e order by id")
+	require.NoError(t, err)
+	want := map[string]map[string]pgq.Text{}
+	for rows.Next() {
+		vals := make([]pgq.Text, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		require.NoError(t, rows.Scan(ptrs...))
+		m := map[string]pgq.Text{}
+		for i, c := range capEncColumns {
+			m[c] = vals[i]
+		}
+		want[vals[0].String] = m
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, want, len(values)+2)
+
+	evs := e.drain()
+	require.Len(t, evs, len(want))
+	for _, ev := range evs {
+		require.Equal(t, "I:id", ev.Type)
+		w := want[ev.Row["id"].String]
+		// The writer's time zone may differ: ISO text with its offset,
+		// the same instant.
+		if got := ev.Row["ts"]; got.Valid && got != w["ts"] {
+			var same bool
+			require.NoError(t, e.pool.QueryRow(e.ctx, "select $1::timestamptz = $2::timestamptz", got.String, w["ts"].String).Scan(&same))
+			require.True(t, same, "ts %q vs %q", got.String, w["ts"].String)
+			require.Regexp(t, `^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+[-+]\d\d(:\d\d)?$`, got.String, "ISO")
+			w["ts"] = got
+		}
+		require.Equal(t, w, ev.Row, "row %s", ev.Row["id"].String)
+	}
+	// Skytools reads the same rows.
+	raws := make([]string, len(evs))
+	for i, ev := range evs {
+		raws[i] = ev.Raw
+		require.NotRegexp(t, `[\x00-\x20\x7f]`, ev.Raw, "control characters and spaces are escaped")
+	}
+	for _, impl := range []string{"c", "py"} {
+		decoded := skytoolsDecode(t, impl, raws)
+		require.Len(t, decoded, len(evs))
+		for i, d := range decoded {
+			w := want[evs[i].Row["id"].String]
+			require.Len(t, d, len(w), "%s decoder, row %d", impl, i)
+			for k, v := range w {
+				if !v.Valid {
+					require.Nil(t, d[k], "%s decoder: %s", impl, k)
+					continue
+				}
+				require.NotNil(t, d[k], "%s decoder: %s", impl, k)
+				require.Equal(t, v.String, *d[k], "%s decoder: %s", impl, k)
+			}
+		}
+	}
+}
+
+// skytoolsDecode decodes payloads with Skytools' db_urldecode, its C
+// (impl "c") or Python ("py") implementation, from the system
+// python3-skytools.
+func skytoolsDecode(t *testing.T, impl string, payloads []string) []map[string]*string {
+	t.Helper()
+	const script = `import json, sys
+import skytools._cquoting as c, skytools._pyquoting as py
+dec = {"c": c.db_urldecode, "py": py.db_urldecode}[sys.argv[1]]
+json.dump([dec(p) for p in json.load(sys.stdin)], sys.stdout)`
+	in, err := json.Marshal(payloads)
+	require.NoError(t, err)
+	cmd := exec.Command("/usr/bin/python3", "-I", "-c", script, impl)
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if strings.Contains(stderr.String(), "ModuleNotFoundError") {
+		t.Fatalf("python3-skytools missing: run scripts/ensure-deps (%s)", stderr.String())
+	}
+	require.NoError(t, err, stderr.String())
+	var res []map[string]*string
+	require.NoError(t, json.Unmarshal(out, &res))
+	return res
+}
+
+// capNodeDDL is every node's schema in the end-to-end capture test:
+// items (targets in a column) and orders (targets from a function), and
+// a log of every row applied or deleted, to count applies.
+const capNodeDDL = capItemsDDL + `
+create table orders (id text primary key, region text, note text);
+create function order_targets(o orders) returns text[] language sql immutable
+	as $$ select case o.region when 'eu' then array['n2'] when 'us' then array['n3']
+	     when 'all' then array['n2', 'n3', 'n2'] end $$;
+create table applies (tbl text not null, op text not null, id text not null);
+create function log_apply() returns trigger language plpgsql as $$
+begin
+	if tg_op = 'DELETE' then
+		insert into applies values (tg_table_name, 'D', old.id::text);
+	else
+		insert into applies values (tg_table_name, 'I', new.id::text);
+	end if;
+	return null;
+end $$;
+create trigger log_apply after insert or update or delete on items for each row execute function log_apply();
+create trigger log_apply after insert or update or delete on orders for each row execute function log_apply();`
+
+// capCluster is a hub and three nodes running TargetedCopiers; n1
+// captures items and orders, n2 captures its own items too.
+type capCluster struct {
+	t     *testing.T
+	ctx   context.Context
+	hub   *pgtest.DB
+	nodes map[string]*pgtest.DB
+}
+
+var capNodes = []string{"n1", "n2", "n3"}
+
+// tableApplier applies each row into the table its event names
+// (ev_extra4, set by the capture trigger) with that table's RowApplier.
+func tableApplier(t *testing.T, tables ...string) apply.Applier {
+	appliers := map[string]*apply.RowApplier{}
+	for _, tbl := range tables {
+		ra, err := apply.NewRowApplier(tbl, []string{"id"})
+		require.NoError(t, err)
+		appliers["public."+tbl] = ra
+	}
+	return apply.ApplierFunc(func(ctx context.Context, tx pgx.Tx, ev *pgq.Event) error {
+		ra, ok := appliers[ev.Extra4.String]
+		if !ok {
+			return fmt.Errorf("%w: event %d: no table %q", apply.ErrBadPayload, ev.ID, ev.Extra4.String)
+		}
+		return ra.Apply(ctx, tx, ev)
+	})
+}
+
+func newCapCluster(t *testing.T) *capCluster {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	c := &capCluster{t: t, ctx: ctx, hub: cluster.NewDB(t), nodes: map[string]*pgtest.DB{}}
+	for _, n := range capNodes {
+		c.nodes[n] = cluster.NewDB(t)
+		c.exec(n, capNodeDDL)
+	}
+	applier := tableApplier(t, "items", "orders")
+	var pools []*pgxpool.Pool
+	for _, n := range capNodes {
+		// The copier's own pool on its node, with capture off: the rows
+		// it applies into n2's captured items are not sent on again.
+		pc, err := pgxpool.ParseConfig(c.nodes[n].DSN)
+		require.NoError(t, err)
+		pc.ConnConfig.RuntimeParams[copier.CaptureSetting] = "off"
+		local, err := pgxpool.NewWithConfig(ctx, pc)
+		require.NoError(t, err)
+		t.Cleanup(local.Close)
+		cfg := copier.Config{Node: n, Local: local, Hubs: []*pgxpool.Pool{c.hub.Pool}, Applier: applier,
+			RetryDelay: 10 * time.Millisecond, MaxRetries: 2, PollInterval: 20 * time.Millisecond,
+			ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}}
+		tc, err := copier.New(cfg)
+		require.NoError(t, err)
+		require.NoError(t, tc.Setup(ctx))
+		runCopier(t, ctx, cfg)
+		pools = append(pools, c.nodes[n].Pool)
+	}
+	tctx, tcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { tickLoop(tctx, append(pools, c.hub.Pool)...); close(done) }()
+	t.Cleanup(func() { tcancel(); <-done })
+	return c
+}
+
+func (c *capCluster) exec(node, sql string, args ...any) {
+	c.t.Helper()
+	_, err := c.nodes[node].Pool.Exec(c.ctx, sql, args...)
+	require.NoError(c.t, err, "%s: %s", node, sql)
+}
+
+func (c *capCluster) strings(node, sql string, args ...any) []string {
+	c.t.Helper()
+	rows, err := c.nodes[node].Pool.Query(c.ctx, sql, args...)
+	require.NoError(c.t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(c.t, err)
+	return out
+}
+
+// Each row as text, every column but the excluded secret (NULL on the
+// targets) and the generated doubled (computed on each node).
+const (
+	capItemsRows  = `select format('%s|%s|%s|%s|%s|%s', id, name, tags, qty, at, targets) from items i where {cond} order by id`
+	capOrdersRows = `select format('%s|%s|%s', id, region, note) from orders o where {cond} order by id`
+)
+
+// want is what node must hold: the rows of n1 addressed to it and those
+// of n2 (which also captures items; its own rows have ids from 5000),
+// for n2 all of them.
+func (c *capCluster) want(node string) (items, orders []string) {
+	items = c.strings("n1", strings.Replace(capItemsRows, "{cond}", "$1 = any (targets)", 1), node)
+	// n2's own rows (n1's it holds are in the list already).
+	items = append(items, c.strings("n2", strings.Replace(capItemsRows, "{cond}", "id >= 5000 and ($1 = 'n2' or $1 = any (targets))", 1), node)...)
+	slices.Sort(items)
+	if node != "n1" {
+		orders = c.strings("n1", strings.Replace(capOrdersRows, "{cond}", "$1 = any (order_targets(o))", 1), node)
+	}
+	return items, orders
+}
+
+func (c *capCluster) has(node string) (items, orders []string) {
+	items = c.strings(node, strings.Replace(capItemsRows, "{cond}", "true", 1))
+	slices.Sort(items)
+	if node != "n1" {
+		orders = c.strings(node, strings.Replace(capOrdersRows, "{cond}", "true", 1))
+	}
+	return items, orders
+}
+
+// converged waits until every node holds exactly its rows.
+func (c *capCluster) converged() {
+	c.t.Helper()
+	for _, n := range capNodes[1:] {
+		var wi, wo, hi, ho []string
+		if !assert.Eventually(c.t, func() bool {
+			wi, wo = c.want(n)
+			hi, ho = c.has(n)
+			return slices.Equal(wi, hi) && slices.Equal(wo, ho)
+		}, 90*time.Second, 20*time.Millisecond, "node %s", n) {
+			require.Equal(c.t, wi, hi, "node %s: items", n)
+			require.Equal(c.t, wo, ho, "node %s: orders", n)
+		}
+		var secrets int
+		require.NoError(c.t, c.nodes[n].Pool.QueryRow(c.ctx, "select count(*) from items where secret is not null and id < 5000").Scan(&secrets))
+		require.Zero(c.t, secrets, "node %s holds excluded values", n)
+	}
+}
+
+// sentEvents counts, per "target table op id", the events the nodes'
+// push queues hold (no rotation happens during the test).
+func (c *capCluster) sentEvents() map[string]int {
+	out := map[string]int{}
+	for _, n := range capNodes {
+		for _, s := range c.strings(n, `select ev_extra1 || ' ' || split_part(ev_extra4, '.', 2) || ' ' || left(ev_type, 1) || ' ' ||
+				substring(ev_extra2 from '(?:^|&)id=([^&]*)') from pgq.event_template where ev_extra4 is not null`) {
+			out[s]++
+		}
+	}
+	return out
+}
+
+// TestCaptureEndToEnd: plain INSERT, UPDATE and DELETE on captured tables
+// reach exactly their targets through real TargetedCopiers (a hub, three
+// nodes) and the RowApplier, exactly once: rows appear, change, move
+// between targets, change key, disappear; values are hostile strings,
+// arrays and NULLs; the excluded column never leaves n1; targets come
+// from a column (items) and from a function (orders). n2 captures its own
+// items too, while its copier applies n1's rows into that table with
+// capture off: those rows are not sent on again.
+func TestCaptureEndToEnd(t *testing.T) {
+	t.Parallel()
+	c := newCapCluster(t)
+	n1 := c.nodes["n1"].Pool
+	require.NoError(t, copier.AddCapture(c.ctx, n1, capItemsConfig()))
+	require.NoError(t, copier.AddCapture(c.ctx, n1, copier.CaptureConfig{Table: "orders", Queue: "push_queue", Origin: "n1", TargetFunction: "order_targets"}))
+	require.NoError(t, copier.AddCapture(c.ctx, c.nodes["n2"].Pool, copier.CaptureConfig{Table: "items", Queue: "push_queue", Origin: "n2", TargetColumn: "targets"}))
+
+	hostile := pgtest.Hostile(t)
+	targetSets := []string{"{n2}", "{n3}", "{n2,n3}", "{}", "", "{n3,n2,n3}"}
+	regions := []string{"eu", "us", "all", "none", ""}
+	tx, err := n1.Begin(c.ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(c.ctx)
+	for i, h := range hostile {
+		var targets, region any
+		if ts := targetSets[i%len(targetSets)]; ts != "" {
+			targets = ts
+		}
+		if r := regions[i%len(regions)]; r != "" {
+			region = r
+		}
+		var name any = h
+		if i%7 == 3 {
+			name = nil
+		}
+		_, err := tx.Exec(c.ctx, `insert into items (id, name, tags, qty, at, targets, secret)
+			values ($1::int, $2, array[$3, null, 'x y'], $1::int * 1.5, '2024-01-01 00:00:00+00'::timestamptz + $1::int * interval '1 hour', $4, 'secret')`,
+			i, name, h, targets)
+		require.NoError(t, err)
+		_, err = tx.Exec(c.ctx, `insert into orders values ($1, $2, $3)`, h+"#"+strconv.Itoa(i), region, h)
+		require.NoError(t, err)
+	}
+	require.NoError(t, tx.Commit(c.ctx))
+	// n2's own rows, for n3.
+	c.exec("n2", `insert into items (id, name, targets) select g, 'from n2 ' || g, '{n3}' from generate_series(5000, 5004) g`)
+	c.converged()
+
+	// Changes, each in its own transaction.
+	for _, sql := range []string{
+		`update items set name = name || ' & changed' where id % 3 = 0`,
+		`update items set targets = '{n3}' where targets = '{n2}'`,                      // move n2 → n3
+		`update items set targets = array_append(targets, 'n2') where targets = '{n3}'`, // join n2
+		`update items set targets = '{}' where id % 5 = 1`,                              // leave all
+		`update items set secret = 'changed again'`,                                     // excluded only: nothing sent
+		`update items set id = id + 1000, targets = '{n2}' where id % 4 = 2`,            // key change
+		`update items set id = id + 2000 where id % 4 = 3`,                              // key change, same targets
+		`delete from items where id % 6 = 5`,
+		`update items set qty = null, tags = null, at = null where id % 2 = 0`,
+		`update orders set region = 'all' where region = 'eu'`,
+		`update orders set region = 'us' where region is null`,
+		`update orders set note = note || E'\n+1' where region = 'all'`,
+		`delete from orders where region = 'us'`,
+	} {
+		c.exec("n1", sql)
+	}
+	c.exec("n2", `update items set name = 'from n2, changed' where id = 5000`)
+	c.exec("n2", `delete from items where id = 5001`)
+	c.converged()
+
+	// Exactly once: each target applied each row as many times as events
+	// were sent to it, and n2 sent only its own rows.
+	sent := c.sentEvents()
+	for key := range sent {
+		f := strings.Fields(key)
+		if f[0] == "n2" || f[0] == "n3" {
+			if id, _ := strconv.Atoi(f[3]); f[1] == "items" && id >= 5000 {
+				require.Equal(t, "n3", f[0], "n2's own rows go to n3 only")
+			}
+		}
+	}
+	for _, n := range capNodes[1:] {
+		applied := map[string]int{}
+		for _, s := range c.strings(n, `select tbl || ' ' || op || ' ' || id from applies`) {
+			applied[n+" "+s]++
+		}
+		want := map[string]int{}
+		for key, k := range sent {
+			f := strings.Fields(key)
+			if f[0] != n {
+				continue
+			}
+			id, err := url.QueryUnescape(f[3])
+			require.NoError(t, err)
+			want[n+" "+f[1]+" "+f[2]+" "+id] += k
+		}
+		if n == "n2" {
+			// n2's own writes are logged by its trigger too.
+			for _, s := range c.strings(n, `select 'items ' || op || ' ' || id from applies where id::int >= 5000 and tbl = 'items'`) {
+				want[n+" "+s]++
+			}
+		}
+		require.Equal(t, want, applied, "node %s: applies per row vs events sent", n)
+	}
+	var echoes int
+	require.NoError(t, c.nodes["n2"].Pool.QueryRow(c.ctx, `select count(*) from pgq.event_template
+		where substring(ev_extra2 from '(?:^|&)id=([^&]*)')::int < 5000`).Scan(&echoes))
+	require.Zero(t, echoes, "n2 sent rows its copier applied")
 }
