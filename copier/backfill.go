@@ -40,11 +40,6 @@ type BackfillResult struct {
 	Resumed bool  // it continued an earlier backfill that had stopped
 }
 
-// ErrNotCaptured means the table has no capture (AddCapture) on the
-// database: a backfill relies on the capture trigger for every change
-// after it reads a row.
-var ErrNotCaptured = errors.New("copier: table is not captured")
-
 // Backfill sends the rows of a captured table (AddCapture) that are
 // addressed to target now, for a target that joined after the rows were
 // written, or a table captured after it had rows. Each row goes to target
@@ -191,13 +186,13 @@ func loadBackfillCapture(ctx context.Context, pool *pgxpool.Pool, table string) 
 		return nil, fmt.Errorf("copier: backfill %s: %w", table, err)
 	}
 	if !captures {
-		return nil, fmt.Errorf("%w: %s (no capture on this database: copier.AddCapture, pgqctl copy capture add)", ErrNotCaptured, table)
+		return nil, fmt.Errorf("%w: %s (no capture on this database: copier.AddCapture, pgqctl copy capture add)", ErrCaptureNotFound, table)
 	}
 	c := &backfillCapture{}
 	var oid, payloadOid, targetsOid int64
 	err := pool.QueryRow(ctx, sqlBackfillCapture, table).Scan(&oid, &c.name, &c.queue, &c.origin, &c.keys, &c.keyTypes, &payloadOid, &targetsOid)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: %s (add a capture first: copier.AddCapture, pgqctl copy capture add)", ErrNotCaptured, table)
+		return nil, fmt.Errorf("%w: %s (add a capture first: copier.AddCapture, pgqctl copy capture add)", ErrCaptureNotFound, table)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("copier: backfill %s: %w", table, err)

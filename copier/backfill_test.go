@@ -327,7 +327,7 @@ func TestBackfillRefusesUncapturedTable(t *testing.T) {
 	_, err := db.Pool.Exec(ctx, bfItemsDDL)
 	require.NoError(t, err)
 	_, err = copier.Backfill(ctx, db.Pool, "items", "n3", copier.BackfillOptions{})
-	require.ErrorIs(t, err, copier.ErrNotCaptured)
+	require.ErrorIs(t, err, copier.ErrCaptureNotFound)
 	_, err = copier.Backfill(ctx, db.Pool, "items", "bad node!", copier.BackfillOptions{})
 	require.ErrorContains(t, err, "bad node!")
 	_, err = copier.Backfill(ctx, db.Pool, "no_such_table", "n3", copier.BackfillOptions{})
