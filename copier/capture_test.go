@@ -634,3 +634,234 @@ func TestCaptureEndToEnd(t *testing.T) {
 		where substring(ev_extra2 from '(?:^|&)id=([^&]*)')::int < 5000`).Scan(&echoes))
 	require.Zero(t, echoes, "n2 sent rows its copier applied")
 }
+
+// TestCaptureTruncateRefused: TRUNCATE of a captured table fails with an
+// error naming it and what to do, and changes nothing; with capture off
+// (pgq_go.capture) it is allowed, as it is once the capture is removed.
+func TestCaptureTruncateRefused(t *testing.T) {
+	t.Parallel()
+	e := newCapEnv(t, capItemsDDL)
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, capItemsConfig()))
+	e.exec(`insert into items (id, targets) values (1, '{n2}')`)
+	e.drain()
+	_, err := e.pool.Exec(e.ctx, "truncate items")
+	pe, ok := errors.AsType[*pgconn.PgError](err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, "0A000", pe.Code)
+	require.Equal(t, "table public.items is captured for targeted copy: TRUNCATE would not reach its targets", pe.Message)
+	require.Contains(t, pe.Hint, "RemoveCapture")
+	var n int
+	require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from items").Scan(&n))
+	require.Equal(t, 1, n)
+
+	tx, err := e.pool.Begin(e.ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(e.ctx, "set local pgq_go.capture = 'off'; truncate items")
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(e.ctx))
+
+	require.NoError(t, copier.RemoveCapture(e.ctx, e.pool, "items"))
+	e.exec("truncate items")
+	require.Empty(t, e.drain())
+}
+
+// TestCaptureAddAgainAndAlter: AddCapture run again changes nothing (same
+// functions, one trigger, one row); after ALTER TABLE ADD COLUMN the new
+// column is not sent (ListCaptures says so) until AddCapture runs again;
+// a captured column cannot be dropped while captured; a renamed table
+// gets functions of its new name and the old ones go; a new configuration
+// (another origin, excluded column) replaces the old.
+func TestCaptureAddAgainAndAlter(t *testing.T) {
+	t.Parallel()
+	e := newCapEnv(t, capItemsDDL)
+	fns := func() []string {
+		rows, err := e.pool.Query(e.ctx, `select p.oid::regprocedure::text || ' ' || p.oid from pg_proc p
+			join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'pgq_go' and p.proname like 'item%' order by 1`)
+		require.NoError(t, err)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return out
+	}
+	triggers := func() []string {
+		rows, err := e.pool.Query(e.ctx, `select tgname::text from pg_trigger where tgrelid = 'items'::regclass and not tgisinternal order by 1`)
+		require.NoError(t, err)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return out
+	}
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, capItemsConfig()))
+	first := fns()
+	require.Len(t, first, 3)
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, capItemsConfig()))
+	require.Equal(t, first, fns(), "same functions, same oids")
+	require.Equal(t, []string{"pgq_go_capture", "pgq_go_capture_truncate"}, triggers())
+	caps, err := copier.ListCaptures(e.ctx, e.pool)
+	require.NoError(t, err)
+	require.Len(t, caps, 1)
+	c := caps[0]
+	require.Equal(t, copier.Capture{Schema: "public", Table: "items", Queue: "push_queue", Origin: "n1", TargetColumn: "targets",
+		KeyColumns: []string{"id"}, ExcludeColumns: []string{"secret"}, Columns: []string{"id", "name", "tags", "qty", "at", "targets"},
+		PayloadFunc: c.PayloadFunc, TargetsFunc: c.TargetsFunc, EventTable: "public.items", Updated: c.Updated}, c)
+	require.Regexp(t, `^pgq_go\.items_[0-9a-f]{8}_payload$`, c.PayloadFunc)
+	require.Regexp(t, `^pgq_go\.items_[0-9a-f]{8}_targets$`, c.TargetsFunc)
+	e.exec(`insert into items (id, name, targets) values (1, 'a', '{n2}')`)
+	// The functions are what a backfill calls.
+	var payload string
+	var targets []string
+	require.NoError(t, e.pool.QueryRow(e.ctx, "select "+c.PayloadFunc+"(i), "+c.TargetsFunc+"(i) from items i").Scan(&payload, &targets))
+	evs := e.drain()
+	require.Len(t, evs, 1)
+	require.Equal(t, evs[0].Raw, payload)
+	require.Equal(t, []string{"n2"}, targets)
+
+	e.exec(`alter table items add column color text`)
+	caps, err = copier.ListCaptures(e.ctx, e.pool)
+	require.NoError(t, err)
+	require.Equal(t, `the table changed since AddCapture (columns ["color"] added): run AddCapture again`, caps[0].Problem)
+	e.exec(`update items set color = 'red', name = 'b' where id = 1`)
+	evs = e.drain()
+	require.Len(t, evs, 1)
+	require.NotContains(t, evs[0].Row, "color", "not captured before AddCapture runs again")
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, capItemsConfig()))
+	caps, err = copier.ListCaptures(e.ctx, e.pool)
+	require.NoError(t, err)
+	require.Empty(t, caps[0].Problem)
+	e.exec(`update items set color = 'blue' where id = 1`)
+	evs = e.drain()
+	require.Len(t, evs, 1)
+	require.Equal(t, pgq.T("blue"), evs[0].Row["color"])
+
+	_, err = e.pool.Exec(e.ctx, `alter table items drop column color`)
+	require.ErrorContains(t, err, "cannot drop column color of table items because other objects depend on it")
+	_, err = e.pool.Exec(e.ctx, `drop table items`)
+	require.ErrorContains(t, err, "cannot drop table items because other objects depend on it")
+
+	// Renamed: new names, old functions dropped; another configuration.
+	e.exec(`alter table items rename to "Things & stuff"`)
+	cfg := capItemsConfig()
+	cfg.Table, cfg.Origin, cfg.ExcludeColumns = "public.Things & stuff", "n9", []string{"secret", "name"}
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, cfg))
+	require.Empty(t, fns(), "the old functions are gone")
+	caps, err = copier.ListCaptures(e.ctx, e.pool)
+	require.NoError(t, err)
+	require.Len(t, caps, 1)
+	require.Equal(t, "Things & stuff", caps[0].Table)
+	require.Equal(t, `public."Things & stuff"`, caps[0].EventTable)
+	require.Equal(t, "n9", caps[0].Origin)
+	require.Regexp(t, `^pgq_go\."Things & stuff_[0-9a-f]{8}_payload"$`, caps[0].PayloadFunc)
+	e.exec(`update "Things & stuff" set name = 'not sent', qty = 3 where id = 1`)
+	evs = e.drain()
+	require.Len(t, evs, 1)
+	require.Equal(t, "n9", evs[0].Origin)
+	require.Equal(t, `public."Things & stuff"`, evs[0].Table)
+	require.NotContains(t, evs[0].Row, "name")
+	require.Equal(t, pgq.T("3"), evs[0].Row["qty"])
+}
+
+// TestRemoveCapture: RemoveCapture leaves nothing of the capture behind
+// (triggers, generated functions, its row), writes are no longer sent,
+// and a second removal says the table is not captured. A table dropped
+// with CASCADE is removed by its old name.
+func TestRemoveCapture(t *testing.T) {
+	t.Parallel()
+	e := newCapEnv(t, capItemsDDL+`create table other (id int primary key, t text);`)
+	objects := func() []string {
+		rows, err := e.pool.Query(e.ctx, `select 'function ' || p.oid::regprocedure::text from pg_proc p
+				join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'pgq_go'
+			union all select 'trigger ' || tgname || ' on ' || tgrelid::regclass::text from pg_trigger where not tgisinternal
+			union all select 'capture ' || table_name from pgq_go.capture
+			order by 1`)
+		require.NoError(t, err)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return out
+	}
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, copier.CaptureConfig{Table: "other", Queue: "push_queue", Origin: "n1", TargetColumn: "t"}))
+	before := objects()
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, capItemsConfig()))
+	require.Len(t, objects(), len(before)+6)
+	require.NoError(t, copier.RemoveCapture(e.ctx, e.pool, "public.items"))
+	require.Equal(t, before, objects())
+	e.exec(`insert into items (id, targets) values (1, '{n2}'); update items set name = 'x'; delete from items`)
+	require.Empty(t, e.drain())
+	require.ErrorIs(t, copier.RemoveCapture(e.ctx, e.pool, "items"), copier.ErrCaptureNotFound)
+	require.ErrorIs(t, copier.RemoveCapture(e.ctx, e.pool, "nope"), copier.ErrCaptureNotFound)
+
+	// Dropped with CASCADE: the row and the trigger function remain until
+	// RemoveCapture, which finds the table by its old name.
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, capItemsConfig()))
+	e.exec(`drop table items cascade`)
+	caps, err := copier.ListCaptures(e.ctx, e.pool)
+	require.NoError(t, err)
+	require.Len(t, caps, 2)
+	require.Equal(t, "items", caps[0].Table)
+	require.Contains(t, caps[0].Problem, "the table was dropped")
+	require.Empty(t, caps[1].Problem)
+	require.NoError(t, copier.RemoveCapture(e.ctx, e.pool, "items"))
+	require.Equal(t, before, objects())
+	require.NoError(t, copier.RemoveCapture(e.ctx, e.pool, "other"))
+	caps, err = copier.ListCaptures(e.ctx, e.pool)
+	require.NoError(t, err)
+	require.Empty(t, caps)
+}
+
+// TestCaptureConfigErrors: a configuration that cannot work is refused
+// with an error naming the table and the field, and creates nothing.
+func TestCaptureConfigErrors(t *testing.T) {
+	t.Parallel()
+	e := newCapEnv(t, capItemsDDL+`
+		create table nokey (a int, b text);
+		create table nullkey (a int, b text);
+		create table part (id int primary key, t text) partition by range (id);
+		create view v as select * from items;
+		create function f_int(i items) returns int language sql as 'select 1';
+		create function f_set(i items) returns setof text language sql as 'select ''n2''';
+		create function f_ok(i items) returns text language sql as 'select ''n2''';
+		create procedure p_ok(i items) language sql as 'select 1';`)
+	base := capItemsConfig
+	for _, tc := range []struct {
+		name string
+		mod  func(c *copier.CaptureConfig)
+		msg  string
+	}{
+		{"no table", func(c *copier.CaptureConfig) { c.Table = "" }, "Table is required"},
+		{"bad table name", func(c *copier.CaptureConfig) { c.Table = "a." }, `invalid table name "a."`},
+		{"bad queue", func(c *copier.CaptureConfig) { c.Queue = "" }, "Queue"},
+		{"bad origin", func(c *copier.CaptureConfig) { c.Origin = "n 1" }, "Origin"},
+		{"no targets", func(c *copier.CaptureConfig) { c.TargetColumn = "" }, "give TargetColumn or TargetFunction"},
+		{"both targets", func(c *copier.CaptureConfig) { c.TargetFunction = "f_ok" }, "not both"},
+		{"key listed twice", func(c *copier.CaptureConfig) { c.KeyColumns = []string{"id", "id"} }, `column "id" listed twice`},
+		{"key excluded", func(c *copier.CaptureConfig) { c.ExcludeColumns = []string{"id"} }, `key column "id" cannot be excluded`},
+		{"no such table", func(c *copier.CaptureConfig) { c.Table = "public.nope" }, `"public"."nope": table not found`},
+		{"view", func(c *copier.CaptureConfig) { c.Table = "v" }, "not an ordinary table"},
+		{"partitioned", func(c *copier.CaptureConfig) { c.Table, c.TargetColumn, c.ExcludeColumns = "part", "t", nil }, "capture each partition"},
+		{"no queue", func(c *copier.CaptureConfig) { c.Queue = "other_queue" }, "queue other_queue: queue not found"},
+		{"no primary key", func(c *copier.CaptureConfig) { c.Table, c.TargetColumn, c.ExcludeColumns = "nokey", "b", nil }, "no primary key: give its key columns"},
+		{"nullable key", func(c *copier.CaptureConfig) {
+			c.Table, c.TargetColumn, c.ExcludeColumns, c.KeyColumns = "nullkey", "b", nil, []string{"a"}
+		}, `key column "a" may be NULL`},
+		{"unknown key", func(c *copier.CaptureConfig) { c.KeyColumns = []string{"nope"} }, `key column "nope" does not exist`},
+		{"generated key", func(c *copier.CaptureConfig) { c.KeyColumns = []string{"doubled"} }, `key column "doubled" is a generated column`},
+		{"unknown excluded", func(c *copier.CaptureConfig) { c.ExcludeColumns = []string{"nope"} }, `excluded column "nope" does not exist`},
+		{"unknown target column", func(c *copier.CaptureConfig) { c.TargetColumn = "nope" }, `target column "nope" does not exist`},
+		{"target column type", func(c *copier.CaptureConfig) { c.TargetColumn = "qty" }, `target column "qty" is numeric: want text or text[]`},
+		{"target function missing", func(c *copier.CaptureConfig) { c.TargetColumn, c.TargetFunction = "", "nope" }, `target function "nope"(public.items) not found`},
+		{"target function type", func(c *copier.CaptureConfig) { c.TargetColumn, c.TargetFunction = "", "f_int" }, "returns integer: want text or text[]"},
+		{"target function set", func(c *copier.CaptureConfig) { c.TargetColumn, c.TargetFunction = "", "public.f_set" }, "returns a set"},
+		{"target procedure", func(c *copier.CaptureConfig) { c.TargetColumn, c.TargetFunction = "", "p_ok" }, "is not a function"},
+	} {
+		cfg := base()
+		tc.mod(&cfg)
+		err := copier.AddCapture(e.ctx, e.pool, cfg)
+		require.ErrorContains(t, err, tc.msg, tc.name)
+		if parts := strings.Split(cfg.Table, "."); parts[len(parts)-1] != "" {
+			require.ErrorContains(t, err, parts[len(parts)-1], "%s: the error names the table", tc.name)
+		}
+	}
+	caps, err := copier.ListCaptures(e.ctx, e.pool)
+	require.NoError(t, err)
+	require.Empty(t, caps)
+	var triggers int
+	require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from pg_trigger where not tgisinternal").Scan(&triggers))
+	require.Zero(t, triggers)
+}
