@@ -865,3 +865,156 @@ func TestCaptureConfigErrors(t *testing.T) {
 	require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from pg_trigger where not tgisinternal").Scan(&triggers))
 	require.Zero(t, triggers)
 }
+
+// capRotation drives table rotations of a queue by hand, as route's
+// tests do: its consumer drains every batch, and rotate runs step1 and
+// step2 and waits for a tick whose snapshot is past step2, after which
+// batches read the new event table only.
+type capRotation struct {
+	t        *testing.T
+	ctx      context.Context
+	pool     *pgxpool.Pool
+	queue    string
+	consumer string
+}
+
+func newCapRotation(t *testing.T, ctx context.Context, pool *pgxpool.Pool, queue string) *capRotation {
+	r := &capRotation{t: t, ctx: ctx, pool: pool, queue: queue, consumer: "c"}
+	_, err := pgq.RegisterConsumer(ctx, pool, queue, r.consumer)
+	require.NoError(t, err)
+	require.NoError(t, pgq.SetQueueConfig(ctx, pool, queue, pgq.QueueConfig{RotationPeriod: pgq.Ptr(time.Millisecond)}))
+	r.drain()
+	return r
+}
+
+// drain ticks and finishes every batch, returning their events' payloads.
+func (r *capRotation) drain() []string {
+	_, err := pgq.Tick(r.ctx, r.pool, r.queue)
+	require.NoError(r.t, err)
+	var out []string
+	for {
+		info, err := pgq.NextBatch(r.ctx, r.pool, r.queue, r.consumer)
+		require.NoError(r.t, err)
+		if info == nil {
+			return out
+		}
+		evs, err := pgq.NewBatch(r.pool, r.queue, r.consumer, *info, pgq.ReadOptions{}).All(r.ctx)
+		require.NoError(r.t, err)
+		for _, ev := range evs {
+			out = append(out, ev.Type.String+" "+ev.Extra1.String+" "+ev.Data.String+ev.Extra2.String)
+		}
+		_, err = pgq.FinishBatch(r.ctx, r.pool, info.ID)
+		require.NoError(r.t, err)
+	}
+}
+
+func (r *capRotation) curTable() (n int) {
+	require.NoError(r.t, r.pool.QueryRow(r.ctx, "select queue_cur_table from pgq.queue where queue_name = $1", r.queue).Scan(&n))
+	return n
+}
+
+// rotate runs a whole rotation and moves the consumer past it; it
+// returns the events the batches meanwhile held.
+func (r *capRotation) rotate() (drained []string) {
+	before := r.curTable()
+	require.Eventually(r.t, func() bool {
+		drained = append(drained, r.drain()...)
+		_, err := r.pool.Exec(r.ctx, "select pgq.maint_rotate_tables_step1($1)", r.queue)
+		require.NoError(r.t, err)
+		return r.curTable() != before
+	}, time.Minute, 10*time.Millisecond, "rotation step1 never ran")
+	_, err := r.pool.Exec(r.ctx, "select pgq.maint_rotate_tables_step2()")
+	require.NoError(r.t, err)
+	var step2 int64
+	require.NoError(r.t, r.pool.QueryRow(r.ctx, "select queue_switch_step2 from pgq.queue where queue_name = $1", r.queue).Scan(&step2))
+	require.Eventually(r.t, func() bool {
+		drained = append(drained, r.drain()...)
+		var xmin int64
+		require.NoError(r.t, r.pool.QueryRow(r.ctx, `select txid_snapshot_xmin(t.tick_snapshot)
+			  from pgq.subscription s join pgq.queue q on q.queue_id = s.sub_queue
+			  join pgq.consumer c on c.co_id = s.sub_consumer
+			  join pgq.tick t on t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick
+			 where q.queue_name = $1 and c.co_name = $2`, r.queue, r.consumer).Scan(&xmin))
+		return xmin > step2
+	}, time.Minute, 10*time.Millisecond, "no tick past step2")
+	return drained
+}
+
+// TestCaptureRepeatableReadRotation: a REPEATABLE READ or SERIALIZABLE
+// transaction whose snapshot predates a whole rotation would make
+// pgq.insert_event write into an event table the consumers no longer
+// read (the control below loses its event, as route's
+// TestInsertEventLosesEventsUnderRepeatableRead shows). The capture
+// trigger locks the queue's row first: the write fails with a
+// serialization failure (40001), the retried transaction sends its event,
+// and it is delivered; while such a transaction is open, rotation waits
+// for it. Not parallel: the tick past step2 needs no other transaction
+// of the cluster running.
+func TestCaptureRepeatableReadRotation(t *testing.T) {
+	e := newCapEnv(t, `create table rr (id int primary key, target text)`)
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, copier.CaptureConfig{Table: "rr", Queue: "push_queue", Origin: "n1", TargetColumn: "target"}))
+	r := newCapRotation(t, e.ctx, e.pool, "push_queue")
+
+	// beginOld opens a transaction at iso and takes its snapshot, then
+	// lets a whole rotation happen.
+	beginOld := func(iso pgx.TxIsoLevel) pgx.Tx {
+		tx, err := e.pool.BeginTx(e.ctx, pgx.TxOptions{IsoLevel: iso})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+		_, err = tx.Exec(e.ctx, "select 1") // takes the snapshot
+		require.NoError(t, err)
+		r.rotate()
+		return tx
+	}
+
+	// Control: the same schedule loses a plain pgq.insert_event.
+	tx := beginOld(pgx.RepeatableRead)
+	_, err := tx.Exec(e.ctx, "select pgq.insert_event('push_queue', 'control', 'lost', null, null, null, null)")
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(e.ctx))
+	var delivered []string
+	for range 3 {
+		delivered = append(delivered, r.drain()...)
+	}
+	require.Empty(t, delivered, "the control event was delivered: the schedule no longer loses events")
+
+	for i, iso := range []pgx.TxIsoLevel{pgx.RepeatableRead, pgx.Serializable} {
+		tx := beginOld(iso)
+		_, err := tx.Exec(e.ctx, "insert into rr values ($1, 'n2')", i)
+		pe, ok := errors.AsType[*pgconn.PgError](err)
+		require.True(t, ok, "%s: the write must fail, got %v", iso, err)
+		require.Equal(t, "40001", pe.Code, "%s: %v", iso, err)
+		require.NoError(t, tx.Rollback(e.ctx))
+
+		// The retry, with a snapshot after the rotation.
+		err = pgx.BeginTxFunc(e.ctx, e.pool, pgx.TxOptions{IsoLevel: iso}, func(tx pgx.Tx) error {
+			_, err := tx.Exec(e.ctx, "insert into rr values ($1, 'n2')", i)
+			return err
+		})
+		require.NoError(t, err, iso)
+		delivered = nil
+		for range 2 {
+			delivered = append(delivered, r.drain()...)
+		}
+		require.Equal(t, []string{fmt.Sprintf("I:id n2 id=%d&target=n2", i)}, delivered, iso)
+	}
+
+	// While a REPEATABLE READ transaction that wrote a captured row is
+	// open, rotation step1 waits for it; then the row's event arrives.
+	tx, err = e.pool.BeginTx(e.ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	require.NoError(t, err)
+	defer tx.Rollback(context.Background())
+	_, err = tx.Exec(e.ctx, "insert into rr values (10, 'n3')")
+	require.NoError(t, err)
+	r.drain()
+	_, err = e.pool.Exec(e.ctx, "set lock_timeout = '200ms'; select pgq.maint_rotate_tables_step1('push_queue')")
+	pe, ok := errors.AsType[*pgconn.PgError](err)
+	require.True(t, ok, "step1 must wait for the transaction, got %v", err)
+	require.Equal(t, "55P03", pe.Code)
+	require.NoError(t, tx.Commit(e.ctx))
+	delivered = r.rotate()
+	for range 2 {
+		delivered = append(delivered, r.drain()...)
+	}
+	require.Equal(t, []string{"I:id n3 id=10&target=n3"}, delivered)
+}
