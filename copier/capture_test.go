@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -1017,4 +1018,47 @@ func TestCaptureRepeatableReadRotation(t *testing.T) {
 		delivered = append(delivered, r.drain()...)
 	}
 	require.Equal(t, []string{"I:id n3 id=10&target=n3"}, delivered)
+}
+
+// TestCaptureWriterRole: a role that only may write the table and is a
+// member of pgq_writer (what pgq.logutriga's writers need) writes
+// captured rows, under READ COMMITTED and REPEATABLE READ (the queue lock
+// runs as the migration's owner); a role outside pgq_writer cannot.
+func TestCaptureWriterRole(t *testing.T) {
+	t.Parallel()
+	e := newCapEnv(t, capItemsDDL)
+	require.NoError(t, copier.AddCapture(e.ctx, e.pool, capItemsConfig()))
+	writer := fmt.Sprintf("capwriter_%d", os.Getpid())
+	outsider := fmt.Sprintf("capoutsider_%d", os.Getpid())
+	for _, role := range []string{writer, outsider} {
+		e.exec("create role " + role + " login")
+		e.exec("grant select, insert, update, delete on items to " + role)
+		t.Cleanup(func() {
+			_, _ = e.pool.Exec(context.Background(), "drop owned by "+role)
+			_, _ = e.pool.Exec(context.Background(), "drop role if exists "+role)
+		})
+	}
+	e.exec("grant pgq_writer to " + writer)
+	connect := func(role string) *pgxpool.Pool {
+		p, err := pgxpool.New(e.ctx, strings.Replace(e.db.DSN, "user=postgres", "user="+role, 1))
+		require.NoError(t, err)
+		t.Cleanup(p.Close)
+		var super bool
+		require.NoError(t, p.QueryRow(e.ctx, "select rolsuper from pg_roles where rolname = current_user").Scan(&super))
+		require.False(t, super)
+		return p
+	}
+	w := connect(writer)
+	_, err := w.Exec(e.ctx, "insert into items (id, targets) values (1, '{n2}')")
+	require.NoError(t, err)
+	err = pgx.BeginTxFunc(e.ctx, w, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		_, err := tx.Exec(e.ctx, "update items set name = 'rr', targets = '{n2,n3}' where id = 1")
+		return err
+	})
+	require.NoError(t, err)
+	require.Equal(t, []string{"I:id n2 1", "I:id n2 1", "I:id n3 1"}, capSummary(e.drain()))
+
+	_, err = connect(outsider).Exec(e.ctx, "insert into items (id, targets) values (2, '{n2}')")
+	require.ErrorContains(t, err, "permission denied")
+	require.Empty(t, e.drain())
 }
