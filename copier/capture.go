@@ -514,7 +514,10 @@ func planCapture(ctx context.Context, tx pgx.Tx, t *captureTable, cfg CaptureCon
 		when %[1]s ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' then array[%[1]s]
 		else pgq_go.capture_targets(%[2]s, array[%[1]s]) end`, v, tableLit)
 		case c.category == "A" && c.elemCat == "S":
-			p.targetsExpr = fmt.Sprintf("pgq_go.capture_targets(%s, (r.%s)::text[])", tableLit, ident(c.name))
+			// One valid target, the common case, without the call.
+			p.targetsExpr = fmt.Sprintf(`case when %[1]s is null then '{}'::text[]
+		when pg_catalog.cardinality(%[1]s) = 1 and (%[1]s)[1] ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' then %[1]s
+		else pgq_go.capture_targets(%[2]s, %[1]s) end`, "(r."+ident(c.name)+")::text[]", tableLit)
 		default:
 			return nil, fail("target column %q is %s: want text or text[]", c.name, c.typ)
 		}
@@ -615,15 +618,21 @@ func quoteLiteral(s string) string {
 // allows 100 per function call).
 const maxConcatArgs = 90
 
-// payloadExpr is the payload function's body: the row urlencoded with
-// static keys, values escaped by capture_quote (types in captureNoQuote
-// need none), NULL as the bare key, then the rare control characters
-// escaped by capture_controls.
-func (p *capturePlan) payloadExpr() string {
+// controlsRE matches the control characters capture_quote keeps; rare,
+// so a row is tested once and escaped by pgq_go.capture_controls only
+// when it holds one.
+const controlsRE = `[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]`
+
+// rowExpr is the row rec (a record name: r in the payload function, new
+// or old in the trigger) urlencoded with static keys, values escaped by
+// capture_quote (types in captureNoQuote need none), NULL as the bare
+// key; the control characters of controlsRE are left to
+// pgq_go.capture_controls.
+func (p *capturePlan) rowExpr(rec string) string {
 	parts := make([]string, len(p.columns))
 	for i, c := range p.columns {
 		key, _ := urlenc.Fields{c.name: nil}.Encode() // the escaped key
-		v := "(r." + ident(c.name) + ")::text"
+		v := "(" + rec + "." + ident(c.name) + ")::text"
 		if !captureNoQuote[c.typOID] {
 			v = "pgq_go.capture_quote(" + v + ")"
 		}
@@ -633,7 +642,7 @@ func (p *capturePlan) payloadExpr() string {
 			parts[i] = quoteLiteral(key) + " || coalesce('=' || " + v + ", '')"
 		}
 	}
-	return "pgq_go.capture_controls(" + concatWS(parts) + ")"
+	return concatWS(parts)
 }
 
 // concatWS joins SQL text expressions with '&', nesting concat_ws calls
@@ -676,7 +685,7 @@ func (p *capturePlan) ddl() []string {
 begin atomic
     %s
     select %s;
-end`, p.payloadFn, t.quoted, header, p.payloadExpr())
+end`, p.payloadFn, t.quoted, header, "pgq_go.capture_controls("+p.rowExpr("r")+")")
 	targets := fmt.Sprintf(`create or replace function %s(r %s) returns text[]
     language sql %s
 begin atomic
@@ -707,12 +716,18 @@ func (p *capturePlan) triggerFunction(header string) string {
 		return fmt.Sprintf("perform pgq.insert_event(%s, %s, '', _t, %s, %s, %s);",
 			quoteLiteral(p.cfg.Queue), quoteLiteral(typ+":"+keys), payload, quoteLiteral(p.cfg.Origin), quoteLiteral(t.quoted))
 	}
-	payloadOf := func(rec string) string {
+	// setPayload assigns rec's encoding to v: the row expression inline
+	// (the payload function's body, without a function call), or, in a
+	// session with other output settings, the payload function under
+	// the canonical ones.
+	setPayload := func(v, rec string) string {
+		inline := fmt.Sprintf("%[1]s := %[2]s;\n    if %[1]s ~ '%[3]s' then %[1]s := pgq_go.capture_controls(%[1]s); end if;",
+			v, p.rowExpr(rec), controlsRE)
 		if !p.sensitive {
-			return fmt.Sprintf("%s(%s)", p.payloadFn, rec)
+			return inline
 		}
-		return fmt.Sprintf("case when _canon then %s(%s) else pgq_go.capture_payload_canonical(%s, %s) end",
-			p.payloadFn, rec, quoteLiteral(p.payloadFn), rec)
+		return fmt.Sprintf("if _canon then\n    %s\n    else %s := pgq_go.capture_payload_canonical(%s, %s); end if;",
+			inline, v, quoteLiteral(p.payloadFn), rec)
 	}
 	canon := ""
 	if p.sensitive {
@@ -758,12 +773,12 @@ begin
     end if;
     %[4]s
     if tg_op = 'INSERT' then
-        _new_p := %[5]s;
+        %[5]s
         foreach _t in array _new_t loop
             %[7]s
         end loop;
     elsif tg_op = 'DELETE' then
-        _old_p := %[6]s;
+        %[6]s
         foreach _t in array _old_t loop
             %[8]s
         end loop;
@@ -772,20 +787,24 @@ begin
         _changed := %[11]s;
         foreach _t in array _old_t loop
             if not _same_key or not _t = any (_new_t) then
-                _old_p := coalesce(_old_p, %[6]s);
+                if _old_p is null then
+                %[6]s
+                end if;
                 %[8]s
             end if;
         end loop;
         foreach _t in array _new_t loop
             if not _same_key or _changed or not _t = any (_old_t) then
-                _new_p := coalesce(_new_p, %[5]s);
+                if _new_p is null then
+                %[5]s
+                end if;
                 %[7]s
             end if;
         end loop;
     end if;
     return null;
 end
-`, header, p.targetsFn, quoteLiteral(p.cfg.Queue), canon, payloadOf("new"), payloadOf("old"),
+`, header, p.targetsFn, quoteLiteral(p.cfg.Queue), canon, setPayload("_new_p", "new"), setPayload("_old_p", "old"),
 		insert("I", "_new_p"), insert("D", "_old_p"), rowOf("old", p.keys), rowOf("new", p.keys), changed)
 	tag := "$pgq_go_capture$"
 	for i := 0; strings.Contains(body, tag); i++ {

@@ -1062,3 +1062,122 @@ func TestCaptureWriterRole(t *testing.T) {
 	require.ErrorContains(t, err, "permission denied")
 	require.Empty(t, e.drain())
 }
+
+// TestCaptureCost measures the capture trigger's cost per row beside
+// pgq.logutriga on the same table, in the same run; it runs only with
+// PGQ_CAPTURE_COST=1 (a measurement, not a check):
+//
+//	PGQ_CAPTURE_COST=1 go test ./copier/ -run TestCaptureCost -v -count=1
+//
+// Each variant inserts the same rows into its own copy of one table: N
+// single-row INSERT statements from one connection (each its own
+// transaction: what an application does), and N rows in one INSERT ...
+// SELECT (the trigger alone, without round trips). Rounds are interleaved
+// and the best of each variant reported, with the trigger's added cost
+// per row (the variant minus the table without trigger) and its ratio to
+// logutriga's.
+func TestCaptureCost(t *testing.T) {
+	if os.Getenv("PGQ_CAPTURE_COST") == "" {
+		t.Skip("a measurement: set PGQ_CAPTURE_COST=1 to run it")
+	}
+	n, rounds := 20000, 3
+	if s := os.Getenv("PGQ_CAPTURE_COST_ROWS"); s != "" {
+		var err error
+		n, err = strconv.Atoi(s)
+		require.NoError(t, err)
+	}
+	e := newCapEnv(t, "")
+	const shape = `(id int primary key, name text, qty numeric, at timestamptz, tags text[], note text, targets text[])`
+	type variant struct {
+		name, table string
+		targets     string
+		iso         pgx.TxIsoLevel
+	}
+	variants := []variant{
+		{"no trigger", "cost_none", "{n2}", ""},
+		{"pgq.logutriga", "cost_logu", "{n2}", ""},
+		{"capture, 1 target", "cost_cap1", "{n2}", ""},
+		{"capture, 2 targets", "cost_cap2", "{n2,n3}", ""},
+		{"capture, 4 targets", "cost_cap4", "{n2,n3,n4,n5}", ""},
+		{"capture, 1 target, REPEATABLE READ", "cost_cap1", "{n2}", pgx.RepeatableRead},
+	}
+	for _, v := range variants {
+		e.exec("create table if not exists " + v.table + " " + shape)
+	}
+	e.exec(`create trigger logu after insert or update or delete on cost_logu for each row execute function pgq.logutriga('push_queue')`)
+	for _, tbl := range []string{"cost_cap1", "cost_cap2", "cost_cap4"} {
+		require.NoError(t, copier.AddCapture(e.ctx, e.pool, copier.CaptureConfig{Table: tbl, Queue: "push_queue", Origin: "n1", TargetColumn: "targets"}))
+	}
+	conn, err := pgx.Connect(e.ctx, e.db.DSN)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	reset := func(table string) {
+		_, err := conn.Exec(e.ctx, "set pgq_go.capture = 'off'; truncate "+table+"; reset pgq_go.capture")
+		require.NoError(t, err)
+		_, err = conn.Exec(e.ctx, "select pgq.force_tick('push_queue')") // keep the ticker's idea of the queue fresh
+		require.NoError(t, err)
+		rows, err := conn.Query(e.ctx, "select format('truncate %I.%I', schemaname, tablename) from pg_tables where schemaname = 'pgq' and tablename ~ '^event_[0-9]+_[0-9]+$'")
+		require.NoError(t, err)
+		stmts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		for _, s := range stmts {
+			_, err := conn.Exec(e.ctx, s)
+			require.NoError(t, err)
+		}
+		_, err = conn.Exec(e.ctx, "vacuum analyze "+table)
+		require.NoError(t, err)
+	}
+	const row = `($1::int, 'name ' || $1 || ' & more', $1 * 1.5, now(), '{a,"b c"}', 'a note, with spaces', $2::text[])`
+	single := func(v variant) time.Duration {
+		reset(v.table)
+		sql := "insert into " + v.table + " values " + row
+		start := time.Now()
+		for i := range n {
+			if v.iso == "" {
+				_, err = conn.Exec(e.ctx, sql, i, v.targets)
+			} else {
+				err = pgx.BeginTxFunc(e.ctx, conn, pgx.TxOptions{IsoLevel: v.iso}, func(tx pgx.Tx) error {
+					_, err := tx.Exec(e.ctx, sql, i, v.targets)
+					return err
+				})
+			}
+			require.NoError(t, err)
+		}
+		return time.Since(start)
+	}
+	bulk := func(v variant) time.Duration {
+		reset(v.table)
+		start := time.Now()
+		err := pgx.BeginTxFunc(e.ctx, conn, pgx.TxOptions{IsoLevel: v.iso}, func(tx pgx.Tx) error {
+			_, err := tx.Exec(e.ctx, "insert into "+v.table+` select g, 'name ' || g || ' & more', g * 1.5, now(), '{a,"b c"}',
+				'a note, with spaces', $2::text[] from generate_series(1, $1::int) g`, n, v.targets)
+			return err
+		})
+		require.NoError(t, err)
+		return time.Since(start)
+	}
+	best := map[string][2]time.Duration{}
+	for range rounds {
+		for _, v := range variants {
+			s, b := single(v), bulk(v)
+			cur, ok := best[v.name]
+			if !ok || s < cur[0] {
+				cur[0] = s
+			}
+			if !ok || b < cur[1] {
+				cur[1] = b
+			}
+			best[v.name] = cur
+		}
+	}
+	perRow := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	none, logu := best["no trigger"], best["pgq.logutriga"]
+	t.Logf("%d rows, best of %d rounds; added = per row minus the table without trigger; ratio = added / logutriga's added", n, rounds)
+	t.Logf("%-36s %10s %8s %6s | %10s %8s %6s", "variant", "single µs", "added", "ratio", "bulk µs", "added", "ratio")
+	for _, v := range variants {
+		d := best[v.name]
+		t.Logf("%-36s %10.1f %8.1f %6.2f | %10.1f %8.1f %6.2f", v.name,
+			perRow(d[0]), perRow(d[0]-none[0]), float64(d[0]-none[0])/float64(logu[0]-none[0]),
+			perRow(d[1]), perRow(d[1]-none[1]), float64(d[1]-none[1])/float64(logu[1]-none[1]))
+	}
+}

@@ -110,13 +110,14 @@ $$;
 -- 40001: retry the transaction) when a rotation step changed it after the
 -- snapshot, and holds the next rotation until this transaction ends.
 -- SECURITY DEFINER: a row lock needs UPDATE rights on pgq.queue, which
--- producers (pgq_writer) do not have.
+-- producers (pgq_writer) do not have. Every name in it is qualified, the
+-- operator too, so that a caller's search_path cannot substitute its own
+-- (no SET search_path clause: it would cost more than the lock).
 create or replace function pgq_go.capture_lock_queue(queue text) returns void
     language plpgsql security definer
-    set search_path = pg_catalog, pg_temp
 as $$
 begin
-    perform 1 from pgq.queue q where q.queue_name = queue for share;
+    perform 1 from pgq.queue q where q.queue_name operator(pg_catalog.=) queue for share;
     if not found then
         raise exception 'pgq-go capture: queue % not found', pg_catalog.quote_literal(queue)
             using errcode = 'undefined_object';
