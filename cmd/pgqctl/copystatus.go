@@ -44,7 +44,7 @@ parked and lags within --max-lag; 1 otherwise (see PROBLEMS); 2 usage error.
 `
 
 func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return subcommands(ctx, "copy", copyUsage, map[string]runFunc{"status": runCopyStatus, "reshard": runCopyReshard, "hub-index": runCopyHubIndex}, args, stdout, stderr)
+	return subcommands(ctx, "copy", copyUsage, map[string]runFunc{"status": runCopyStatus, "reshard": runCopyReshard, "hub-index": runCopyHubIndex, "capture": runCopyCapture}, args, stdout, stderr)
 }
 
 // copyNode is one --node.
