@@ -211,6 +211,17 @@ type Capture struct {
 // naming the generated function): RemoveCapture, ALTER and AddCapture in
 // one transaction.
 //
+// Rows are encoded as every node reads them back whatever the writing
+// session's DateStyle, IntervalStyle and extra_float_digits (a session
+// with other settings pays a slower path); lc_monetary is not pinned, so
+// money columns need the same lc_monetary on every node.
+//
+// Under REPEATABLE READ and SERIALIZABLE the trigger locks the queue's
+// row (FOR SHARE) before its first event: a write whose snapshot predates
+// a rotation of the queue's event tables then fails with a serialization
+// failure (SQLSTATE 40001; retry the transaction, as for any) instead of
+// losing its events, and rotation waits for such transactions.
+//
 // The role needs to own the table (CREATE TRIGGER), create functions in
 // schema pgq_go, and, the first time, run the migration. Roles that write
 // the table need what pgq.logutriga's writers need: membership of
@@ -419,9 +430,8 @@ type capturePlan struct {
 	// parallel safety clause.
 	targetVolatility string
 	targetFnOID      uint32 // TargetFunction, resolved
-	// sensitive: some column's text depends on session settings
-	// (DateStyle, IntervalStyle, extra_float_digits).
-	sensitive bool
+	// sensitive: the session settings some column's text depends on.
+	sensitive settingSet
 	// Quoted, schema-qualified names of the generated functions.
 	payloadFn, targetsFn, triggerFn string
 }
@@ -497,9 +507,7 @@ func planCapture(ctx context.Context, tx pgx.Tx, t *captureTable, cfg CaptureCon
 			return nil, fail("column name %q holds a control character; exclude it", c.name)
 		}
 		p.columns = append(p.columns, c)
-		if c.sensitive() {
-			p.sensitive = true
-		}
+		p.sensitive |= c.sensitive()
 	}
 	tableLit := quoteLiteral(t.quoted)
 	if cfg.TargetColumn != "" {
@@ -583,21 +591,56 @@ var captureNoQuote = map[uint32]bool{
 	2950: true, // uuid
 }
 
-// sensitive reports whether the column's text can depend on session
-// settings the trigger pins for the payload: DateStyle and IntervalStyle
-// (date/time types), extra_float_digits (float4, float8, geometric
-// types), and, conservatively, composites, ranges and unknown kinds.
-// money (lc_monetary) is not pinned: nodes must share lc_monetary.
-func (c captureColumn) sensitive() bool {
+// settingSet is a set of the output settings the trigger pins.
+type settingSet uint8
+
+const (
+	dateStyle        settingSet = 1 << iota // DateStyle
+	intervalStyle                           // IntervalStyle
+	extraFloatDigits                        // extra_float_digits
+	allSettings      = dateStyle | intervalStyle | extraFloatDigits
+)
+
+// canonCheck is the condition that the session's settings of set are the
+// canonical ones (those of pgq_go.capture_payload_canonical).
+func (set settingSet) canonCheck() string {
+	var conds []string
+	if set&dateStyle != 0 {
+		conds = append(conds, "pg_catalog.current_setting('DateStyle') like 'ISO%'")
+	}
+	if set&intervalStyle != 0 {
+		conds = append(conds, "pg_catalog.current_setting('IntervalStyle') = 'postgres'")
+	}
+	if set&extraFloatDigits != 0 {
+		conds = append(conds, "pg_catalog.current_setting('extra_float_digits')::int > 0")
+	}
+	return strings.Join(conds, "\n        and ")
+}
+
+// sensitive returns the session settings the column's text can depend
+// on: DateStyle (date/time types), IntervalStyle (interval),
+// extra_float_digits (float4, float8, geometric types), and all of them
+// for composites, ranges and unknown kinds. lc_monetary (money) is not
+// pinned: nodes must share it.
+func (c captureColumn) sensitive() settingSet {
 	cat, oid := c.category, c.typOID
 	if cat == "A" {
 		cat, oid = c.elemCat, c.elemOID
 	}
 	switch cat {
-	case "D", "T", "C", "R", "G", "X", "P", "Z", "A", "":
-		return true
+	case "D":
+		return dateStyle
+	case "T":
+		return intervalStyle
+	case "G":
+		return extraFloatDigits
+	case "C", "R", "X", "P", "Z", "A", "":
+		return allSettings
 	}
-	return oid == 700 || oid == 701
+	if oid == 700 || oid == 701 {
+		return extraFloatDigits
+	}
+	return 0
 }
 
 // ident quotes one identifier.
@@ -707,8 +750,9 @@ end`, p.targetsFn, t.quoted, p.targetVolatility, header, p.targetsExpr)
 
 // triggerFunction is the capture trigger's PL/pgSQL function: everything
 // table-specific is static (names, literals, column lists), so each row
-// costs the targets function, the payload function (both inlined SQL) and
-// one pgq.insert_event per event.
+// costs the targets function (inlined SQL), the row's encoding (the
+// payload function's expression, inline) and one pgq.insert_event per
+// event.
 func (p *capturePlan) triggerFunction(header string) string {
 	t := p.t
 	keys := strings.Join(p.keys, ",")
@@ -723,17 +767,15 @@ func (p *capturePlan) triggerFunction(header string) string {
 	setPayload := func(v, rec string) string {
 		inline := fmt.Sprintf("%[1]s := %[2]s;\n    if %[1]s ~ '%[3]s' then %[1]s := pgq_go.capture_controls(%[1]s); end if;",
 			v, p.rowExpr(rec), controlsRE)
-		if !p.sensitive {
+		if p.sensitive == 0 {
 			return inline
 		}
 		return fmt.Sprintf("if _canon then\n    %s\n    else %s := pgq_go.capture_payload_canonical(%s, %s); end if;",
 			inline, v, quoteLiteral(p.payloadFn), rec)
 	}
 	canon := ""
-	if p.sensitive {
-		canon = `_canon := pg_catalog.current_setting('DateStyle') like 'ISO%'
-        and pg_catalog.current_setting('IntervalStyle') = 'postgres'
-        and pg_catalog.current_setting('extra_float_digits')::int > 0;`
+	if p.sensitive != 0 {
+		canon = "_canon := " + p.sensitive.canonCheck() + ";"
 	}
 	changed := "not (old *= new)"
 	if len(p.exclude) > 0 {

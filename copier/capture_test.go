@@ -341,6 +341,45 @@ func TestCapturePayloadEncoding(t *testing.T) {
 	}
 }
 
+// TestCaptureSettingsPinnedPerType: a table whose only setting-dependent
+// column is of one kind is encoded canonically when a session changes the
+// one setting that kind depends on (the trigger checks only the settings
+// its table needs).
+func TestCaptureSettingsPinnedPerType(t *testing.T) {
+	t.Parallel()
+	e := newCapEnv(t, "")
+	for i, tc := range []struct{ typ, value, set string }{
+		{"timestamptz", "2024-02-29 23:59:59.5+00", "set datestyle = 'German'"},
+		{"date", "2024-12-31", "set datestyle = 'SQL, DMY'"},
+		{"interval", "-1 year 2 mons -3 days 04:05:06.5", "set intervalstyle = 'sql_standard'"},
+		{"float8", "0.30000000000000004", "set extra_float_digits = -3"},
+		{"point", "(0.30000000000000004,1)", "set extra_float_digits = -3"},
+		{"tstzrange", "[2024-01-01 00:00:00+00,2024-02-01 00:00:00+00)", "set datestyle = 'Postgres'"},
+	} {
+		tbl := fmt.Sprintf("pinned%d", i)
+		e.exec(fmt.Sprintf("create table %s (id int primary key, v %s, tgt text default 'n2')", tbl, tc.typ))
+		require.NoError(t, copier.AddCapture(e.ctx, e.pool, copier.CaptureConfig{Table: tbl, Queue: "push_queue", Origin: "n1", TargetColumn: "tgt"}))
+		var want string
+		require.NoError(t, e.pool.QueryRow(e.ctx, fmt.Sprintf("select $1::%s::text", tc.typ), tc.value).Scan(&want))
+		err := pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(e.ctx, strings.Replace(tc.set, "set ", "set local ", 1)); err != nil {
+				return err
+			}
+			var odd string
+			if err := tx.QueryRow(e.ctx, fmt.Sprintf("select $1::%s::text", tc.typ), tc.value).Scan(&odd); err != nil {
+				return err
+			}
+			require.NotEqual(t, want, odd, "%s: the setting changes the text", tc.typ)
+			_, err := tx.Exec(e.ctx, fmt.Sprintf("insert into %s (id, v) values (1, $1::%s)", tbl, tc.typ), tc.value)
+			return err
+		})
+		require.NoError(t, err)
+		evs := e.drain()
+		require.Len(t, evs, 1)
+		require.Equal(t, pgq.T(want), evs[0].Row["v"], tc.typ)
+	}
+}
+
 // skytoolsDecode decodes payloads with Skytools' db_urldecode, its C
 // (impl "c") or Python ("py") implementation, from the system
 // python3-skytools.
