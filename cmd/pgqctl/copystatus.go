@@ -17,12 +17,14 @@ import (
 )
 
 func init() {
-	register("copy", "targeted copy: per-node status of a cluster (copy status), change of hub shards (copy reshard), target index on the hubs (copy hub-index)", runCopy)
+	register("copy", "targeted copy: per-node status of a cluster (copy status), change of hub shards (copy reshard), target index on the hubs (copy hub-index), table capture (copy capture, copy backfill)", runCopy)
 }
 
 const copyUsage = `usage: pgqctl copy status --hub DSN [--hub DSN...] --node NAME=DSN [--node ...] [flags]
        pgqctl copy reshard --old-hub DSN... --new-hub DSN... --node NAME=DSN... (see copy reshard --help)
        pgqctl copy hub-index --hub DSN... (see copy hub-index --help)
+       pgqctl copy capture add|remove|list --dsn NODE ... (see copy capture --help)
+       pgqctl copy backfill --dsn NODE --table T --target ID (see copy backfill --help)
 
 Shows, for every node of a targeted-copy cluster, in one table:
 
@@ -44,7 +46,7 @@ parked and lags within --max-lag; 1 otherwise (see PROBLEMS); 2 usage error.
 `
 
 func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return subcommands(ctx, "copy", copyUsage, map[string]runFunc{"status": runCopyStatus, "reshard": runCopyReshard, "hub-index": runCopyHubIndex, "capture": runCopyCapture}, args, stdout, stderr)
+	return subcommands(ctx, "copy", copyUsage, map[string]runFunc{"status": runCopyStatus, "reshard": runCopyReshard, "hub-index": runCopyHubIndex, "capture": runCopyCapture, "backfill": runCopyBackfill}, args, stdout, stderr)
 }
 
 // copyNode is one --node.
