@@ -810,8 +810,13 @@ begin
     if pg_catalog.cardinality(_new_t) = 0 and pg_catalog.cardinality(_old_t) = 0 then
         return null;
     end if;
-    if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
+    -- Not READ COMMITTED: lock the queue's row, once per transaction
+    -- (a lock taken in a subtransaction that rolls back goes with the
+    -- setting that remembers it).
+    if pg_catalog.current_setting('transaction_isolation') <> 'read committed'
+        and pg_catalog.current_setting('pgq_go.capture_locked', true) is distinct from %[3]s then
         perform pgq_go.capture_lock_queue(%[3]s);
+        perform pg_catalog.set_config('pgq_go.capture_locked', %[3]s, true);
     end if;
     %[4]s
     if tg_op = 'INSERT' then

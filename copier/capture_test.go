@@ -953,9 +953,9 @@ func (r *capRotation) curTable() (n int) {
 	return n
 }
 
-// rotate runs a whole rotation and moves the consumer past it; it
+// step1 runs rotation step1 (switching to the next event table); it
 // returns the events the batches meanwhile held.
-func (r *capRotation) rotate() (drained []string) {
+func (r *capRotation) step1() (drained []string) {
 	before := r.curTable()
 	require.Eventually(r.t, func() bool {
 		drained = append(drained, r.drain()...)
@@ -963,6 +963,18 @@ func (r *capRotation) rotate() (drained []string) {
 		require.NoError(r.t, err)
 		return r.curTable() != before
 	}, time.Minute, 10*time.Millisecond, "rotation step1 never ran")
+	return drained
+}
+
+// rotate runs a whole rotation and moves the consumer past it; it
+// returns the events the batches meanwhile held.
+func (r *capRotation) rotate() (drained []string) {
+	drained = r.step1()
+	return append(drained, r.finish()...)
+}
+
+// finish runs rotation step2 and waits for a tick past it.
+func (r *capRotation) finish() (drained []string) {
 	_, err := r.pool.Exec(r.ctx, "select pgq.maint_rotate_tables_step2()")
 	require.NoError(r.t, err)
 	var step2 int64
@@ -1039,16 +1051,32 @@ func TestCaptureRepeatableReadRotation(t *testing.T) {
 		require.Equal(t, []string{fmt.Sprintf("I:id n2 id=%d&target=n2", i)}, delivered, iso)
 	}
 
+	// The lock is taken once per transaction; one taken in a
+	// subtransaction that rolls back is gone, and taken again: the write
+	// after a rotation still fails.
+	tx, err = e.pool.BeginTx(e.ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	require.NoError(t, err)
+	defer tx.Rollback(context.Background())
+	_, err = tx.Exec(e.ctx, "savepoint s; insert into rr values (5, 'n2'); rollback to savepoint s")
+	require.NoError(t, err)
+	r.step1() // not held back by the rolled back lock
+	_, err = tx.Exec(e.ctx, "insert into rr values (6, 'n2')")
+	pe, ok := errors.AsType[*pgconn.PgError](err)
+	require.True(t, ok, "the write after the rolled back lock must fail, got %v", err)
+	require.Equal(t, "40001", pe.Code)
+	require.NoError(t, tx.Rollback(e.ctx))
+	r.finish()
+
 	// While a REPEATABLE READ transaction that wrote a captured row is
 	// open, rotation step1 waits for it; then the row's event arrives.
 	tx, err = e.pool.BeginTx(e.ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 	require.NoError(t, err)
 	defer tx.Rollback(context.Background())
-	_, err = tx.Exec(e.ctx, "insert into rr values (10, 'n3')")
+	_, err = tx.Exec(e.ctx, "insert into rr values (10, 'n3'), (11, 'n3'); insert into rr values (12, 'n3')")
 	require.NoError(t, err)
 	r.drain()
 	_, err = e.pool.Exec(e.ctx, "set lock_timeout = '200ms'; select pgq.maint_rotate_tables_step1('push_queue')")
-	pe, ok := errors.AsType[*pgconn.PgError](err)
+	pe, ok = errors.AsType[*pgconn.PgError](err)
 	require.True(t, ok, "step1 must wait for the transaction, got %v", err)
 	require.Equal(t, "55P03", pe.Code)
 	require.NoError(t, tx.Commit(e.ctx))
@@ -1056,7 +1084,7 @@ func TestCaptureRepeatableReadRotation(t *testing.T) {
 	for range 2 {
 		delivered = append(delivered, r.drain()...)
 	}
-	require.Equal(t, []string{"I:id n3 id=10&target=n3"}, delivered)
+	require.Equal(t, []string{"I:id n3 id=10&target=n3", "I:id n3 id=11&target=n3", "I:id n3 id=12&target=n3"}, delivered)
 }
 
 // TestCaptureWriterRole: a role that only may write the table and is a
@@ -1138,7 +1166,9 @@ func TestCaptureCost(t *testing.T) {
 		{"capture, 1 target", "cost_cap1", "{n2}", ""},
 		{"capture, 2 targets", "cost_cap2", "{n2,n3}", ""},
 		{"capture, 4 targets", "cost_cap4", "{n2,n3,n4,n5}", ""},
-		{"capture, 1 target, REPEATABLE READ", "cost_cap1", "{n2}", pgx.RepeatableRead},
+		// Single rows in BEGIN/COMMIT (three round trips), to compare with:
+		{"capture, 1 target, BEGIN READ COMMITTED", "cost_cap1", "{n2}", pgx.ReadCommitted},
+		{"capture, 1 target, BEGIN REPEATABLE READ", "cost_cap1", "{n2}", pgx.RepeatableRead},
 	}
 	for _, v := range variants {
 		e.exec("create table if not exists " + v.table + " " + shape)
@@ -1212,10 +1242,10 @@ func TestCaptureCost(t *testing.T) {
 	perRow := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
 	none, logu := best["no trigger"], best["pgq.logutriga"]
 	t.Logf("%d rows, best of %d rounds; added = per row minus the table without trigger; ratio = added / logutriga's added", n, rounds)
-	t.Logf("%-36s %10s %8s %6s | %10s %8s %6s", "variant", "single µs", "added", "ratio", "bulk µs", "added", "ratio")
+	t.Logf("%-40s %10s %8s %6s | %10s %8s %6s", "variant", "single µs", "added", "ratio", "bulk µs", "added", "ratio")
 	for _, v := range variants {
 		d := best[v.name]
-		t.Logf("%-36s %10.1f %8.1f %6.2f | %10.1f %8.1f %6.2f", v.name,
+		t.Logf("%-40s %10.1f %8.1f %6.2f | %10.1f %8.1f %6.2f", v.name,
 			perRow(d[0]), perRow(d[0]-none[0]), float64(d[0]-none[0])/float64(logu[0]-none[0]),
 			perRow(d[1]), perRow(d[1]-none[1]), float64(d[1]-none[1])/float64(logu[1]-none[1]))
 	}
