@@ -1289,6 +1289,8 @@ func ExampleAddCapture() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// Each event: type, target, the row urlencoded (non-ASCII text as it
+	// is; the excluded column absent).
 	var typ, target, row string
 	_, err = pgx.ForEachRow(rows, []any{&typ, &target, &row}, func() error {
 		fmt.Println(typ, target, row)
@@ -1297,8 +1299,6 @@ func ExampleAddCapture() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	// Each event: type, target, the row urlencoded (non-ASCII text as it
-	// is; the excluded column absent).
 	// Output:
 	// I:id berlin id=1&name=Zoë+%26+Co&regions={berlin,madrid}
 	// I:id madrid id=1&name=Zoë+%26+Co&regions={berlin,madrid}
