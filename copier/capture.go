@@ -243,6 +243,9 @@ func AddCapture(ctx context.Context, db pgq.DB, cfg CaptureConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := pgq.CheckExtension(ctx, tx); err != nil {
+		return fmt.Errorf("copier: capture %s: %w", t.quoted, err)
+	}
 	var queueOK bool
 	if err := tx.QueryRow(ctx, sqlQueueExists, cfg.Queue).Scan(&queueOK); err != nil {
 		return fmt.Errorf("copier: capture %s: queue %s: %w", t.quoted, cfg.Queue, err)

@@ -902,6 +902,17 @@ func TestCaptureConfigErrors(t *testing.T) {
 	caps, err := copier.ListCaptures(e.ctx, e.pool)
 	require.NoError(t, err)
 	require.Empty(t, caps)
+
+	// A database without pgq.
+	plain := cluster.NewPlainDB(t)
+	_, err = plain.Pool.Exec(e.ctx, capItemsDDL)
+	require.NoError(t, err)
+	err = copier.AddCapture(e.ctx, plain.Pool, capItemsConfig())
+	require.ErrorIs(t, err, pgq.ErrNoExtension)
+	require.ErrorContains(t, err, "capture public.items")
+	caps, err = copier.ListCaptures(e.ctx, plain.Pool)
+	require.NoError(t, err)
+	require.Empty(t, caps, "nothing was installed")
 	var triggers int
 	require.NoError(t, e.pool.QueryRow(e.ctx, "select count(*) from pg_trigger where not tgisinternal").Scan(&triggers))
 	require.Zero(t, triggers)
