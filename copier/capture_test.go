@@ -52,13 +52,13 @@ type capEvent struct {
 
 // capEnv is a database with a push queue and a captured table.
 type capEnv struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	db   *pgtest.DB
 	pool *pgxpool.Pool
 }
 
-func newCapEnv(t *testing.T, ddl string) *capEnv {
+func newCapEnv(t testing.TB, ddl string) *capEnv {
 	t.Helper()
 	e := &capEnv{t: t, ctx: t.Context(), db: cluster.NewDB(t)}
 	e.pool = e.db.Pool
@@ -1142,11 +1142,11 @@ func TestCaptureWriterRole(t *testing.T) {
 	require.Empty(t, e.drain())
 }
 
-// TestCaptureCost measures the capture trigger's cost per row beside
-// pgq.logutriga on the same table, in the same run; it runs only with
-// PGQ_CAPTURE_COST=1 (a measurement, not a check):
+// BenchmarkCaptureCost measures the capture trigger's cost per row beside
+// pgq.logutriga on the same table, in the same run (make bench has the
+// bulk figure; this adds single-row statements):
 //
-//	PGQ_CAPTURE_COST=1 go test ./copier/ -run TestCaptureCost -v -count=1
+//	go test ./copier/ -run '^$' -bench CaptureCost -benchtime 1x -v
 //
 // Each variant inserts the same rows into its own copy of one table: N
 // single-row INSERT statements from one connection (each its own
@@ -1154,11 +1154,9 @@ func TestCaptureWriterRole(t *testing.T) {
 // SELECT (the trigger alone, without round trips). Rounds are interleaved
 // and the best of each variant reported, with the trigger's added cost
 // per row (the variant minus the table without trigger) and its ratio to
-// logutriga's.
-func TestCaptureCost(t *testing.T) {
-	if os.Getenv("PGQ_CAPTURE_COST") == "" {
-		t.Skip("a measurement: set PGQ_CAPTURE_COST=1 to run it")
-	}
+// logutriga's. PGQ_CAPTURE_COST_ROWS sets N (default 20000).
+func BenchmarkCaptureCost(b *testing.B) {
+	t := b
 	n, rounds := 20000, 3
 	if s := os.Getenv("PGQ_CAPTURE_COST_ROWS"); s != "" {
 		var err error
