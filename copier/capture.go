@@ -47,12 +47,13 @@ import (
 
 // CaptureSetting is the setting that turns capture off for a session or
 // a transaction: with pgq_go.capture = 'off' the capture triggers send
-// nothing and TRUNCATE is allowed. Set it on the connections of a copier
-// whose node both captures a table and receives rows into it (the pull
-// would otherwise capture the rows it applies and send them on again):
-// for example RuntimeParams["pgq_go.capture"] = "off" in the pool config
-// of Config.Local. Writes made under session_replication_role = replica
-// are not captured either (the triggers are ordinary ENABLE triggers).
+// nothing and TRUNCATE is allowed. A copier's pull sets it in the node
+// transaction that applies rows, and ReplayParked in its own, so a node
+// that both captures a table and receives rows into it does not send the
+// rows it applies on again; set it yourself on other connections that
+// must write without capture. Writes made under session_replication_role
+// = replica are not captured either (the triggers are ordinary ENABLE
+// triggers).
 const CaptureSetting = "pgq_go.capture"
 
 // ErrCaptureNotFound is returned by RemoveCapture for a table that is not

@@ -467,15 +467,10 @@ func newCapCluster(t *testing.T) *capCluster {
 	applier := tableApplier(t, "items", "orders")
 	var pools []*pgxpool.Pool
 	for _, n := range capNodes {
-		// The copier's own pool on its node, with capture off: the rows
-		// it applies into n2's captured items are not sent on again.
-		pc, err := pgxpool.ParseConfig(c.nodes[n].DSN)
-		require.NoError(t, err)
-		pc.ConnConfig.RuntimeParams[copier.CaptureSetting] = "off"
-		local, err := pgxpool.NewWithConfig(ctx, pc)
-		require.NoError(t, err)
-		t.Cleanup(local.Close)
-		cfg := copier.Config{Node: n, Local: local, Hubs: []*pgxpool.Pool{c.hub.Pool}, Applier: applier,
+		// The node's ordinary pool: the pull turns capture off in the
+		// transactions that apply rows, so the rows it applies into n2's
+		// captured items are not sent on again.
+		cfg := copier.Config{Node: n, Local: c.nodes[n].Pool, Hubs: []*pgxpool.Pool{c.hub.Pool}, Applier: applier,
 			RetryDelay: 10 * time.Millisecond, MaxRetries: 2, PollInterval: 20 * time.Millisecond,
 			ErrorBackoff: consumer.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}}
 		tc, err := copier.New(cfg)

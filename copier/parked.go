@@ -209,6 +209,9 @@ func replayOne(ctx context.Context, db NodeDB, applier apply.Applier, p ParkedEv
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, sqlCaptureOff); err != nil {
+		return err
+	}
 	if _, err := tx.Exec(ctx, sqlOrderLock, p.Consumer); err != nil {
 		return err
 	}

@@ -80,6 +80,9 @@ func (s *keyState) blocked() bool { return len(s.held) > 0 || len(s.parked) > 0 
 // way.
 const sqlOrderLock = "select pg_advisory_xact_lock(hashtextextended('pgq_go.order:' || $1, 0))"
 
+// sqlCaptureOff turns capture off for the rest of the transaction.
+const sqlCaptureOff = "select pg_catalog.set_config('" + CaptureSetting + "', 'off', true)"
+
 const sqlHeldKeys = `select distinct on (order_key) order_key, retry_after <= now()
 	from pgq_go.held_event where consumer_id = $1 order by order_key, hold_id`
 
@@ -113,12 +116,18 @@ func (p *puller) prepare(ctx context.Context, b *pgq.Batch, tx pgx.Tx) (*keyStat
 	var c pullCounts
 	st := &keyState{held: map[string]bool{}, parked: map[string]bool{}}
 	pb := &pgx.Batch{}
+	// Rows applied here are not captured again (a node that captures the
+	// table it receives rows into would send them on: see CaptureSetting).
+	pb.Queue(sqlCaptureOff)
 	pb.Queue(sqlOrderLock, b.Consumer)
 	pb.Queue(sqlHeldKeys, b.Consumer)
 	pb.Queue(sqlParkedKeys, b.Consumer)
 	res := tx.SendBatch(ctx, pb)
 	var due []string
 	_, err := res.Exec()
+	if err == nil {
+		_, err = res.Exec()
+	}
 	if err == nil {
 		var rows pgx.Rows
 		if rows, err = res.Query(); err == nil {

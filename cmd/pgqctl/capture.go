@@ -30,8 +30,8 @@ queue, in the writing transaction; the application needs no change.
           column added since add, a missing trigger, a dropped table)
 
 TRUNCATE of a captured table is refused. Rows a copier applies into a
-captured table are sent on again unless the copier's connections set
-pgq_go.capture = off (see copier.CaptureSetting).
+captured table are not sent on again: its pull writes with
+pgq_go.capture = off (see copier.CaptureSetting), as can other sessions.
 
 Exit status: 0 done; 1 failed (list: a capture has a problem); 2 usage error.
 `
