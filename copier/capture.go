@@ -801,8 +801,14 @@ declare
     _canon boolean;
     _same_key boolean;
     _changed boolean;
+    _rc boolean;
 begin
-    if pg_catalog.current_setting('pgq_go.capture', true) = 'off' then
+    -- One expression for both settings read on every row (each
+    -- PL/pgSQL expression costs): capture off ends here; _rc: READ
+    -- COMMITTED, else the queue's row is locked below.
+    _rc := case when pg_catalog.current_setting('pgq_go.capture', true) = 'off' then null
+                else pg_catalog.current_setting('transaction_isolation') = 'read committed' end;
+    if _rc is null then
         return null;
     end if;
     if tg_op <> 'DELETE' then
@@ -817,7 +823,7 @@ begin
     -- Not READ COMMITTED: lock the queue's row, once per transaction
     -- (a lock taken in a subtransaction that rolls back goes with the
     -- setting that remembers it).
-    if pg_catalog.current_setting('transaction_isolation') <> 'read committed'
+    if not _rc
         and pg_catalog.current_setting('pgq_go.capture_locked', true) is distinct from %[3]s then
         perform pgq_go.capture_lock_queue(%[3]s);
         perform pg_catalog.set_config('pgq_go.capture_locked', %[3]s, true);
