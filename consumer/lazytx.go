@@ -24,9 +24,6 @@ type lazyTx struct {
 
 var _ pgx.Tx = (*lazyTx)(nil)
 
-// begun reports whether the transaction was begun.
-func (t *lazyTx) begun() bool { return t.tx != nil }
-
 // begin begins the transaction in a round trip of its own, if needed.
 func (t *lazyTx) begin(ctx context.Context) error {
 	if t.tx != nil {

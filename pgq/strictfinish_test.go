@@ -20,8 +20,8 @@ func retryRows(t *testing.T, e *env) int {
 // strictRound reads info's events in a transaction on its own connection,
 // tags them with tag, then sends the strict finish, a commit and the next
 // batch's statement in one pipeline, as the consumer does. It returns the
-// finish's error, the commit's error and the next batch.
-func strictRound(t *testing.T, e *env, info *pgq.BatchInfo, before func(), tag func(*pgq.Batch, []*pgq.Event)) (finishErr, commitErr error, next *pgq.BatchInfo, txStatus byte) {
+// next batch, the transaction status, the finish's error and the commit's.
+func strictRound(t *testing.T, e *env, info *pgq.BatchInfo, before func(), tag func(*pgq.Batch, []*pgq.Event)) (next *pgq.BatchInfo, txStatus byte, finishErr, commitErr error) {
 	t.Helper()
 	conn, err := e.pool.Acquire(e.ctx)
 	require.NoError(t, err)
@@ -54,7 +54,7 @@ func strictRound(t *testing.T, e *env, info *pgq.BatchInfo, before func(), tag f
 	if txStatus != 'I' {
 		require.NoError(t, tx.Rollback(e.ctx))
 	}
-	return finishErr, commitErr, next, txStatus
+	return next, txStatus, finishErr, commitErr
 }
 
 // TestQueueFinishStrict: the strict finish, a commit and the next batch's
@@ -78,7 +78,7 @@ func TestQueueFinishStrict(t *testing.T) {
 	first := e.next(t)
 	insert("c")
 	e.tick(t)
-	ferr, cerr, next, st := strictRound(t, e, first, nil, func(b *pgq.Batch, evs []*pgq.Event) {
+	next, st, ferr, cerr := strictRound(t, e, first, nil, func(b *pgq.Batch, evs []*pgq.Event) {
 		require.Len(t, evs, 2)
 		evs[0].TagRetry(time.Hour)
 		b.TagRetryID(evs[1].ID, time.Now().Add(time.Hour)) // retried by id, on the server
@@ -94,7 +94,7 @@ func TestQueueFinishStrict(t *testing.T) {
 	require.Equal(t, "c", got[0].Data.String)
 
 	// Finished elsewhere meanwhile: nothing of this round commits.
-	ferr, cerr, again, st := strictRound(t, e, next, func() {
+	again, st, ferr, cerr := strictRound(t, e, next, func() {
 		ok, err := pgq.FinishBatch(e.ctx, e.pool, next.ID)
 		require.NoError(t, err)
 		require.True(t, ok)
@@ -110,7 +110,7 @@ func TestQueueFinishStrict(t *testing.T) {
 	insert("d")
 	e.tick(t)
 	third := e.next(t)
-	ferr, cerr, again, st = strictRound(t, e, third, nil, func(b *pgq.Batch, evs []*pgq.Event) {
+	again, st, ferr, cerr = strictRound(t, e, third, nil, func(b *pgq.Batch, evs []*pgq.Event) {
 		evs[0].TagRetry(time.Hour)
 		b.TagRetryID(evs[0].ID+1000, time.Now()) // no such event in the batch
 	})

@@ -276,7 +276,7 @@ func (r errRows) TypeMap() *pgtype.Map                         { return nil }
 type errBatch struct{ err error }
 
 func (b errBatch) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, b.err }
-func (b errBatch) Query() (pgx.Rows, error)         { return errRows{b.err}, b.err }
-func (b errBatch) QueryRow() pgx.Row                { return errRows{b.err} }
+func (b errBatch) Query() (pgx.Rows, error)         { return errRows(b), b.err }
+func (b errBatch) QueryRow() pgx.Row                { return errRows(b) }
 func (b errBatch) Close() error                     { return b.err }
 func (b errBatch) Tx() pgx.Tx                       { return nil }

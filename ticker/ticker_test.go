@@ -240,9 +240,7 @@ func TestRetryEventsComeBack(t *testing.T) {
 	id := insert(t, ctx, db.Pool, "q", "again")
 	var seen []*pgq.Event
 	require.Eventually(t, func() bool {
-		for _, e := range consumeOnce(t, ctx, db.Pool, "q", "c", func(e *pgq.Event) { e.TagRetry(0) }) {
-			seen = append(seen, e)
-		}
+		seen = append(seen, consumeOnce(t, ctx, db.Pool, "q", "c", func(e *pgq.Event) { e.TagRetry(0) })...)
 		return len(seen) > 0
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, id, seen[0].ID)
