@@ -781,6 +781,14 @@ func (p *capturePlan) triggerFunction(header string) string {
 	if p.sensitive != 0 {
 		canon = "_canon := " + p.sensitive.canonCheck() + ";"
 	}
+	// Not READ COMMITTED: lock the queue's row, once per transaction (a
+	// lock taken in a subtransaction that rolls back goes with the
+	// setting that remembers it).
+	lock := fmt.Sprintf(`if not _rc
+        and pg_catalog.current_setting('pgq_go.capture_locked', true) is distinct from %[1]s then
+        perform pgq_go.capture_lock_queue(%[1]s);
+        perform pg_catalog.set_config('pgq_go.capture_locked', %[1]s, true);
+    end if;`, quoteLiteral(p.cfg.Queue))
 	changed := "not (old *= new)"
 	if len(p.exclude) > 0 {
 		changed = fmt.Sprintf("not (%s *= %s)", rowOf("old", p.columnNames()), rowOf("new", p.columnNames()))
@@ -804,37 +812,37 @@ declare
     _rc boolean;
 begin
     -- One expression for both settings read on every row (each
-    -- PL/pgSQL expression costs): capture off ends here; _rc: READ
+    -- PL/pgSQL statement costs): capture off ends here; _rc: READ
     -- COMMITTED, else the queue's row is locked below.
     _rc := case when pg_catalog.current_setting('pgq_go.capture', true) = 'off' then null
                 else pg_catalog.current_setting('transaction_isolation') = 'read committed' end;
     if _rc is null then
         return null;
     end if;
-    if tg_op <> 'DELETE' then
-        _new_t := %[2]s(new);
-    end if;
-    if tg_op <> 'INSERT' then
-        _old_t := %[2]s(old);
-    end if;
-    if pg_catalog.cardinality(_new_t) = 0 and pg_catalog.cardinality(_old_t) = 0 then
-        return null;
-    end if;
-    -- Not READ COMMITTED: lock the queue's row, once per transaction
-    -- (a lock taken in a subtransaction that rolls back goes with the
-    -- setting that remembers it).
-    if not _rc
-        and pg_catalog.current_setting('pgq_go.capture_locked', true) is distinct from %[3]s then
-        perform pgq_go.capture_lock_queue(%[3]s);
-        perform pg_catalog.set_config('pgq_go.capture_locked', %[3]s, true);
-    end if;
-    %[4]s
+    -- INSERT, the common case, on its own path: the fewest statements.
     if tg_op = 'INSERT' then
+        _new_t := %[2]s(new);
+        if pg_catalog.cardinality(_new_t) = 0 then
+            return null;
+        end if;
+        %[12]s
+        %[4]s
         %[5]s
         foreach _t in array _new_t loop
             %[7]s
         end loop;
-    elsif tg_op = 'DELETE' then
+        return null;
+    end if;
+    _old_t := %[2]s(old);
+    if tg_op = 'UPDATE' then
+        _new_t := %[2]s(new);
+    end if;
+    if pg_catalog.cardinality(_new_t) = 0 and pg_catalog.cardinality(_old_t) = 0 then
+        return null;
+    end if;
+    %[12]s
+    %[4]s
+    if tg_op = 'DELETE' then
         %[6]s
         foreach _t in array _old_t loop
             %[8]s
@@ -862,7 +870,7 @@ begin
     return null;
 end
 `, header, p.targetsFn, quoteLiteral(p.cfg.Queue), canon, setPayload("_new_p", "new"), setPayload("_old_p", "old"),
-		insert("I", "_new_p"), insert("D", "_old_p"), rowOf("old", p.keys), rowOf("new", p.keys), changed)
+		insert("I", "_new_p"), insert("D", "_old_p"), rowOf("old", p.keys), rowOf("new", p.keys), changed, lock)
 	tag := "$pgq_go_capture$"
 	for i := 0; strings.Contains(body, tag); i++ {
 		tag = fmt.Sprintf("$pgq_go_capture%d$", i)
