@@ -8,13 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/pgq-go/pgq/consumer"
+	"github.com/pgq-go/pgq/internal/pidfile"
 )
 
 // State is where a job is in its life in a Runner.
@@ -134,12 +133,21 @@ func (r *Runner) update(j *Job, f func(s *Status)) {
 // cannot start at all (its pidfile names a live process).
 func (r *Runner) Run(ctx context.Context) error {
 	for _, j := range r.jobs {
-		if err := claimPidfile(j.cfg.Pidfile); err != nil {
+		if j.cfg.Pidfile == "" {
+			continue
+		}
+		// A second copy of a job would fight the first for batches:
+		// Skytools refuses to start too.
+		if err := pidfile.Claim(j.cfg.Pidfile); err != nil {
+			var running *pidfile.RunningError
+			if errors.As(err, &running) {
+				err = fmt.Errorf("pidfile %s: the job is already running as process %d", running.Path, running.PID)
+			}
 			for _, k := range r.jobs {
 				if k == j {
 					break
 				}
-				releasePidfile(k.cfg.Pidfile)
+				release(k.cfg.Pidfile)
 			}
 			return fmt.Errorf("job %s: %w", j.Name(), err)
 		}
@@ -149,7 +157,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer releasePidfile(j.cfg.Pidfile)
+			defer release(j.cfg.Pidfile)
 			r.runJob(ctx, j)
 		}()
 	}
@@ -245,7 +253,7 @@ func (r *Runner) writeStatus(j *Job, s Status) {
 	}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err == nil {
-		err = writeAtomic(path, append(b, '\n'))
+		err = pidfile.WriteAtomic(path, append(b, '\n'))
 	}
 	if err != nil {
 		r.opts.Logger.Warn("cannot write the job's status file", "job", j.Name(), "path", path, "err", err)
@@ -265,66 +273,8 @@ func ReadStatus(path string) (Status, error) {
 	return s, nil
 }
 
-func writeAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(b)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
-}
-
-// PidAlive reports whether pidfile names a running process other than
-// this one, and its pid.
-func PidAlive(pidfile string) (int, bool) {
-	b, err := os.ReadFile(pidfile)
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	if pid == os.Getpid() {
-		return pid, true
-	}
-	err = syscall.Kill(pid, 0)
-	return pid, err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// claimPidfile writes our pid to pidfile unless another live process
-// holds it (a second copy of the job would fight the first for batches:
-// Skytools refuses to start too). A stale pidfile is replaced.
-func claimPidfile(pidfile string) error {
-	if pidfile == "" {
-		return nil
-	}
-	if pid, alive := PidAlive(pidfile); alive && pid != os.Getpid() {
-		return fmt.Errorf("pidfile %s: the job is already running as process %d", pidfile, pid)
-	}
-	if err := os.MkdirAll(filepath.Dir(pidfile), 0o755); err != nil {
-		return fmt.Errorf("pidfile %s: %w", pidfile, err)
-	}
-	if err := writeAtomic(pidfile, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
-		return fmt.Errorf("pidfile %s: %w", pidfile, err)
-	}
-	return nil
-}
-
-func releasePidfile(pidfile string) {
-	if pidfile == "" {
-		return
-	}
-	if pid, _ := PidAlive(pidfile); pid == os.Getpid() {
-		os.Remove(pidfile)
+func release(path string) {
+	if path != "" {
+		pidfile.Release(path)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgq-go/pgq/internal/pidfile"
 	"github.com/pgq-go/pgq/job"
 	"github.com/pgq-go/pgq/pgq"
 )
@@ -374,7 +375,7 @@ func jobStatus(ctx context.Context, j *job.Job) jobStatusRow {
 	var problems []string
 	if cfg.Pidfile == "" {
 		problems = append(problems, "no pidfile in the ini: cannot tell whether it runs")
-	} else if pid, alive := job.PidAlive(cfg.Pidfile); alive {
+	} else if pid, alive := pidfile.Alive(cfg.Pidfile); alive {
 		r.Running, r.PID = true, pid
 		if st, err := job.ReadStatus(job.StatusPath(cfg.Pidfile)); err == nil && st.PID == pid {
 			r.State, r.Batches, r.LastError = st.State, st.Batches, st.LastError

@@ -9,12 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/pgq-go/pgq/internal/pidfile"
 	"github.com/pgq-go/pgq/metrics"
 	"github.com/pgq-go/pgq/ticker"
 )
@@ -269,25 +269,6 @@ func (l *logSink) open(path string) error {
 	return nil
 }
 
-// writePidfile writes our pid, refusing when a live process already owns
-// the file (like pgqd).
-func writePidfile(path string) error {
-	if b, err := os.ReadFile(path); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && pid != os.Getpid() {
-			if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
-				return fmt.Errorf("pidfile %s: process %d is running (another ticker or pgqd?)", path, pid)
-			}
-		}
-	}
-	return os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
-}
-
-func removePidfile(path string) {
-	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
-		os.Remove(path)
-	}
-}
-
 func runTicker(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newTickerFlags(stderr)
 	if err := f.parse(args, os.Getenv); err != nil {
@@ -334,11 +315,15 @@ func runTicker(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		defer stopMetrics()
 	}
 	if dc.pidfile != "" {
-		if err := writePidfile(dc.pidfile); err != nil {
-			fmt.Fprintf(stderr, "pgqctl ticker: %v\n", err)
+		if err := pidfile.Claim(dc.pidfile); err != nil {
+			hint := ""
+			if errors.As(err, new(*pidfile.RunningError)) {
+				hint = " (another ticker or pgqd?)"
+			}
+			fmt.Fprintf(stderr, "pgqctl ticker: %v%s\n", err, hint)
 			return 1
 		}
-		defer removePidfile(dc.pidfile)
+		defer pidfile.Release(dc.pidfile)
 	}
 
 	hup := make(chan os.Signal, 1)
