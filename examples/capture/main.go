@@ -184,11 +184,7 @@ func run(ctx context.Context, hubDSN string, specs []string, out io.Writer) (boo
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "node\texpected\tholds\tresult")
 	for _, n := range nodes[1:] {
-		want, err := tableRows(ctx, nodes[0].pool, n.name)
-		if err != nil {
-			return false, err
-		}
-		got, err := tableRows(ctx, n.pool, "")
+		want, got, err := rowsOf(ctx, nodes[0], n)
 		if err != nil {
 			return false, err
 		}
@@ -228,6 +224,15 @@ func tableRows(ctx context.Context, pool *pgxpool.Pool, target string) ([]string
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
+// rowsOf returns the rows origin addresses to n, and the rows n holds.
+func rowsOf(ctx context.Context, origin, n *node) (want, got []string, err error) {
+	if want, err = tableRows(ctx, origin.pool, n.name); err != nil {
+		return nil, nil, err
+	}
+	got, err = tableRows(ctx, n.pool, "")
+	return want, got, err
+}
+
 // waitConverged waits until every target node holds exactly n1's rows
 // addressed to it, or the timeout; it reports which.
 func waitConverged(ctx context.Context, nodes []*node, timeout time.Duration) (bool, error) {
@@ -235,11 +240,7 @@ func waitConverged(ctx context.Context, nodes []*node, timeout time.Duration) (b
 	for {
 		same := true
 		for _, n := range nodes[1:] {
-			want, err := tableRows(ctx, nodes[0].pool, n.name)
-			if err != nil {
-				return false, err
-			}
-			got, err := tableRows(ctx, n.pool, "")
+			want, got, err := rowsOf(ctx, nodes[0], n)
 			if err != nil {
 				return false, err
 			}
