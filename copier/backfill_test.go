@@ -271,8 +271,16 @@ func TestBackfillKilledResumes(t *testing.T) {
 	require.Equal(t, int64(200-45), res.Rows, "the rest, nothing twice")
 
 	// Every row was queued once for n3: 45 by the killed process, 155 now.
-	_, err = pgq.Tick(e.ctx, n1, "push_queue")
-	require.NoError(t, err)
+	// n1's queue is ticked by tickLoop here (start(true)), so a tick of
+	// the test's own could race it for the forced tick: wait for a tick
+	// taken after the backfill committed instead.
+	var last int64
+	require.NoError(t, n1.QueryRow(e.ctx, "select last_tick_id from pgq.get_queue_info('push_queue')").Scan(&last))
+	require.Eventually(t, func() bool {
+		var now int64
+		require.NoError(t, n1.QueryRow(e.ctx, "select last_tick_id from pgq.get_queue_info('push_queue')").Scan(&now))
+		return now > last
+	}, time.Minute, 5*time.Millisecond, "no tick on n1's push_queue after the backfill")
 	ids := map[string]int{}
 	for {
 		info, err := pgq.NextBatch(e.ctx, n1, "push_queue", "audit")
