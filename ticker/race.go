@@ -3,9 +3,14 @@ package ticker
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgq-go/pgq/internal/logging"
 )
 
 // Commit race. PgQ counts a queue's new events by its event sequence,
@@ -18,9 +23,11 @@ import (
 //
 // The ticker closes it: after a tick that counted new events, it keeps
 // the transactions the tick's snapshot had in progress (its xip) as the
-// queue's watch list; on each later round, once one of them has ended, it
-// forces a tick (pgq.force_tick, then pgq.ticker() ticks), which sees what
-// that transaction wrote. The transactions still running stay watched.
+// queue's watch list; on each later round, the ended ones leave the list,
+// and if one of them wrote an event to the queue (a probe of the queue's
+// event tables by their ev_txid index) it forces a tick (pgq.force_tick,
+// then pgq.ticker() ticks), which sees what that transaction wrote. The
+// transactions still running stay watched.
 // A forced tick (ours, or anyone's pgq.force_tick) moves the sequence by
 // 2 × ticker_max_count + 1001 without events: a tick that moved it by at
 // least that much counts only the movement beyond it as events (a tick
@@ -33,14 +40,6 @@ import (
 // oldest are dropped (their events then wait as PgQ would have them).
 const maxWatched = 1000
 
-// sqlForceEnded forces a tick on the queues ($1) one of whose watched
-// transactions ($2, parallel to $1) has ended.
-const sqlForceEnded = `with now as materialized (select txid_current_snapshot() as snap)
-	select c.name from (select distinct u.name from now, unnest($1::text[], $2::int8[]) as u(name, x)
-		join pgq.queue q on q.queue_name = u.name and not q.queue_external_ticker and not q.queue_ticker_paused
-		where txid_visible_in_snapshot(u.x, now.snap)) c
-	where pgq.force_tick(c.name) is not null`
-
 // sqlTickXip returns, for the ticks just made ($1 queues, $2 tick ids),
 // how far the event sequence moved since the previous tick, the queue's
 // ticker_max_count and the transactions the tick could not see that may
@@ -48,30 +47,24 @@ const sqlForceEnded = `with now as materialized (select txid_current_snapshot() 
 // those with a txid at or above the snapshot's xmax, which a snapshot
 // does not list (not yet committed when it was taken, they started before
 // the tick statement read the sequence, or after its snapshot): every
-// txid from that xmax up to the current one, except the round's own ($4,
+// txid from that xmax up to the current one, except the round's own ($3,
 // which made the tick). Only ticks with such transactions come back (the
 // WHERE skips, without building the array, a tick whose snapshot lists
 // none and whose range holds at most the round's own txid: a busy round
 // of 1,000 queues otherwise built 1,000 arrays).
 //
 // Transaction ids are cluster-wide, so the snapshot also lists other
-// databases' transactions, which cannot have written this queue. When $3
-// is true (the ticker's role sees every backend's xid: superuser or
-// pg_read_all_stats) only transactions still running in this database,
-// or already ended (they may have been ours), are kept; else all.
-// (Prepared transactions are not in pg_stat_activity: events of one that
-// commits after such a tick wait as PgQ alone would have them.)
-const sqlTickXip = `with now as materialized (select txid_current_snapshot() as snap),
-	mine as materialized (select array_agg(a.backend_xid::text::int8) as xids from pg_stat_activity a
-		where $3::bool and a.datname = current_database() and a.backend_xid is not null)
+// databases' transactions, which cannot have written this queue: they are
+// watched too, and dropped once ended without a forced tick, because the
+// probe of forceEnded finds no event of theirs in the queue. (A read of
+// pg_stat_activity to keep only this database's transactions cost a tick
+// round about 1 ms per 200 backends on the server, for every database.)
+const sqlTickXip = `with now as materialized (select txid_current_snapshot() as snap)
 	select q.queue_name, t.tick_event_seq - p.tick_event_seq, q.queue_ticker_max_count,
 		array(select x from (select txid_snapshot_xip(t.tick_snapshot) as x
 				union all select generate_series(txid_snapshot_xmax(t.tick_snapshot), txid_snapshot_xmax(now.snap) - 1)) xs
-			where x is distinct from $4::int8
-			  and (not $3::bool
-			   or txid_visible_in_snapshot(x, now.snap)
-			   or x % 4294967296 = any (mine.xids)))
-	from now, mine, unnest($1::text[], $2::int8[]) as u(name, id)
+			where x is distinct from $3::int8)
+	from now, unnest($1::text[], $2::int8[]) as u(name, id)
 	join pgq.queue q on q.queue_name = u.name
 	join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = u.id
 	cross join lateral (select tick_event_seq from pgq.tick p
@@ -80,10 +73,55 @@ const sqlTickXip = `with now as materialized (select txid_current_snapshot() as 
 	where txid_snapshot_xmin(t.tick_snapshot) < txid_snapshot_xmax(t.tick_snapshot)
 	   or txid_snapshot_xmax(now.snap) - txid_snapshot_xmax(t.tick_snapshot) > 1
 	   or (txid_snapshot_xmax(now.snap) - txid_snapshot_xmax(t.tick_snapshot) = 1
-	       and txid_snapshot_xmax(t.tick_snapshot) is distinct from $4::int8)`
+	       and txid_snapshot_xmax(t.tick_snapshot) is distinct from $3::int8)`
 
-// forceEnded forces a tick on every watched queue one of whose
-// transactions has ended.
+// sqlEnded returns the watched transactions ($2, parallel to their queues
+// $1) that have ended, each with its queue's event table prefix; the
+// prefix is null when the queue is gone, paused or ticked by an external
+// ticker (nothing to force there: those transactions are dropped).
+const sqlEnded = `with now as materialized (select txid_current_snapshot() as snap)
+	select u.name, u.x, q.queue_data_pfx from now cross join unnest($1::text[], $2::int8[]) as u(name, x)
+	left join pgq.queue q on q.queue_name = u.name and not q.queue_external_ticker and not q.queue_ticker_paused
+	where txid_visible_in_snapshot(u.x, now.snap)`
+
+// sqlForceQueues forces a tick on the queues $1 (the fallback when their
+// event tables cannot be read).
+const sqlForceQueues = `select n from unnest($1::text[]) as n where pgq.force_tick(n) is not null`
+
+// endedProbe builds the statement that forces a tick on each queue one of
+// whose ended transactions wrote an event to it: one probe of the queue's
+// event tables by their ev_txid index per queue (the parent table pgq
+// creates, whose children hold the events). Parameters are the queue name
+// and its transactions, in pairs; the statement's text depends on the
+// queues, so it is sent unprepared.
+func endedProbe(queues []string, pfx map[string]string, ended map[string][]int64) (string, []any) {
+	var sb strings.Builder
+	sb.WriteString("with hit as materialized (")
+	var args []any
+	for i, q := range queues {
+		if i > 0 {
+			sb.WriteString(" union all ")
+		}
+		args = append(args, q, ended[q])
+		fmt.Fprintf(&sb, "select $%d::text as name where exists (select 1 from %s where ev_txid = any($%d::int8[]))",
+			len(args)-1, quoteQualified(pfx[q]), len(args))
+	}
+	sb.WriteString(") select name from hit where pgq.force_tick(name) is not null")
+	return sb.String(), args
+}
+
+// quoteQualified quotes a [schema.]table name as pgq.quote_fqname does:
+// split at the first dot, public when there is none.
+func quoteQualified(name string) string {
+	schema, table, ok := strings.Cut(name, ".")
+	if !ok {
+		schema, table = "public", name
+	}
+	return pgx.Identifier{schema, table}.Sanitize()
+}
+
+// forceEnded drops the watched transactions that have ended and forces a
+// tick on each queue one of them wrote events to.
 func (w *worker) forceEnded(ctx context.Context, conn *pgx.Conn) error {
 	if len(w.watch) == 0 {
 		return nil
@@ -96,19 +134,64 @@ func (w *worker) forceEnded(ctx context.Context, conn *pgx.Conn) error {
 			txids = append(txids, x)
 		}
 	}
-	rows, err := conn.Query(ctx, sqlForceEnded, names, txids)
+	rows, err := conn.Query(ctx, sqlEnded, names, txids)
+	if err != nil {
+		return fmt.Errorf("ticker: commit race watch: %w", err)
+	}
+	var (
+		name string
+		x    int64
+		pfx  *string
+	)
+	ended := map[string][]int64{}
+	tables := map[string]string{}
+	if _, err := pgx.ForEachRow(rows, []any{&name, &x, &pfx}, func() error {
+		w.watch[name] = slices.DeleteFunc(w.watch[name], func(v int64) bool { return v == x })
+		if len(w.watch[name]) == 0 {
+			delete(w.watch, name)
+		}
+		if pfx != nil {
+			ended[name] = append(ended[name], x)
+			tables[name] = *pfx
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("ticker: commit race watch: %w", err)
+	}
+	if len(ended) == 0 {
+		return nil
+	}
+	queues := slices.Sorted(maps.Keys(ended))
+	sql, args := endedProbe(queues, tables, ended)
+	rows, err = conn.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
+	if err == nil {
+		var tag pgconn.CommandTag
+		tag, err = pgx.ForEachRow(rows, []any{&name}, func() error { return nil })
+		if err == nil {
+			w.raceTicks(tag.RowsAffected())
+			return nil
+		}
+	}
+	// The event tables could not be read (no select right, a queue
+	// dropped meanwhile): tick them all, a tick too many rather than
+	// events left waiting.
+	w.log.Debug("ticker: commit race watch: event tables not readable; forcing the ticks", logging.KeyErr, err, "queues", queues)
+	rows, err = conn.Query(ctx, sqlForceQueues, queues)
 	if err != nil {
 		return fmt.Errorf("ticker: force tick after a commit race: %w", err)
 	}
-	var name string
-	n, err := pgx.ForEachRow(rows, []any{&name}, func() error { return nil })
+	tag, err := pgx.ForEachRow(rows, []any{&name}, func() error { return nil })
 	if err != nil {
 		return fmt.Errorf("ticker: force tick after a commit race: %w", err)
 	}
-	if k := n.RowsAffected(); k > 0 {
+	w.raceTicks(tag.RowsAffected())
+	return nil
+}
+
+func (w *worker) raceTicks(k int64) {
+	if k > 0 {
 		w.st.update(func(s *DatabaseStats) { s.RaceTicks += k })
 	}
-	return nil
 }
 
 // watchTicks updates the watch lists after the ticks just made (queues
@@ -121,7 +204,7 @@ func (w *worker) watchTicks(ctx context.Context, conn *pgx.Conn, queues []string
 	if self > 0 {
 		own = self
 	}
-	rows, err := conn.Query(ctx, sqlTickXip, queues, ids, w.seesAll, own)
+	rows, err := conn.Query(ctx, sqlTickXip, queues, ids, own)
 	if err != nil {
 		return fmt.Errorf("ticker: read tick snapshots: %w", err)
 	}

@@ -31,7 +31,6 @@ type worker struct {
 	done     chan struct{}
 
 	watch   map[string][]int64 // queue → transactions its last tick saw in progress (race.go)
-	seesAll bool               // the role sees every backend's xid (race.go)
 	foreign foreignWatch       // ticks made by another ticker (foreign.go)
 }
 
@@ -132,10 +131,6 @@ func (w *worker) session(ctx context.Context) error {
 		}
 		w.st.update(func(s *DatabaseStats) { s.ConsecutiveErrors = 0 })
 		return errNoPgq
-	}
-	if err := conn.QueryRow(ctx, `select rolsuper or pg_has_role(current_user, 'pg_read_all_stats', 'member')
-		from pg_roles where rolname = current_user`).Scan(&w.seesAll); err != nil {
-		return fmt.Errorf("role: %w", err)
 	}
 	version, err := pgq.Version(ctx, conn)
 	if err != nil {
