@@ -90,8 +90,8 @@ const sqlForceQueues = `select n from unnest($1::text[]) as n where pgq.force_ti
 
 // endedProbe builds the statement that forces a tick on each queue one of
 // whose ended transactions wrote an event to it: one probe of the queue's
-// event tables by their ev_txid index per queue (the parent table pgq
-// creates, whose children hold the events). Parameters are the queue name
+// event tables by their ev_txid index per transaction (the parent table
+// pgq creates, whose children hold the events). Parameters are the queue name
 // and its transactions, in pairs; the statement's text depends on the
 // queues, so it is sent unprepared.
 func endedProbe(queues []string, pfx map[string]string, ended map[string][]int64) (string, []any) {
@@ -103,8 +103,13 @@ func endedProbe(queues []string, pfx map[string]string, ended map[string][]int64
 			sb.WriteString(" union all ")
 		}
 		args = append(args, q, ended[q])
-		fmt.Fprintf(&sb, "select $%d::text as name where exists (select 1 from %s where ev_txid = any($%d::int8[]))",
-			len(args)-1, quoteQualified(pfx[q]), len(args))
+		// One index probe per transaction (a lateral LIMIT 1): "ev_txid =
+		// any($n)" over tables without statistics was planned as a
+		// sequential scan comparing every row with the whole array (4.6 ms
+		// for 60 transactions on 20k events, against 0.7 ms).
+		fmt.Fprintf(&sb, "select $%d::text as name where exists (select from unnest($%d::int8[]) as u(x)"+
+			" cross join lateral (select from %s e where e.ev_txid = u.x limit 1) e)",
+			len(args)-1, len(args), quoteQualified(pfx[q]))
 	}
 	sb.WriteString(") select name from hit where pgq.force_tick(name) is not null")
 	return sb.String(), args
