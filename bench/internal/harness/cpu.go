@@ -92,12 +92,12 @@ type backendTicks struct {
 }
 
 // dbTicks returns the CPU time so far of every backend connected to
-// database db, by pid.
-func (p *cpuProbe) dbTicks(ctx context.Context, pool *pgxpool.Pool, db string) (map[int]backendTicks, error) {
+// database db (or any of more), by pid.
+func (p *cpuProbe) dbTicks(ctx context.Context, pool *pgxpool.Pool, db string, more ...string) (map[int]backendTicks, error) {
 	if !p.local() {
 		return nil, nil
 	}
-	rows, err := pool.Query(ctx, "select pid, coalesce(application_name, '') from pg_stat_activity where datname = $1", db)
+	rows, err := pool.Query(ctx, "select pid, coalesce(application_name, '') from pg_stat_activity where datname = any($1)", append([]string{db}, more...))
 	if err != nil {
 		return nil, err
 	}

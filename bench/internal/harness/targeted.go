@@ -113,7 +113,10 @@ func (t *targetedNodes) drop(env *Env) {
 
 // figures are one configuration's runs: rows/s, CPU per row in µs (hub,
 // the hub's ticker, the whole server, this process) and hub backends.
-type figures struct{ rate, hub, hubTicker, cluster, client, backends []float64 }
+type figures struct {
+	rate, hub, hubTicker, cluster, client, backends []float64
+	nodeTicker, nodeCopier                          []float64 // the node databases' backends: the ticker's, the rest
+}
 
 func (f *figures) add(r targetedRun) {
 	perRow := func(seconds float64) float64 { return seconds / float64(r.rows) * 1e6 }
@@ -122,6 +125,8 @@ func (f *figures) add(r targetedRun) {
 	f.hubTicker = append(f.hubTicker, perRow(r.hubTicker))
 	f.cluster = append(f.cluster, perRow(r.clusterCPU))
 	f.client = append(f.client, perRow(r.clientCPU))
+	f.nodeTicker = append(f.nodeTicker, perRow(r.nodeTicker))
+	f.nodeCopier = append(f.nodeCopier, perRow(r.nodeCopier))
 	f.backends = append(f.backends, float64(r.backends))
 }
 
@@ -132,6 +137,8 @@ type targetedRun struct {
 	hubTicker  float64 // of which the ticker's backend
 	clusterCPU float64 // seconds of the whole server
 	clientCPU  float64 // seconds of this process: copiers, producers, ticker
+	nodeTicker float64 // seconds of the node databases' ticker backends
+	nodeCopier float64 // seconds of the node databases' other backends (copiers, producers)
 	rows       int
 	relayed    int64
 	backends   int // most hub backends of the copiers and ticker seen at once
@@ -145,6 +152,7 @@ type targetedConfig struct {
 	code    string // "s4", "p64": node id and queue prefix
 	hub     *DB
 	nodes   []string
+	nodeDBs []string // the nodes' database names
 	local   []*pgxpool.Pool
 	hubPool *pgxpool.Pool // shared by every copier of the cluster
 	copiers []*copier.TargetedCopier
@@ -207,6 +215,7 @@ func (s *suite) newTargetedConfig(ctx context.Context, nodes *targetedNodes, n i
 		local := nodes.dbs[i].Pool
 		c.local = append(c.local, local)
 		dbNames = append(dbNames, nodes.dbs[i].Name)
+		c.nodeDBs = append(c.nodeDBs, nodes.dbs[i].Name)
 		tc, err := copier.New(copier.Config{
 			Node: node, Local: local, Hubs: []*pgxpool.Pool{c.hubPool}, Routing: routing,
 			PushQueue: c.push, Applier: ra,
@@ -320,6 +329,10 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 	if err != nil {
 		return targetedRun{}, err
 	}
+	nodes0, err := c.probe.dbTicks(ctx, c.hub.Pool, c.nodeDBs[0], c.nodeDBs[1:]...)
+	if err != nil {
+		return targetedRun{}, err
+	}
 	cl0 := c.probe.clusterTicks()
 	self0 := selfTicks()
 	start := time.Now()
@@ -356,6 +369,10 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 	if err != nil {
 		return targetedRun{}, err
 	}
+	nodes1, err := c.probe.dbTicks(ctx, c.hub.Pool, c.nodeDBs[0], c.nodeDBs[1:]...)
+	if err != nil {
+		return targetedRun{}, err
+	}
 	cl1 := c.probe.clusterTicks()
 	self1 := selfTicks()
 	applied, relayed, _ := c.stats()
@@ -368,6 +385,8 @@ func (c *targetedConfig) run(ctx context.Context, run, rows int) (targetedRun, e
 		hubTicker:  ticksToSeconds(ticksBetween(hub0, hub1, func(app string) bool { return app == tickerAppName })),
 		clusterCPU: ticksToSeconds(cl1 - cl0),
 		clientCPU:  ticksToSeconds(self1 - self0),
+		nodeTicker: ticksToSeconds(ticksBetween(nodes0, nodes1, func(app string) bool { return app == tickerAppName })),
+		nodeCopier: ticksToSeconds(ticksBetween(nodes0, nodes1, func(app string) bool { return app != tickerAppName })),
 		rows:       total,
 		relayed:    relayed - relayed0,
 		backends:   c.maxBackends,
@@ -548,8 +567,8 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 				}
 				delivered += r.rows
 				f.add(r)
-				s.logf("targeted N=%d %v run %d: %s delivered, hub CPU %.0f µs/row (ticker %.0f), server CPU %.0f µs/row, process CPU %.0f µs/row", n, routing, run+1,
-					formatRate(r.rate), f.hub[run], f.hubTicker[run], f.cluster[run], f.client[run])
+				s.logf("targeted N=%d %v run %d: %s delivered, hub CPU %.0f µs/row (ticker %.0f), server CPU %.0f µs/row (node tickers %.0f, other node backends %.0f), process CPU %.0f µs/row", n, routing, run+1,
+					formatRate(r.rate), f.hub[run], f.hubTicker[run], f.cluster[run], f.nodeTicker[run], f.nodeCopier[run], f.client[run])
 				if k, msg := c.consumerErrors(); k > 0 {
 					s.logf("targeted N=%d %v: %d failed consumer attempts so far, first: %s", n, routing, k, msg)
 				}
@@ -565,15 +584,17 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 					}
 					delivered += r.rows
 					sf.add(r)
-					s.logf("targeted N=%d %v sustained run %d (%s rows): %s delivered, hub CPU %.1f µs/row, server CPU %.0f µs/row, process CPU %.0f µs/row", n, routing, run+1,
-						count(r.rows), formatRate(r.rate), sf.hub[run], sf.cluster[run], sf.client[run])
+					s.logf("targeted N=%d %v sustained run %d (%s rows): %s delivered, hub CPU %.1f µs/row, server CPU %.0f µs/row (node tickers %.1f, other node backends %.0f), process CPU %.0f µs/row", n, routing, run+1,
+						count(r.rows), formatRate(r.rate), sf.hub[run], sf.cluster[run], sf.nodeTicker[run], sf.nodeCopier[run], sf.client[run])
 				}
 				results[fmt.Sprintf("%v/%d/sustained", routing, n)] = sf
 				name := fmt.Sprintf("targeted copy, N = %d nodes, shared routing, %s rows per run (sustained)", n, count(rows*targetedSustained))
 				r := Result{Case: name, Unit: "events/s", Ours: median(sf.rate), OursRuns: sf.rate, Target: "report", Events: rows * targetedSustained,
 					Values: map[string]float64{"hub_cpu_us_per_event": median(sf.hub), "server_cpu_us_per_event": median(sf.cluster),
+						"node_ticker_cpu_us_per_event": median(sf.nodeTicker), "node_backend_cpu_us_per_event": median(sf.nodeCopier),
 						"process_cpu_us_per_event": median(sf.client)}}
-				r.oursText = fmt.Sprintf("%s; hub CPU %.1f µs/ev; server %.0f µs/ev; process %.0f µs/ev", formatRate(r.Ours), median(sf.hub), median(sf.cluster), median(sf.client))
+				r.oursText = fmt.Sprintf("%s; hub CPU %.1f µs/ev; server %.0f µs/ev (node tickers %.1f, other node backends %.0f); process %.0f µs/ev",
+					formatRate(r.Ours), median(sf.hub), median(sf.cluster), median(sf.nodeTicker), median(sf.nodeCopier), median(sf.client))
 				sustained = &r
 			}
 			if err := c.checkDelivered(ctx, nodes, delivered+n); err != nil {
@@ -594,19 +615,21 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 			r := Result{Case: name, Unit: "events/s",
 				Ours: median(f.rate), OursRuns: f.rate, Target: "report", Events: rows,
 				Values: map[string]float64{
-					"hub_cpu_us_per_event":        median(f.hub),
-					"hub_ticker_cpu_us_per_event": median(f.hubTicker),
-					"startup_seconds":             startup.Seconds(),
-					"server_cpu_us_per_event":     median(f.cluster),
-					"process_cpu_us_per_event":    median(f.client),
-					"hub_backends_max":            median(f.backends),
-					"hub_backends_idle":           float64(idleBackends),
-					"idle_hub_cpu_ms_per_s":       idleCPU * 1e3,
+					"hub_cpu_us_per_event":          median(f.hub),
+					"hub_ticker_cpu_us_per_event":   median(f.hubTicker),
+					"startup_seconds":               startup.Seconds(),
+					"server_cpu_us_per_event":       median(f.cluster),
+					"node_ticker_cpu_us_per_event":  median(f.nodeTicker),
+					"node_backend_cpu_us_per_event": median(f.nodeCopier),
+					"process_cpu_us_per_event":      median(f.client),
+					"hub_backends_max":              median(f.backends),
+					"hub_backends_idle":             float64(idleBackends),
+					"idle_hub_cpu_ms_per_s":         idleCPU * 1e3,
 				}}
 			r.oursText = fmt.Sprintf("%s; hub backends %.0f (idle %d)", formatRate(r.Ours), median(f.backends), idleBackends)
 			if local {
-				r.oursText = fmt.Sprintf("%s; hub CPU %.0f µs/ev (ticker %.0f), idle %.1f ms/s; server %.0f µs/ev; process %.0f µs/ev; hub backends %.0f (idle %d)",
-					formatRate(r.Ours), median(f.hub), median(f.hubTicker), idleCPU*1e3, median(f.cluster), median(f.client), median(f.backends), idleBackends)
+				r.oursText = fmt.Sprintf("%s; hub CPU %.0f µs/ev (ticker %.0f), idle %.1f ms/s; server %.0f µs/ev (node tickers %.0f, other node backends %.0f); process %.0f µs/ev; hub backends %.0f (idle %d)",
+					formatRate(r.Ours), median(f.hub), median(f.hubTicker), idleCPU*1e3, median(f.cluster), median(f.nodeTicker), median(f.nodeCopier), median(f.client), median(f.backends), idleBackends)
 			}
 			s.add(r)
 			if sustained != nil {
@@ -618,7 +641,7 @@ func (s *suite) targetedFamily(ctx context.Context) error {
 		s.goal1(results["shared/4"], results["shared/64"], "40k-row runs")
 		s.goal1(results["shared/4/sustained"], results["shared/64/sustained"], fmt.Sprintf("runs of %d× the rows", targetedSustained))
 	}
-	cpuNote := "hub CPU = utime+stime from /proc/<pid>/stat of the hub database's backends (pids from pg_stat_activity: relay inserts, pulls, the hub's ticker) per delivered row; server CPU = the whole cluster (postmaster and all its children, exited ones included) per delivered row, which also counts the nodes' side"
+	cpuNote := "hub CPU = utime+stime from /proc/<pid>/stat of the hub database's backends (pids from pg_stat_activity: relay inserts, pulls, the hub's ticker) per delivered row; server CPU = the whole cluster (postmaster and all its children, exited ones included) per delivered row, which also counts the nodes' side; of it, node tickers and other node backends are the node databases' backends (the ticker's, the rest: relay reads, pull applies, producers), counted like the hub's"
 	if !local {
 		cpuNote = "CPU not measured: the server is not on this machine"
 	}
