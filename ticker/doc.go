@@ -53,9 +53,14 @@
 // the next insert or the idle period (ticker_idle_period, a minute by
 // default). The Ticker remembers, per queue, the transactions such a tick
 // could not see (those its snapshot lists in progress, and those at or
-// above its xmax, which a snapshot does not list) and, on the first round after one of them ends, forces a
-// tick (pgq.force_tick), so those events reach consumers within two tick
-// periods of their commit. DatabaseStats.RaceTicks counts these ticks.
+// above its xmax, which a snapshot does not list) and, on the first round
+// after one of them ends, looks its events up in the queue's event tables
+// (by pgq's ev_txid index) and, if it wrote any, forces a tick
+// (pgq.force_tick), so those events reach consumers within two tick
+// periods of their commit. Transactions of other databases, which a
+// snapshot lists too, find no events and force nothing. If the ticker's
+// role cannot read the event tables, every queue with an ended transaction
+// is ticked. DatabaseStats.RaceTicks counts these ticks.
 //
 // # Tick requests
 //
