@@ -53,6 +53,13 @@ type Config struct {
 	Local *pgxpool.Pool
 	// Hubs are the hub shards, in the same order on every node. A target
 	// belongs to shard route.ShardOf(target, len(Hubs)). Required (at least one).
+	//
+	// A pool of one connection is enough: the relay, the pull and target
+	// registrations take turns on it. Unless DisableListen is set, the
+	// pull also holds one listening connection per hub pool, shared by
+	// every consumer of the process on that pool: a node in a process of
+	// its own holds two hub backends, and copiers of many nodes sharing one
+	// pool hold the pool's connections and one listener in all.
 	Hubs []*pgxpool.Pool
 	// PushQueue is the queue on Local that producers write to. Default "push_queue".
 	PushQueue string
