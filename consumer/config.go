@@ -3,6 +3,7 @@ package consumer
 import (
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"log/slog"
 	"time"
 
@@ -68,6 +69,13 @@ type Config struct {
 	// DisableListen stops the consumer from listening for tick
 	// notifications; it then only polls every PollInterval. Default false.
 	DisableListen bool
+	// ListenConfig is where the LISTEN connection goes. Default: the
+	// pool's connection settings. Set it when the pool goes through a
+	// pooler in transaction pooling (PgBouncer pool_mode = transaction),
+	// which cannot carry LISTEN: point it at PostgreSQL itself. Consumers
+	// sharing a pool share one listener, started with the first one's
+	// ListenConfig.
+	ListenConfig *pgx.ConnConfig
 
 	// Bell makes the consumer look for batches only when a producer rings
 	// it (see Bell), for a queue many filtered consumers share. Default

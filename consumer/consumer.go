@@ -104,9 +104,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 			bell = newBellState(c.cfg.Bell, c.cfg.PollInterval)
 			onTick = bell.tick
 		}
-		defer subscribeRing(c.pool, pgq.NotifyChannel(c.cfg.Queue), wake, onTick, c.cfg.Logger, c.cfg.ErrorBackoff)()
+		defer subscribeRing(c.pool, c.cfg.ListenConfig, pgq.NotifyChannel(c.cfg.Queue), wake, onTick, c.cfg.Logger, c.cfg.ErrorBackoff)()
 		if bell != nil {
-			defer subscribeRing(c.pool, c.cfg.Bell.Channel, wake, bell.ring, c.cfg.Logger, c.cfg.ErrorBackoff)()
+			defer subscribeRing(c.pool, c.cfg.ListenConfig, c.cfg.Bell.Channel, wake, bell.ring, c.cfg.Logger, c.cfg.ErrorBackoff)()
 		}
 	}
 

@@ -32,6 +32,7 @@ var listeners = struct {
 // subscriber is woken once the connection is back.
 type listener struct {
 	pool    *pgxpool.Pool
+	config  *pgx.ConnConfig // where to LISTEN; nil: the pool's settings
 	log     *slog.Logger
 	backoff Backoff
 	stop    context.CancelFunc
@@ -63,13 +64,14 @@ func (s *subscription) notify(payload string) {
 // subscribeRing makes wake receive a signal on every notification on
 // channel (and after the shared connection is re-established), after ring
 // (when not nil) has seen its payload, until the returned function is
-// called. log and bo serve the connection if this call starts it.
-func subscribeRing(pool *pgxpool.Pool, channel string, wake chan<- struct{}, ring func(string), log *slog.Logger, bo Backoff) func() {
+// called. config (nil: the pool's settings), log and bo serve the
+// connection if this call starts it.
+func subscribeRing(pool *pgxpool.Pool, config *pgx.ConnConfig, channel string, wake chan<- struct{}, ring func(string), log *slog.Logger, bo Backoff) func() {
 	listeners.Lock()
 	l := listeners.m[pool]
 	if l == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		l = &listener{pool: pool, log: log, backoff: bo, stop: cancel, done: make(chan struct{}),
+		l = &listener{pool: pool, config: config, log: log, backoff: bo, stop: cancel, done: make(chan struct{}),
 			subs: map[string]map[*subscription]bool{}}
 		listeners.m[pool] = l
 		go l.run(ctx)
@@ -139,7 +141,11 @@ func (l *listener) run(ctx context.Context) {
 // session runs one connection: LISTEN on every subscribed channel, then
 // wait, fan out, and re-sync the channels whenever subscriptions change.
 func (l *listener) session(ctx context.Context, fails *int) error {
-	conn, err := pgx.ConnectConfig(ctx, l.pool.Config().ConnConfig.Copy())
+	cfg := l.config
+	if cfg == nil {
+		cfg = l.pool.Config().ConnConfig
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.Copy())
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package copier
 import (
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"log/slog"
 	"strings"
 	"time"
@@ -61,6 +62,12 @@ type Config struct {
 	// its own holds two hub backends, and copiers of many nodes sharing one
 	// pool hold the pool's connections and one listener in all.
 	Hubs []*pgxpool.Pool
+	// HubListen, when set, has one entry per hub (nil: that pool's own
+	// settings) for the pull's LISTEN connection (consumer.Config.
+	// ListenConfig). Set it when the hub pools go through PgBouncer in
+	// transaction pooling, which cannot carry LISTEN: the listener then
+	// connects to the hub's PostgreSQL directly.
+	HubListen []*pgx.ConnConfig
 	// PushQueue is the queue on Local that producers write to. Default "push_queue".
 	PushQueue string
 	// PullQueue is the hub queue (RoutingShared) or the prefix of the
@@ -192,6 +199,9 @@ func (c Config) validate() error {
 	}
 	if len(c.Hubs) == 0 {
 		errs = append(errs, errors.New("copier: Config.Hubs needs at least one hub"))
+	}
+	if c.HubListen != nil && len(c.HubListen) != len(c.Hubs) {
+		errs = append(errs, fmt.Errorf("copier: Config.HubListen has %d entries for %d hubs", len(c.HubListen), len(c.Hubs)))
 	}
 	for i, h := range c.Hubs {
 		if h == nil {

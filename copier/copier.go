@@ -90,6 +90,9 @@ func (tc *TargetedCopier) build(relayKey string, pullKey *string) error {
 	}
 	cc := tc.consumerConfig(tc.pullQueue(), route.PullConsumerName(tc.cfg.Node))
 	cc.Filter = pgq.Eq(pgq.FieldExtra1, tc.cfg.Node)
+	if tc.cfg.HubListen != nil {
+		cc.ListenConfig = tc.cfg.HubListen[route.ShardOf(tc.cfg.Node, len(tc.cfg.Hubs))]
+	}
 	if tc.cfg.Routing == RoutingShared && !tc.cfg.DisableListen {
 		// The shared queue carries every node's rows: the pull looks only
 		// when a relay rang it (or a held row is due), not on every tick.
