@@ -111,8 +111,10 @@ type bellState struct {
 	need      map[int64]struct{}
 	over      int64
 	horizon   int64
-	look      bool // the listener (re)started: read a new horizon
-	awaitTick bool // what is needed cannot be in a batch before the next tick
+	look      bool   // the listener (re)started: read a new horizon
+	awaitTick bool   // what is needed cannot be in a batch before the next tick
+	ticks     uint64 // tick notifications heard
+	lookTicks uint64 // ticks when the current look began
 	since     time.Time
 	lastLook  time.Time
 	due       time.Time
@@ -131,6 +133,7 @@ func (b *bellState) tick(string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.awaitTick = false
+	b.ticks++
 }
 
 // waitTick makes the consumer wait for the next tick (at most its
@@ -204,6 +207,7 @@ func (b *bellState) taking(now time.Time) (look bool) {
 	defer b.mu.Unlock()
 	look, b.look = b.look, false
 	b.lastLook = now
+	b.lookTicks = b.ticks
 	return look
 }
 
@@ -225,7 +229,9 @@ func (b *bellState) isWaiting() bool {
 // up to (nil: nothing to wait for, the consumer or its tick is gone): it
 // drops the rings and horizon that snapshot covers, and reports whether
 // any is left. emptyLook says the consumer found no batch: then what is
-// left needs the next tick.
+// left needs the next tick, unless a tick was heard since the look began
+// (its notification came while the look ran: waiting for another one
+// would leave the events until PollInterval).
 func (b *bellState) settle(s *pgq.Snapshot, emptyLook bool) (left bool) {
 	b.refreshDue()
 	b.mu.Lock()
@@ -247,7 +253,7 @@ func (b *bellState) settle(s *pgq.Snapshot, emptyLook bool) (left bool) {
 		b.horizon = 0
 	}
 	left = b.waiting()
-	if left && emptyLook {
+	if left && emptyLook && b.ticks == b.lookTicks {
 		b.waitTick(time.Now())
 	}
 	return left

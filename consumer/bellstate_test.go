@@ -52,3 +52,37 @@ func TestBellStateSettle(t *testing.T) {
 		t.Fatal("nil snapshot (consumer gone) leaves rings")
 	}
 }
+
+// TestBellStateTickDuringEmptyLook: a tick notification heard while a look
+// runs (after its next_batch found nothing, before it settled) must not be
+// waited for again: the consumer looks at once. It used to wait for the
+// next tick, up to PollInterval (TestBellRingsOutOfOrder failed that way
+// under load, with PollInterval an hour).
+func TestBellStateTickDuringEmptyLook(t *testing.T) {
+	notSeen := &pgq.Snapshot{Xmin: 10, Xmax: 30, Xip: []int64{10}}
+	b := newBellState(&Bell{Every: time.Hour}, time.Hour)
+	b.ring("10")
+	b.tick("1")
+	b.taking(time.Now())
+	b.tick("2") // during the look
+	if !b.settle(notSeen, true) {
+		t.Fatal("ring 10 settled by a snapshot that has it in progress")
+	}
+	if ok, wait := b.wanted(time.Now()); !ok {
+		t.Fatalf("waits %v for a tick already heard", wait)
+	}
+
+	// Without a tick during the look, it waits for the next one.
+	b = newBellState(&Bell{Every: time.Hour}, time.Hour)
+	b.ring("10")
+	b.tick("1")
+	b.taking(time.Now())
+	b.settle(notSeen, true)
+	if ok, _ := b.wanted(time.Now()); ok {
+		t.Fatal("looks again before the next tick")
+	}
+	b.tick("2")
+	if ok, _ := b.wanted(time.Now()); !ok {
+		t.Fatal("does not look after the next tick")
+	}
+}
