@@ -29,13 +29,7 @@ func TestTargetedCopyThroughPgBouncer(t *testing.T) {
 	const serverConns = 2
 	b := pgtest.NewPgBouncer(t, cluster.Addr(), "transaction", serverConns)
 	for _, n := range cc.nodes {
-		pc, err := pgxpool.ParseConfig(cluster.DSNVia(b.Addr(), cc.hubs[0].Name) + " default_query_exec_mode=exec")
-		require.NoError(t, err)
-		pc.MaxConns = 2
-		pc.ConnConfig.RuntimeParams["application_name"] = "via-pgbouncer"
-		pool, err := pgxpool.NewWithConfig(cc.ctx, pc)
-		require.NoError(t, err)
-		t.Cleanup(pool.Close)
+		pool := hubPool(t, cc, cluster.DSNVia(b.Addr(), cc.hubs[0].Name)+" default_query_exec_mode=exec", 2, "via-pgbouncer")
 		direct, err := pgx.ParseConfig(cc.hubs[0].DSN)
 		require.NoError(t, err)
 		direct.RuntimeParams["application_name"] = "listener-" + n

@@ -24,15 +24,8 @@ func TestTargetedCopySmallHubPools(t *testing.T) {
 	cc.setupAll()
 	cc.startTicker()
 	for _, n := range cc.nodes {
-		pc, err := pgxpool.ParseConfig(cc.hubs[0].DSN)
-		require.NoError(t, err)
-		pc.MaxConns = 1
-		pc.ConnConfig.RuntimeParams["application_name"] = "small-pool-" + n
-		pool, err := pgxpool.NewWithConfig(cc.ctx, pc)
-		require.NoError(t, err)
-		t.Cleanup(pool.Close)
 		cfg := cc.config(n)
-		cfg.Hubs = []*pgxpool.Pool{pool}
+		cfg.Hubs = []*pgxpool.Pool{hubPool(t, cc, cc.hubs[0].DSN, 1, "small-pool-"+n)}
 		runCopier(t, cc.ctx, cfg)
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -57,4 +50,18 @@ func TestTargetedCopySmallHubPools(t *testing.T) {
 	}
 	require.NoError(t, rows.Err())
 	require.Equal(t, len(cc.nodes), seen)
+}
+
+// hubPool is a node's own hub pool: dsn, at most maxConns connections,
+// application name app; closed when the test ends.
+func hubPool(t *testing.T, cc *copyCluster, dsn string, maxConns int32, app string) *pgxpool.Pool {
+	t.Helper()
+	pc, err := pgxpool.ParseConfig(dsn)
+	require.NoError(t, err)
+	pc.MaxConns = maxConns
+	pc.ConnConfig.RuntimeParams["application_name"] = app
+	pool, err := pgxpool.NewWithConfig(cc.ctx, pc)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
 }

@@ -2,8 +2,10 @@ package ticker_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -170,4 +172,21 @@ func newDB(t *testing.T) *pgtest.DB {
 	newDBMu.Lock()
 	defer newDBMu.Unlock()
 	return cluster.NewDB(t)
+}
+
+// adminDSN creates a login role that is only a member of pgq_admin (no
+// superuser, no table owner), dropped when the test ends, and returns
+// db's DSN as that role, and the role.
+func adminDSN(t *testing.T, ctx context.Context, db *pgtest.DB, prefix string) (dsn, role string) {
+	t.Helper()
+	role = fmt.Sprintf("%s_%d", prefix, os.Getpid())
+	_, err := db.Pool.Exec(ctx, "create role "+role+" login in role pgq_admin")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = db.Pool.Exec(context.Background(), "drop owned by "+role)
+		_, _ = db.Pool.Exec(context.Background(), "drop role if exists "+role)
+	})
+	dsn = strings.Replace(db.DSN, "user=postgres", "user="+role, 1)
+	require.NotEqual(t, db.DSN, dsn)
+	return dsn, role
 }

@@ -103,7 +103,10 @@ func TestForceEnded(t *testing.T) {
 	role := fmt.Sprintf("noread_%d", os.Getpid())
 	_, err = db.Pool.Exec(ctx, "create role "+role+" login in role pgq_admin")
 	require.NoError(t, err)
-	defer func() { _, _ = db.Pool.Exec(context.Background(), "drop owned by "+role+"; drop role "+role) }()
+	defer func() {
+		_, _ = db.Pool.Exec(context.Background(), "drop owned by "+role)
+		_, _ = db.Pool.Exec(context.Background(), "drop role if exists "+role)
+	}()
 	rows, err := db.Pool.Query(ctx, "select queue_data_pfx from pgq.queue")
 	require.NoError(t, err)
 	pfxs, err := pgx.CollectRows(rows, pgx.RowTo[string])

@@ -1,12 +1,8 @@
 package ticker_test
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"testing"
@@ -181,15 +177,7 @@ func testCommitRaceIgnoresOtherDatabases(t *testing.T, asAdmin bool) {
 	require.NoError(t, err)
 	dsn := db.DSN
 	if asAdmin {
-		role := fmt.Sprintf("race_admin_%d", os.Getpid())
-		_, err := db.Pool.Exec(ctx, "create role "+role+" login in role pgq_admin")
-		require.NoError(t, err)
-		t.Cleanup(func() {
-			_, _ = db.Pool.Exec(context.Background(), "drop owned by "+role)
-			_, _ = db.Pool.Exec(context.Background(), "drop role if exists "+role)
-		})
-		dsn = strings.Replace(db.DSN, "user=postgres", "user="+role, 1)
-		require.NotEqual(t, db.DSN, dsn)
+		dsn, _ = adminDSN(t, ctx, db, "race_admin")
 	}
 	r := start(t, fast(dsn))
 	r.waitState(t, db.Name, ticker.StateTicking)

@@ -1,11 +1,7 @@
 package ticker_test
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,19 +18,12 @@ func TestTickerAsPgqAdmin(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	db := newDB(t)
-	role := fmt.Sprintf("ticker_%d", os.Getpid())
-	_, err := db.Pool.Exec(ctx, "create role "+role+" login in role pgq_admin")
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, _ = db.Pool.Exec(context.Background(), "drop owned by "+role)
-		_, _ = db.Pool.Exec(context.Background(), "drop role if exists "+role)
-	})
+	dsn, role := adminDSN(t, ctx, db, "ticker")
 	lag, hour := 100*time.Millisecond, time.Hour
 	createQueue(t, ctx, db.Pool, "aq", pgq.QueueConfig{TickerMaxLag: &lag, TickerIdlePeriod: &hour})
-	_, err = pgq.RegisterConsumer(ctx, db.Pool, "aq", "c")
+	_, err := pgq.RegisterConsumer(ctx, db.Pool, "aq", "c")
 	require.NoError(t, err)
-	cfg := fast(strings.Replace(db.DSN, "user=postgres", "user="+role, 1))
-	require.NotEqual(t, db.DSN, cfg.Servers[0].ConnString)
+	cfg := fast(dsn)
 	cfg.RetryPeriod = hour
 	r := start(t, cfg)
 	r.waitState(t, db.Name, ticker.StateTicking)
