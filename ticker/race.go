@@ -151,11 +151,9 @@ func (w *worker) forceEnded(ctx context.Context, conn *pgx.Conn) error {
 	ended := map[string][]int64{}
 	tables := map[string]string{}
 	if _, err := pgx.ForEachRow(rows, []any{&name, &x, &pfx}, func() error {
-		w.watch[name] = slices.DeleteFunc(w.watch[name], func(v int64) bool { return v == x })
-		if len(w.watch[name]) == 0 {
-			delete(w.watch, name)
-		}
-		if pfx != nil {
+		if pfx == nil {
+			w.unwatch(name, x) // the queue is gone, paused or external: nothing to force
+		} else {
 			ended[name] = append(ended[name], x)
 			tables[name] = *pfx
 		}
@@ -166,14 +164,16 @@ func (w *worker) forceEnded(ctx context.Context, conn *pgx.Conn) error {
 	if len(ended) == 0 {
 		return nil
 	}
+	// The ended transactions leave the watch only once the statement that
+	// forces their ticks has run: if it fails (the connection is lost, the
+	// server restarts), the next round looks at them again.
 	queues := slices.Sorted(maps.Keys(ended))
 	sql, args := endedProbe(queues, tables, ended)
 	rows, err = conn.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
 	if err == nil {
 		var tag pgconn.CommandTag
-		tag, err = pgx.ForEachRow(rows, []any{&name}, func() error { return nil })
-		if err == nil {
-			w.raceTicks(tag.RowsAffected())
+		if tag, err = pgx.ForEachRow(rows, []any{&name}, func() error { return nil }); err == nil {
+			w.forced(ended, tag.RowsAffected())
 			return nil
 		}
 	}
@@ -189,11 +189,26 @@ func (w *worker) forceEnded(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return fmt.Errorf("ticker: force tick after a commit race: %w", err)
 	}
-	w.raceTicks(tag.RowsAffected())
+	w.forced(ended, tag.RowsAffected())
 	return nil
 }
 
-func (w *worker) raceTicks(k int64) {
+// unwatch drops transaction x from queue's watch list.
+func (w *worker) unwatch(queue string, x int64) {
+	w.watch[queue] = slices.DeleteFunc(w.watch[queue], func(v int64) bool { return v == x })
+	if len(w.watch[queue]) == 0 {
+		delete(w.watch, queue)
+	}
+}
+
+// forced records that the ticks for the ended transactions were forced
+// (k of them made): those transactions leave the watch.
+func (w *worker) forced(ended map[string][]int64, k int64) {
+	for q, xs := range ended {
+		for _, x := range xs {
+			w.unwatch(q, x)
+		}
+	}
 	if k > 0 {
 		w.st.update(func(s *DatabaseStats) { s.RaceTicks += k })
 	}

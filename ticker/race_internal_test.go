@@ -21,7 +21,8 @@ import (
 // queue, and one still running force nothing; the ended ones leave the
 // watch, the running one stays. When the role cannot read a queue's
 // event tables, every queue with an ended transaction is ticked (a tick
-// too many, never events left waiting).
+// too many, never events left waiting); when it cannot force them either,
+// they stay watched for the next round.
 func TestForceEnded(t *testing.T) {
 	c, err := pgtest.Start()
 	require.NoError(t, err)
@@ -82,16 +83,24 @@ func TestForceEnded(t *testing.T) {
 		}
 		return out
 	}
-	run := func(dsn string) (*worker, []string) {
+	newWorker := func() *worker {
+		return &worker{st: &stats{}, log: slog.New(slog.DiscardHandler), watch: map[string][]int64{
+			"a": {wrote, elsewhere}, "b": {elsewhere}, "c d": {aborted, open}, "gone": {wrote},
+		}}
+	}
+	try := func(dsn string) (*worker, []string, error) {
 		conn, err := pgx.Connect(ctx, dsn)
 		require.NoError(t, err)
 		defer conn.Close(ctx)
-		w := &worker{st: &stats{}, log: slog.New(slog.DiscardHandler), watch: map[string][]int64{
-			"a": {wrote, elsewhere}, "b": {elsewhere}, "c d": {aborted, open}, "gone": {wrote},
-		}}
+		w := newWorker()
 		before := map[string]int64{"a": seq("a"), "b": seq("b"), "c d": seq("c d")}
-		require.NoError(t, w.forceEnded(ctx, conn))
-		return w, forced(before)
+		err = w.forceEnded(ctx, conn)
+		return w, forced(before), err
+	}
+	run := func(dsn string) (*worker, []string) {
+		w, got, err := try(dsn)
+		require.NoError(t, err)
+		return w, got
 	}
 
 	w, got := run(db.DSN)
@@ -121,4 +130,15 @@ func TestForceEnded(t *testing.T) {
 	require.Equal(t, []string{"a", "b", "c d"}, got, "every queue with an ended transaction ticked")
 	require.Equal(t, map[string][]int64{"c d": {open}}, w.watch)
 	require.Equal(t, int64(3), w.st.get().RaceTicks)
+
+	// Nor can it force a tick: the round fails, and the ended
+	// transactions stay watched for the next round (only the dropped
+	// queue's is let go), none forced.
+	_, err = db.Pool.Exec(ctx, "revoke execute on function pgq.force_tick(text) from public, pgq_reader, pgq_admin")
+	require.NoError(t, err)
+	w, got, err = try(dsn)
+	require.Error(t, err)
+	require.Empty(t, got)
+	require.Equal(t, map[string][]int64{"a": {wrote, elsewhere}, "b": {elsewhere}, "c d": {aborted, open}}, w.watch)
+	require.Zero(t, w.st.get().RaceTicks)
 }
