@@ -219,7 +219,7 @@ func TestCatchUpBoundedMemory(t *testing.T) {
 				// loaded whole first.
 				err := e.Pool.QueryRow(context.Background(), `select state || ': ' || query from pg_stat_activity
 					where datname = current_database() and pid <> pg_backend_pid()
-					  and query like 'select % ev_txid, %'`).Scan(&lastQuery)
+					  and query like 'with p as materialized (%'`).Scan(&lastQuery)
 				if err != nil {
 					return err
 				}

@@ -80,40 +80,19 @@ type BatchOptions struct {
 // the subscription with the statement's snapshot; if another instance
 // moved it meanwhile, the interval is only too short or too long for once.
 //
-// The statement also returns what a planned read (readPlan) needs: both
-// ticks' snapshots, the subscription id, and the event tables the batch
-// may span. The tables follow pgq.batch_event_tables' rule, computed here
-// from the queue row as the statement's snapshot saw it, because calling
-// the function cost 75 µs per batch. That row can be older than the one
-// next_batch_custom saw, and the answer is still right: a rotation's step
-// 1 committed after the statement's snapshot cannot hold this batch's
-// events in its new table (an event there was inserted after that step
-// committed, so after the batch's end tick, which the statement saw
-// committed: the tick then sees no such event), and step 1 only rotates
-// once every consumer's last tick starts after step 2, so the old row's
-// answer for this batch is the current table alone. A step 2 not yet seen
-// answers both tables, a superset. A tick the statement's snapshot does
-// not see yet leaves its snapshot and the tables null: the read then goes
-// through pgq.get_batch_cursor. (Lateral ts has "offset 0" so that the
-// planner does not pull it up, which copies its subqueries into every
-// reference: each tick was then looked up three times.)
+// The statement also returns the end tick's snapshot (a tick the
+// statement's snapshot does not see yet leaves it null) and the queue's
+// table prefix and count, which name the tables of the planned read
+// (readPlan). (Lateral ts has "offset 0" so that the planner does not pull
+// it up, which copies its subquery into every reference.)
 const (
 	sqlNextBatchHead = `select b.batch_id, b.cur_tick_id, b.prev_tick_id, b.cur_tick_time, b.prev_tick_time,
-	b.cur_tick_event_seq, b.prev_tick_event_seq, ts.cur::text, ts.prev::text,
-	(select s.sub_id::int8 from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
-		where s.sub_queue = q.queue_id and c.co_name = $2),
-	case when b.batch_id is null or ts.cur is null or ts.prev is null then null
-		when txid_snapshot_xmax(ts.cur) < q.queue_switch_step1 then array[ts.prev_table]
-		when q.queue_switch_step2 is not null and txid_snapshot_xmin(ts.prev) > q.queue_switch_step2 then array[ts.cur_table]
-		else array[ts.prev_table, ts.cur_table] end
+	b.cur_tick_event_seq, b.prev_tick_event_seq, ts.cur::text, q.queue_data_pfx, q.queue_ntables
 	from pgq.queue q,
 	lateral (select pg_advisory_xact_lock(hashtextextended('pgq.next_batch:' || $1 || '/' || $2, 0))::text || $2::text as co_name) l,
 	`
 	sqlNextBatchTail = `,
-	lateral (select (select t.tick_snapshot from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.cur_tick_id) as cur,
-		(select t.tick_snapshot from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.prev_tick_id) as prev,
-		q.queue_data_pfx || '_' || q.queue_cur_table::text as cur_table,
-		q.queue_data_pfx || '_' || (case when q.queue_cur_table > 0 then q.queue_cur_table - 1 else q.queue_ntables - 1 end)::text as prev_table
+	lateral (select (select t.tick_snapshot from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id = b.cur_tick_id) as cur
 		offset 0) ts
 	where q.queue_name = $1`
 	sqlNextBatch = sqlNextBatchHead + `lateral (select coalesce((select ct.tick_time - pt.tick_time
@@ -212,11 +191,10 @@ func scanNextBatch(row pgx.Row, queue, consumer string) (*BatchInfo, error) {
 	var (
 		id, cur, prev, seq, prevSeq pgtype.Int8
 		curT, prevT                 pgtype.Timestamptz
-		snap, prevSnap              pgtype.Text
-		subID                       pgtype.Int8
-		tables                      []string
+		snap, pfx                   pgtype.Text
+		ntables                     pgtype.Int4
 	)
-	err := row.Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq, &snap, &prevSnap, &subID, &tables)
+	err := row.Scan(&id, &cur, &prev, &curT, &prevT, &seq, &prevSeq, &snap, &pfx, &ntables)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("pgq: next batch %s/%s: %w", queue, consumer, ErrQueueNotFound)
 	}
@@ -231,17 +209,15 @@ func scanNextBatch(row pgx.Row, queue, consumer string) (*BatchInfo, error) {
 		TickTime: curT.Time, PrevTickTime: prevT.Time,
 		EventSeq: seq.Int64, PrevEventSeq: prevSeq.Int64,
 	}
-	// The ticks' rows are read with the statement's snapshot, taken before
+	// The tick's row is read with the statement's snapshot, taken before
 	// next_batch_custom ran: a tick made meanwhile may be missing.
 	if snap.Valid {
 		if info.Snapshot, err = ParseSnapshot(snap.String); err != nil {
 			return nil, fmt.Errorf("pgq: next batch %s/%s: tick %d: %w", queue, consumer, info.TickID, err)
 		}
-		if prevSnap.Valid && subID.Valid {
-			if info.read, err = newReadPlan(tables, &prevSnap.String, &subID.Int64); err != nil {
-				return nil, fmt.Errorf("pgq: next batch %s/%s: batch %d: %w", queue, consumer, info.ID, err)
-			}
-		}
+	}
+	if pfx.Valid && ntables.Valid {
+		info.read = &readPlan{pfx: pfx.String, ntables: int(ntables.Int32)}
 	}
 	return info, nil
 }
@@ -281,6 +257,7 @@ type Batch struct {
 	heldBytes int     // event bytes kept by retries, at most RetryTagBudget
 	seen      int
 	buffered  bool
+	prefetch  *Prefetch // rows sent ahead, until the first read
 }
 
 // RetryTagBudget bounds, in bytes, the events a Batch keeps in memory for
@@ -316,13 +293,16 @@ type ReadOptions struct {
 	FetchSize int
 	// Filter selects events server-side; the zero Filter selects all.
 	Filter Filter
+	// Prefetch is a read of this batch sent ahead (QueuePrefetch): the
+	// first read of the batch takes its rows, if they are this batch's.
+	Prefetch *Prefetch
 }
 
 // NewBatch wraps an open batch for reading. Events are read through db; with
 // a FetchSize they need a transaction, and one is begun (and rolled back
 // after reading) when db is a pool or connection.
 func NewBatch(db DB, queue, consumer string, info BatchInfo, o ReadOptions) *Batch {
-	return &Batch{Queue: queue, Consumer: consumer, Info: info, db: db, fetchSize: o.FetchSize, filter: o.Filter}
+	return &Batch{Queue: queue, Consumer: consumer, Info: info, db: db, fetchSize: o.FetchSize, filter: o.Filter, prefetch: o.Prefetch}
 }
 
 // BufferFetches makes Events read each fetch of FetchSize events whole
@@ -347,6 +327,11 @@ func (b *Batch) Events(ctx context.Context) iter.Seq2[*Event, error] {
 		if err := b.filter.err; err != nil {
 			yield(nil, fmt.Errorf("pgq: batch %d filter: %w", b.Info.ID, err))
 			return
+		}
+		if b.prefetch != nil && (b.Info.read == nil || b.fetchSize > 0 && b.buffered) {
+			// Read otherwise: the rows sent ahead go, freeing the connection.
+			_ = b.prefetch.Release()
+			b.prefetch = nil
 		}
 		n := 0
 		var err error

@@ -2,130 +2,159 @@ package pgq
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// readPlan is what NextBatch learns, in its own round trip, to read the
-// batch's events with one prepared statement: the statement PgQ builds in
-// pgq.batch_event_sql (and pgq.get_batch_cursor declares a cursor for) is
-// new text for every batch, so the server parses and plans it each time,
-// inside a PL/pgSQL function: about 0.35 ms of server time per batch. The
-// statement here selects the same events with the batch's values as
-// parameters, so its plan is cached per connection.
+// readPlan is what a Batch needs to read its events with one prepared
+// statement: the statement PgQ builds in pgq.batch_event_sql (and
+// pgq.get_batch_cursor declares a cursor for) is new text for every batch,
+// so the server parses and plans it each time, inside a PL/pgSQL function:
+// about 0.35 ms of server time per batch. The statement here (sqlRead)
+// names every event table of the queue and takes everything else from the
+// consumer's subscription row as it reads, so its text is the same for
+// every batch of a queue and its plan is cached per connection.
 //
-// What it reads is what pgq.batch_event_sql selects: from the tables
-// pgq.batch_event_tables would name (NextBatch's statement applies its
-// rule; see sqlNextBatch), the
-// events whose transaction the end tick's snapshot sees and the start
-// tick's does not, owned by no consumer or by this subscription. The txids
-// that the start tick saw in progress and the end tick did not are taken
-// the same way: those within 100 of the start tick's xmax widen the txid
-// range, older ones are looked up by value.
+// Because it needs nothing but the queue's and the consumer's names, it
+// can also be sent before the batch it reads is known: right after the
+// statement that opens it, in the same round trip (QueuePrefetch).
 type readPlan struct {
-	tables []string // quoted event table names
-	last   Snapshot // the start tick's snapshot
-	subID  int64
+	pfx     string // queue_data_pfx, "schema.table"
+	ntables int    // queue_ntables
 }
 
-// newReadPlan checks what NextBatch read; nil when a value is missing (a
-// tick the statement's snapshot did not see yet), and reading falls back
-// to pgq.get_batch_cursor.
-func newReadPlan(tables []string, last *string, subID *int64) (*readPlan, error) {
-	if len(tables) == 0 || len(tables) > 2 || last == nil || subID == nil {
-		return nil, nil
-	}
-	p := &readPlan{last: Snapshot{}, subID: *subID}
-	var err error
-	if p.last, err = ParseSnapshot(*last); err != nil {
-		return nil, err
-	}
-	for i, t := range tables {
-		if i > 0 && t == tables[0] {
-			continue // a queue of one table
-		}
-		schema, name, ok := strings.Cut(t, ".")
-		if !ok {
-			return nil, fmt.Errorf("event table %q: want schema.table", t)
-		}
-		p.tables = append(p.tables, pgx.Identifier{schema, name}.Sanitize())
-	}
-	return p, nil
-}
-
-// readSentinel is the first row of a planned read when the batch is still
-// open: a row of nulls from the subscription holding the batch, read with
-// the same snapshot as the events. Without it the batch is gone (finished,
-// or the consumer repositioned): its event tables may have been rotated
-// away since, so nothing read could be trusted.
-const readSentinel = "select null::int8, null::timestamptz, null::int8, null::int4, null::text, null::text, null::text, null::text, null::text, null::text from pgq.subscription where sub_batch = (select $1::int8)"
-
-// sql is the read statement; filter is a Filter's SQL ("" for none).
+// readCTE computes, in one row, what the read of the consumer's open batch
+// needs: the batch id (the sentinel), the subscription id (the owner of
+// its retried events), both ticks' snapshots, and the event tables to
+// read. It is pgq.batch_event_sql's logic, in a statement whose text does
+// not depend on the batch:
 //
-// Every parameter is read through a scalar subquery, so the planner never
-// sees its value: a custom plan then costs what the generic plan does, and
-// PostgreSQL keeps the generic one after its five custom plans. With the
-// values visible (an empty txid list, a narrow range), every custom plan
-// looked cheaper and the statement was planned again on every call, 0.11
-// ms per batch.
-func (p *readPlan) sql(filter string) string {
-	const owner = " and (ev.ev_owner is null or ev.ev_owner = (select $7::int8))"
+//   - the tables are pgq.batch_event_tables' rule, applied to the queue row
+//     as this statement sees it, as pgq.get_batch_events applies it when it
+//     reads;
+//   - the events are those whose transaction the end tick's snapshot sees
+//     and the start tick's does not, owned by no consumer or by this
+//     subscription. Their txids are at least the start tick's xmin; the
+//     range is [lo, end tick's xmax], where lo is the start tick's xmax
+//     lowered to the oldest transaction it saw in progress that was not
+//     100 txids older than it (and has ended by the end tick); older ended
+//     ones are looked up by value (listed). Any txid below lo and not
+//     listed is visible to the start tick or invisible to the end tick.
+//
+// A row comes back only if the consumer has a batch open and the queue's
+// table prefix and count are the ones named in the statement's text ($3,
+// $4: a queue dropped and created again under the same name reads its new
+// tables, or nothing). Each subquery on a tick is evaluated once (offset 0
+// keeps b from being pulled up, which would copy them into every use).
+const readCTE = `with p as materialized (
+	select b.sub, b.batch, b.prev, b.cur,
+		case when txid_snapshot_xmax(b.cur) < b.s1 then array[(b.ct + b.nt - 1) % b.nt]
+			when b.s2 is not null and txid_snapshot_xmin(b.prev) > b.s2 then array[b.ct]
+			else array[(b.ct + b.nt - 1) % b.nt, b.ct] end as tabs,
+		x.lo, x.listed, txid_snapshot_xmax(b.cur) as hi
+	from (select s.sub_id::int8 as sub, s.sub_batch as batch, q.queue_cur_table as ct, q.queue_ntables as nt,
+			q.queue_switch_step1 as s1, q.queue_switch_step2 as s2,
+			(select t.tick_snapshot from pgq.tick t where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick) as prev,
+			(select t.tick_snapshot from pgq.tick t where t.tick_queue = s.sub_queue and t.tick_id = s.sub_next_tick) as cur
+		from pgq.queue q
+		join pgq.subscription s on s.sub_queue = q.queue_id
+			and s.sub_consumer = (select c.co_id from pgq.consumer c where c.co_name = $2)
+		where q.queue_name = $1 and s.sub_batch is not null
+			and q.queue_data_pfx = $3 and q.queue_ntables = $4
+		offset 0) b,
+	lateral (select coalesce(min(x) filter (where x >= txid_snapshot_xmax(b.prev) - 100), txid_snapshot_xmax(b.prev)) as lo,
+			coalesce(array_agg(x) filter (where x < txid_snapshot_xmax(b.prev) - 100), '{}') as listed
+		from txid_snapshot_xip(b.prev) x where txid_visible_in_snapshot(x, b.cur)) x
+	where b.prev is not null and b.cur is not null)
+`
+
+// readSentinel is the first row of a read: a row of nulls but for the
+// open batch's id, read with the same snapshot as the events. Without it,
+// or with another batch's id, the batch is gone (finished, or the consumer
+// repositioned): its event tables may have been rotated away since, so
+// nothing read could be trusted.
+const readSentinel = "select null::int8, null::timestamptz, p.batch, null::int4, null::text, null::text, null::text, null::text, null::text, null::text from p"
+
+// readStatements caches the read statement's text per queue layout and
+// filter: it is built once, not per batch.
+var readStatements sync.Map // readKey -> string
+
+type readKey struct {
+	pfx     string
+	ntables int
+	filter  string
+}
+
+// sql is the read statement; filter is a Filter's SQL ("" for none). Its
+// parameters are the queue, the consumer, the table prefix and count.
+//
+// Every value from p is read through a scalar subquery (an InitPlan), so
+// the planner never sees it: the plan is the same for every batch, and a
+// table's branches are skipped by a one-time filter when the batch does
+// not span that table.
+func (p *readPlan) sql(filter string) (string, error) {
+	k := readKey{p.pfx, p.ntables, filter}
+	if s, ok := readStatements.Load(k); ok {
+		return s.(string), nil
+	}
+	schema, name, ok := strings.Cut(p.pfx, ".")
+	if !ok || p.ntables < 1 {
+		return "", fmt.Errorf("queue layout %q/%d: want schema.table and at least one table", p.pfx, p.ntables)
+	}
+	const owner = " and (ev.ev_owner is null or ev.ev_owner = (select sub from p))"
 	var parts []string
-	for _, t := range p.tables {
+	for i := range p.ntables {
+		t := pgx.Identifier{schema, name + "_" + strconv.Itoa(i)}.Sanitize()
+		in := "(select " + strconv.Itoa(i) + " = any(tabs) from p)"
 		parts = append(parts,
-			"select "+eventColumns+" from "+t+" ev where ev.ev_txid >= (select $2::int8) and ev.ev_txid <= (select $3::int8)"+
-				" and txid_visible_in_snapshot(ev.ev_txid, (select $4::text::txid_snapshot))"+
-				" and not txid_visible_in_snapshot(ev.ev_txid, (select $5::text::txid_snapshot))"+owner,
-			"select "+eventColumns+" from "+t+" ev where ev.ev_txid = any((select $6::int8[])::int8[])"+owner)
+			"select "+eventColumns+" from "+t+" ev where "+in+
+				" and ev.ev_txid >= (select lo from p) and ev.ev_txid <= (select hi from p)"+
+				" and txid_visible_in_snapshot(ev.ev_txid, (select cur from p))"+
+				" and not txid_visible_in_snapshot(ev.ev_txid, (select prev from p))"+owner,
+			"select "+eventColumns+" from "+t+" ev where "+in+
+				" and ev.ev_txid = any((select listed from p)::int8[])"+owner)
 	}
 	evs := strings.Join(parts, " union all ")
 	if filter != "" {
 		evs = "select * from (" + evs + ") _evs where " + filter
 	}
-	return "select * from (" + readSentinel + " union all " + evs + ") _batch order by 1 nulls first"
+	s := readCTE + "select * from (" + readSentinel + " union all " + evs + ") _batch order by 1 nulls first"
+	readStatements.Store(k, s)
+	return s, nil
 }
 
-// args are the statement's parameters for batch info.
-func (p *readPlan) args(info *BatchInfo) []any {
-	cur := info.Snapshot
-	start, end := p.last.Xmax, cur.Xmax
-	var listed []int64
-	for _, x := range slices.Backward(p.last.Xip) {
-		if _, still := slices.BinarySearch(cur.Xip, x); still {
-			continue
-		}
-		if start-100 <= x {
-			start = x
-		} else {
-			listed = append(listed, x)
-		}
-	}
-	if listed == nil {
-		listed = []int64{}
-	}
-	return []any{info.ID, start, end, cur.String(), p.last.String(), listed, p.subID}
+// args are the statement's parameters.
+func (p *readPlan) args(queue, consumer string) []any {
+	return []any{queue, consumer, p.pfx, int32(p.ntables)}
 }
 
-// readPlanned streams the batch's events with the plan's statement.
+// readPlanned streams the batch's events with the plan's statement, from
+// the rows sent ahead if the batch has them.
 func (b *Batch) readPlanned(ctx context.Context, yield func(*Event) bool) error {
-	p := b.Info.read
-	rows, err := b.db.Query(ctx, p.sql(b.filter.sql), p.args(&b.Info)...)
+	rows, err := b.prefetched()
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
+	if rows == nil {
+		sql, err := b.Info.read.sql(b.filter.sql)
+		if err != nil {
 			return err
 		}
-		return fmt.Errorf("%w: batch %d is no longer open", ErrBatchNotFound, b.Info.ID)
+		if rows, err = b.db.Query(ctx, sql, b.Info.read.args(b.Queue, b.Consumer)...); err != nil {
+			return err
+		}
+		if err := b.checkSentinel(rows); err != nil {
+			rows.Close()
+			return err
+		}
 	}
-	if rows.RawValues()[0] != nil {
-		return fmt.Errorf("%w: batch %d is no longer open", ErrBatchNotFound, b.Info.ID)
-	}
+	defer rows.Close()
 	for rows.Next() {
 		ev, err := b.scan(rows)
 		if err != nil {
@@ -136,4 +165,167 @@ func (b *Batch) readPlanned(ctx context.Context, yield func(*Event) bool) error 
 		}
 	}
 	return rows.Err()
+}
+
+// checkSentinel reads the first row, which must be the sentinel of this
+// batch.
+func (b *Batch) checkSentinel(rows pgx.Rows) error {
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: batch %d is no longer open", ErrBatchNotFound, b.Info.ID)
+	}
+	var id, batch pgtype.Int8
+	if err := rows.Scan(&id, nil, &batch, nil, nil, nil, nil, nil, nil, nil); err != nil {
+		return err
+	}
+	if id.Valid || !batch.Valid || batch.Int64 != b.Info.ID {
+		return fmt.Errorf("%w: batch %d is no longer open", ErrBatchNotFound, b.Info.ID)
+	}
+	return nil
+}
+
+// prefetched returns the rows sent ahead for this batch, past their
+// sentinel, or nil when there are none (or they were for another batch,
+// or could not be read: the caller then reads the batch itself). Only
+// the first read of the batch uses them.
+func (b *Batch) prefetched() (pgx.Rows, error) {
+	p := b.prefetch
+	if p == nil {
+		return nil, nil
+	}
+	b.prefetch = nil
+	rows, ok := p.take(b)
+	if !ok {
+		return nil, nil
+	}
+	if err := b.checkSentinel(rows); err != nil {
+		// Not this batch's rows: they are dropped, and the batch is read
+		// again (an ErrBatchNotFound then comes from that read).
+		rows.Close()
+		return nil, nil
+	}
+	return rows, nil
+}
+
+// Prefetch is a read of a consumer's open batch sent before the batch was
+// known, in the round trip that opened it (QueuePrefetch). It holds the
+// connection the pipeline was sent on until the rows have been read or
+// released: the Batch given it in ReadOptions reads them on its first
+// read, and the owner of the connection calls Release before sending
+// anything else on it.
+type Prefetch struct {
+	mu      sync.Mutex
+	res     pgx.BatchResults
+	rows    pgx.Rows
+	state   int // prefetchWaiting, prefetchReading, prefetchDone
+	onClose func()
+}
+
+const (
+	prefetchWaiting = iota
+	prefetchReading
+	prefetchDone
+)
+
+// ErrPrefetchReading is what Release returns while a Batch is still
+// reading the rows sent ahead: the connection is busy with them.
+var ErrPrefetchReading = errors.New("pgq: the batch's events are being read on this connection")
+
+// QueuePrefetch queues, after the statements that open the consumer's next
+// batch and commit it (QueueNextBatch in a transaction of its own), a read
+// of that batch's events, in the form info's batch of the same queue was
+// read. It reports false when it cannot (info was not made by NextBatch).
+// Once the pipeline's earlier results are read, NewPrefetch takes what is
+// left of its results; onClose runs once the prefetch is read or released.
+func QueuePrefetch(pb *pgx.Batch, queue, consumer string, info *BatchInfo, f Filter) bool {
+	if info.read == nil || f.err != nil {
+		return false
+	}
+	sql, err := info.read.sql(f.sql)
+	if err != nil {
+		return false
+	}
+	pb.Queue(sql, info.read.args(queue, consumer)...)
+	return true
+}
+
+// NewPrefetch wraps res, whose next result is the read QueuePrefetch
+// queued (its last one).
+func NewPrefetch(res pgx.BatchResults, onClose func()) *Prefetch {
+	return &Prefetch{res: res, onClose: onClose}
+}
+
+// take hands the rows to b's first read; false if they were released.
+func (p *Prefetch) take(b *Batch) (pgx.Rows, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != prefetchWaiting {
+		return nil, false
+	}
+	rows, err := p.res.Query()
+	if err != nil {
+		p.closeLocked()
+		return nil, false
+	}
+	p.rows = rows
+	p.state = prefetchReading
+	return &prefetchRows{Rows: rows, p: p}, true
+}
+
+// Release frees the connection: rows not yet taken are dropped (read to
+// their end). It returns ErrPrefetchReading while a Batch is reading them
+// (taken, and neither read to their end nor closed).
+func (p *Prefetch) Release() error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == prefetchReading {
+		return ErrPrefetchReading
+	}
+	p.closeLocked()
+	return nil
+}
+
+func (p *Prefetch) closeLocked() {
+	if p.state == prefetchDone {
+		return
+	}
+	p.state = prefetchDone
+	if p.rows != nil {
+		p.rows.Close()
+	}
+	_ = p.res.Close()
+	if p.onClose != nil {
+		p.onClose()
+	}
+}
+
+// prefetchRows are the prefetched rows handed to a Batch: closing them
+// ends the prefetch.
+type prefetchRows struct {
+	pgx.Rows
+	p      *Prefetch
+	closed bool
+}
+
+func (r *prefetchRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *prefetchRows) Close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.p.mu.Lock()
+	defer r.p.mu.Unlock()
+	r.p.closeLocked()
 }

@@ -101,16 +101,18 @@ func plannedReadMatchesPgq(t *testing.T, held bool) {
 				if info == nil {
 					break
 				}
-				planned, tables, listed, widened := pgq.ReadPlanOf(*info)
-				require.True(t, planned, "batch %d has a read plan", info.ID)
-				sawListed = sawListed || listed > 0
-				sawWidened = sawWidened || widened
-				sawTwoTables = sawTwoTables || tables == 2
+				rp, err := pgq.ReadPlanOf(ctx, e.pool, e.queue, cons, *info)
+				require.NoError(t, err)
+				require.True(t, rp.Planned, "batch %d has a read plan", info.ID)
+				require.Equal(t, info.ID, rp.Batch, "the read finds the open batch")
+				sawListed = sawListed || rp.Listed > 0
+				sawWidened = sawWidened || rp.Widened
+				sawTwoTables = sawTwoTables || len(rp.Tables) == 2
 				// The tables are pgq.batch_event_tables' (asked now, with
-				// the queue's rotation state as next_batch saw it or newer).
+				// the queue's rotation state as the read sees it).
 				var wantTables []string
 				require.NoError(t, e.pool.QueryRow(ctx, "select array(select pgq.batch_event_tables($1))", info.ID).Scan(&wantTables))
-				require.Equal(t, wantTables, pgq.ReadTablesOf(*info), "batch %d's event tables", info.ID)
+				require.Equal(t, wantTables, rp.Tables, "batch %d's event tables", info.ID)
 				var cur string
 				require.NoError(t, e.pool.QueryRow(ctx, "select queue_data_pfx || '_' || queue_cur_table from pgq.queue where queue_name = $1", e.queue).Scan(&cur))
 				switch {
@@ -249,8 +251,9 @@ func TestPlannedReadRefusesClosedBatch(t *testing.T) {
 	require.NoError(t, err)
 	e.tick(t)
 	info := e.next(t)
-	planned, _, _, _ := pgq.ReadPlanOf(*info)
-	require.True(t, planned)
+	rp, err := pgq.ReadPlanOf(e.ctx, e.pool, e.queue, e.cons, *info)
+	require.NoError(t, err)
+	require.True(t, rp.Planned)
 	_, err = pgq.FinishBatch(e.ctx, e.pool, info.ID)
 	require.NoError(t, err)
 	for _, o := range []pgq.ReadOptions{{}, {FetchSize: 10}} {

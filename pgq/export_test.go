@@ -2,7 +2,6 @@ package pgq
 
 import (
 	"context"
-	"strings"
 	"time"
 )
 
@@ -21,17 +20,27 @@ func (b *Batch) HeldRetryBytes() int {
 	return b.heldBytes
 }
 
-// ReadPlanOf describes how a Batch would read info's events: planned is
-// false when it falls back to pgq.get_batch_cursor; listed is how many
-// txids the statement looks up by value, widened whether txids the start
-// tick saw in progress widened the txid range.
-func ReadPlanOf(info BatchInfo) (planned bool, tables, listed int, widened bool) {
+// ReadPlan is what a planned read of a batch reads, as the read statement
+// computes it now.
+type ReadPlan struct {
+	Planned bool     // false: the batch is read through pgq.get_batch_cursor
+	Batch   int64    // the consumer's open batch
+	Tables  []string // the event tables read, unquoted
+	Listed  int      // txids looked up by value
+	Widened bool     // whether txids the start tick saw in progress lowered the txid range
+}
+
+// ReadPlanOf runs the read statement's first part for info's consumer.
+func ReadPlanOf(ctx context.Context, db DB, queue, consumer string, info BatchInfo) (ReadPlan, error) {
 	p := info.read
 	if p == nil {
-		return false, 0, 0, false
+		return ReadPlan{}, nil
 	}
-	args := p.args(&info)
-	return true, len(p.tables), len(args[5].([]int64)), args[1].(int64) < p.last.Xmax
+	rp := ReadPlan{Planned: true}
+	err := db.QueryRow(ctx, readCTE+`select p.batch, array(select $3 || '_' || t from unnest(p.tabs) t),
+		cardinality(p.listed), p.lo < txid_snapshot_xmax(p.prev) from p`, p.args(queue, consumer)...).
+		Scan(&rp.Batch, &rp.Tables, &rp.Listed, &rp.Widened)
+	return rp, err
 }
 
 // TagRetryID tags an event id for retry by id only, as a tag past
@@ -40,16 +49,4 @@ func (b *Batch) TagRetryID(id int64, at time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.tagRetry(&Event{ID: id, batch: b, retryAt: at, idOnly: true})
-}
-
-// ReadTablesOf is the event tables a planned read of info reads, unquoted.
-func ReadTablesOf(info BatchInfo) []string {
-	if info.read == nil {
-		return nil
-	}
-	var out []string
-	for _, t := range info.read.tables {
-		out = append(out, strings.ReplaceAll(t, `"`, ""))
-	}
-	return out
 }
