@@ -111,6 +111,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 
 	l := loop{c: c, idleStart: time.Now(), stats: newStatsLog(c.cfg.StatsPeriod, time.Now())}
+	defer func() { l.carry.drop() }()
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -232,6 +233,24 @@ type loop struct {
 	finished  *pgq.BatchInfo // the batch the last step finished, if it did
 	stats     *statsLog
 	next      *pgq.BatchInfo // the batch opened with the last one's commit, for the next step
+	carry     *carried       // the connection next was opened on, its events sent ahead
+}
+
+// carried is a connection kept from one step to the next, with a read of
+// the next batch's events sent ahead on it (in the round trip that
+// finished the last batch and opened the next).
+type carried struct {
+	conn     *pgxpool.Conn
+	prefetch *pgq.Prefetch
+}
+
+// drop frees a carried connection the loop will not use.
+func (c *carried) drop() {
+	if c == nil {
+		return
+	}
+	c.prefetch.Close()
+	c.conn.Release()
 }
 
 // fail logs a failed step and returns the pause before the next one.
@@ -276,8 +295,8 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 	// next_batch_custom runs in its own autocommit statement: it is
 	// committed before processing, so a failure later gets the same batch
 	// (same id) back instead of a new id for the same events.
-	info := l.next
-	l.next = nil
+	info, carry := l.next, l.carry
+	l.next, l.carry = nil, nil
 	if info == nil {
 		var err error
 		if info, err = pgq.NextBatchCustom(ctx, c.pool, c.cfg.Queue, c.cfg.Name, c.batchOptions()); err != nil {
@@ -288,11 +307,11 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	lag := time.Since(info.TickTime) // after next_batch returns: never less than the server saw (KeepLag)
-	b, finished, next, err := c.process(ctx, info)
+	b, finished, next, err := c.process(ctx, info, carry)
 	if err != nil {
 		return true, err
 	}
-	l.next = next
+	l.next, l.carry = next.info, next.carry
 	l.failures = 0
 	if !finished {
 		return true, nil
@@ -322,78 +341,148 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+// nextBatch is what a finished batch's round trip opened: the next batch
+// (nil if there is none or the statement failed: the next step then looks
+// itself) and, if its events were sent ahead, the connection they come on.
+type nextBatch struct {
+	info  *pgq.BatchInfo
+	carry *carried
+}
+
 // process runs one attempt of a batch in a transaction: the handler
 // (reading the events), then retries, finish_batch and the commit in one
 // round trip.
 // finished is false when PgQ no longer knew the batch (the consumer was
 // repositioned); the transaction then rolls back. Unless a Bell decides
-// when to look, the same round trip opens the next batch after the commit
-// (in a transaction of its own, as NextBatch does): next, nil if there is
-// none or the statement failed (the next step then looks itself).
-func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo) (b *pgq.Batch, finished bool, next *pgq.BatchInfo, err error) {
-	fail := func(err error, panicked bool) (*pgq.Batch, bool, *pgq.BatchInfo, error) {
-		return nil, false, nil, &stepError{batchID: info.ID, err: err, panicked: panicked}
+// when to look, the same round trip opens the next batch after the commit,
+// in a transaction of its own (as NextBatch does: a failure there leaves
+// this batch finished), and sends the read of its events
+// (pgq.QueuePrefetch): the next step's handler reads them on the same
+// connection, with no round trip of its own. carry, if not nil, is that
+// connection for info, which process then owns.
+func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo, carry *carried) (b *pgq.Batch, finished bool, next nextBatch, err error) {
+	fail := func(err error, panicked bool) (*pgq.Batch, bool, nextBatch, error) {
+		return nil, false, nextBatch{}, &stepError{batchID: info.ID, err: err, panicked: panicked}
 	}
 	// The connection is the consumer's own for the batch: its transaction
 	// begins with its first statement (lazyTx), and the commit is sent in
 	// a pipeline with the finish, which a pgx.Tx cannot do; the connection
-	// goes back to the pool idle.
-	conn, err := c.pool.Acquire(ctx)
-	if err != nil {
+	// goes back to the pool idle, or on to the next step with its events
+	// coming.
+	var conn *pgxpool.Conn
+	var prefetch *pgq.Prefetch
+	if carry != nil {
+		conn, prefetch = carry.conn, carry.prefetch
+	} else if conn, err = c.pool.Acquire(ctx); err != nil {
 		return fail(fmt.Errorf("consumer: batch %d: %w", info.ID, err), false)
 	}
-	defer conn.Release()
-	tx := &lazyTx{conn: conn}
+	tx := &lazyTx{conn: conn, pending: prefetch}
+	handedOn := false
 	committed := false
 	defer func() {
+		if handedOn {
+			return
+		}
+		prefetch.Close() // whatever the handler left unread
 		if !committed && conn.Conn().PgConn().TxStatus() != 'I' {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 			_ = tx.Rollback(rctx)
 			cancel()
 		}
+		conn.Release()
 	}()
 
 	b = pgq.NewBatch(tx, c.cfg.Queue, c.cfg.Name, *info, pgq.ReadOptions{
-		FetchSize: c.cfg.LazyFetch, Filter: c.cfg.Filter,
+		FetchSize: c.cfg.LazyFetch, Filter: c.cfg.Filter, Prefetch: prefetch,
 	})
 	if err, panicked := c.callHandler(ctx, b); err != nil {
 		return fail(err, panicked)
 	}
 
 	// The handler succeeded (a remote handler has committed its
-	// destination): finish even if ctx was cancelled meanwhile.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
-	defer cancel()
+	// destination): finish even if ctx was cancelled meanwhile. The
+	// pipeline's context outlives this call when the next batch's events
+	// are sent ahead (pgx watches it until they are read): finishTimeout
+	// bounds the finish, ctx the read ahead.
+	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	timer := time.AfterFunc(finishTimeout, pcancel)
+	defer func() {
+		if !handedOn {
+			timer.Stop()
+			pcancel()
+		}
+	}()
 	pb := &pgx.Batch{}
 	readFinish := b.QueueFinishStrict(pb)
 	pb.Queue("commit")
 	var readNext func(pgx.BatchResults) (*pgq.BatchInfo, error)
+	ahead := false
 	if c.cfg.Bell == nil && ctx.Err() == nil {
+		pb.Queue("begin")
 		readNext, _ = pgq.QueueNextBatch(pb, c.cfg.Queue, c.cfg.Name, c.batchOptions()) // checked by New
+		pb.Queue("commit")
+		ahead = pgq.QueuePrefetch(pb, c.cfg.Queue, c.cfg.Name, info, c.cfg.Filter)
 	}
-	res := tx.SendBatch(fctx, pb) // with the begin, if nothing began it
-	defer res.Close()
+	res := tx.SendBatch(pctx, pb) // with the begin, if nothing began it
+	closeRes := true
+	defer func() {
+		if closeRes {
+			_ = res.Close()
+		}
+	}()
 	if err := readFinish(res); err != nil {
 		if errors.Is(err, pgq.ErrBatchNotFound) {
 			c.log.Warn("batch unknown to PgQ at finish (consumer repositioned or unregistered?); dropped",
 				"batch_id", info.ID)
-			return b, false, nil, nil
+			return b, false, nextBatch{}, nil
 		}
 		return fail(err, false)
 	}
-	if tag, err := res.Exec(); err != nil || tag.String() != "COMMIT" {
-		if err == nil {
-			err = fmt.Errorf("the server answered %q", tag.String())
-		}
+	if err := execTag(res, "COMMIT"); err != nil {
 		return fail(fmt.Errorf("consumer: commit batch %d: %w", info.ID, err), false)
 	}
 	committed = true
-	if readNext != nil {
-		if next, err = readNext(res); err != nil {
-			next = nil // the next step asks again and handles the error
+	if readNext == nil {
+		return b, true, nextBatch{}, nil
+	}
+	// The next batch: a failure here leaves this one finished; the next
+	// step asks again and handles the error.
+	var nb *pgq.BatchInfo
+	if execTag(res, "BEGIN") == nil {
+		if nb, err = readNext(res); err != nil || execTag(res, "COMMIT") != nil {
+			nb = nil
 		}
 	}
-	return b, true, next, nil
+	if nb == nil || !ahead || !timer.Stop() {
+		_ = res.Close()
+		closeRes = false
+		if conn.Conn().PgConn().TxStatus() != 'I' { // the next batch's transaction failed
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+			_, _ = conn.Exec(rctx, "rollback")
+			cancel()
+		}
+		return b, true, nextBatch{info: nb}, nil
+	}
+	// The read of the next batch's events is on its way: the connection
+	// and the rest of the results go to the next step. Cancelling ctx
+	// stops that read.
+	closeRes = false
+	handedOn = true
+	stop := context.AfterFunc(ctx, pcancel)
+	pf := pgq.NewPrefetch(res, func() {
+		stop()
+		pcancel()
+	})
+	return b, true, nextBatch{info: nb, carry: &carried{conn: conn, prefetch: pf}}, nil
+}
+
+// execTag reads the next result of res, a statement that must answer tag.
+func execTag(res pgx.BatchResults, tag string) error {
+	t, err := res.Exec()
+	if err == nil && t.String() != tag {
+		err = fmt.Errorf("the server answered %q", t.String())
+	}
+	return err
 }
 
 // callHandler runs the handler, turning a panic into an error.

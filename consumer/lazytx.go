@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgq-go/pgq/pgq"
 )
 
 // lazyTx is a batch's source transaction (Batch.DB) on the consumer's
@@ -17,9 +18,28 @@ import (
 //
 // The statements that cannot carry the begin (CopyFrom, Prepare, a
 // savepoint, large objects) begin it first, in a round trip of its own.
+//
+// pending is the batch's events sent ahead on the connection
+// (pgq.Prefetch), if any: the first statement through the transaction
+// drops what the batch has not taken of them, and fails while the batch
+// is reading them (the connection is busy: read the events first, or
+// buffer them).
 type lazyTx struct {
-	conn *pgxpool.Conn
-	tx   pgx.Tx // nil until begun
+	conn    *pgxpool.Conn
+	tx      pgx.Tx // nil until begun
+	pending *pgq.Prefetch
+}
+
+// free frees the connection from the events sent ahead.
+func (t *lazyTx) free() error {
+	if t.pending == nil {
+		return nil
+	}
+	if err := t.pending.Release(); err != nil {
+		return err
+	}
+	t.pending = nil
+	return nil
 }
 
 var _ pgx.Tx = (*lazyTx)(nil)
@@ -28,6 +48,9 @@ var _ pgx.Tx = (*lazyTx)(nil)
 func (t *lazyTx) begin(ctx context.Context) error {
 	if t.tx != nil {
 		return nil
+	}
+	if err := t.free(); err != nil {
+		return err
 	}
 	tx, err := t.conn.Begin(ctx)
 	if err != nil {
@@ -40,6 +63,9 @@ func (t *lazyTx) begin(ctx context.Context) error {
 // withBegin sends b, preceded by the begin unless the transaction was
 // begun: the results skip the begin's.
 func (t *lazyTx) withBegin(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
+	if err := t.free(); err != nil {
+		return nil, err
+	}
 	if t.tx != nil {
 		return t.tx.SendBatch(ctx, b), nil
 	}

@@ -290,6 +290,18 @@ func (p *Prefetch) Release() error {
 	return nil
 }
 
+// Close ends the prefetch whatever its state, freeing the connection: for
+// the owner of the connection once the batch is done with (its reader
+// stopped).
+func (p *Prefetch) Close() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closeLocked()
+}
+
 func (p *Prefetch) closeLocked() {
 	if p.state == prefetchDone {
 		return
