@@ -13,10 +13,19 @@
 //  3. when the handler returns nil, sends in one round trip the retry of
 //     every event tagged with Event.TagRetry (pgq.event_retry_raw: O(1)
 //     each), pgq.finish_batch and the commit, and, unless a Bell decides
-//     when to look, step 1 for the next batch.
+//     when to look, step 1 for the next batch (in a transaction of its
+//     own, after the commit) and the read of that batch's events
+//     (pgq.QueuePrefetch), which the next handler then reads from the
+//     same connection.
 //
-// A batch so costs two round trips beside its events: the read (with the
-// transaction's begin) and the finish.
+// A batch so costs one round trip beside its events when batches wait
+// (two for the first one, or after a failure: the read, with the
+// transaction's begin, and the finish). While a handler streams the
+// events, the connection is busy with them: a statement through
+// Batch.DB then fails (pgq.ErrPrefetchReading, or pgx's "conn busy");
+// read the events first (Batch.All), or buffer fetches. A statement
+// through Batch.DB before the events are read is fine: the events sent
+// ahead are dropped and read again when asked for.
 //
 // Every event is done by default. A handler error or panic rolls back, is
 // logged with queue, consumer and batch_id, and after an exponential,
