@@ -421,7 +421,12 @@ func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo, carry *carr
 		pb.Queue("begin")
 		readNext, _ = pgq.QueueNextBatch(pb, c.cfg.Queue, c.cfg.Name, c.batchOptions()) // checked by New
 		pb.Queue("commit")
-		ahead = pgq.QueuePrefetch(pb, c.cfg.Queue, c.cfg.Name, info, c.cfg.Filter)
+		// The connection goes on to the next batch only while the pool
+		// has others to give: a consumer on a full pool hands it back
+		// between batches, as it always did, for whoever waits.
+		if st := c.pool.Stat(); st.AcquiredConns() < st.MaxConns() {
+			ahead = pgq.QueuePrefetch(pb, c.cfg.Queue, c.cfg.Name, info, c.cfg.Filter)
+		}
 	}
 	res := tx.SendBatch(pctx, pb) // with the begin, if nothing began it
 	closeRes := true

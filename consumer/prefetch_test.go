@@ -320,3 +320,81 @@ func TestStopWithEventsSentAhead(t *testing.T) {
 	second.waitIDs(t, want[1:], 30*time.Second)
 	require.Equal(t, want[1:], second.ids())
 }
+
+// TestEventsSentAheadInEveryExecMode: the round trip that finishes a
+// batch, opens the next and sends its read works in each of pgx's query
+// modes (a pool behind PgBouncer runs "exec" or the simple protocol):
+// every event once, in order, the later batches' events sent ahead.
+func TestEventsSentAheadInEveryExecMode(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			e := setup(t)
+			var want []int64
+			for i := range 6 {
+				for j := range 2 {
+					id, err := pgq.InsertEvent(e.Ctx, e.Pool, e.Queue, pgq.EventData{Data: pgq.T(fmt.Sprintf("%d-%d", i, j)),
+						Extra1: pgq.T("x")})
+					require.NoError(t, err)
+					want = append(want, id)
+				}
+				e.Tick(t)
+			}
+			tr := &readTracer{}
+			pcfg, err := pgxpool.ParseConfig(e.DB.DSN + " default_query_exec_mode=" + mode)
+			require.NoError(t, err)
+			pcfg.ConnConfig.Tracer = tr
+			pool, err := pgxpool.NewWithConfig(e.Ctx, pcfg)
+			require.NoError(t, err)
+			t.Cleanup(pool.Close)
+			cfg := e.cfg(t)
+			cfg.Filter = pgq.Eq(pgq.FieldExtra1, "x")
+			col := &collector{}
+			startOn(t, e.Ctx, pool, cfg, col)
+			col.waitIDs(t, want, 30*time.Second)
+			require.Equal(t, want, col.ids())
+			_, ahead := tr.counts()
+			require.GreaterOrEqual(t, ahead, 5)
+		})
+	}
+}
+
+// TestFullPoolGetsConnectionBack: a consumer keeps its connection from one
+// batch to the next (with the next batch's events sent ahead on it) only
+// while its pool has other connections to give; on a full pool it hands
+// the connection back between batches, as before, so that whoever waits
+// for one gets a turn.
+func TestFullPoolGetsConnectionBack(t *testing.T) {
+	t.Parallel()
+	for _, max := range []int{1, 2} {
+		t.Run(fmt.Sprint(max), func(t *testing.T) {
+			t.Parallel()
+			e := setup(t)
+			var want []int64
+			for i := range 5 {
+				id, err := pgq.InsertEvent(e.Ctx, e.Pool, e.Queue, pgq.EventData{Data: pgq.T(fmt.Sprint(i))})
+				require.NoError(t, err)
+				want = append(want, id)
+				e.Tick(t)
+			}
+			tr := &readTracer{}
+			pcfg, err := pgxpool.ParseConfig(e.DB.DSN + fmt.Sprintf(" pool_max_conns=%d", max))
+			require.NoError(t, err)
+			pcfg.ConnConfig.Tracer = tr
+			pool, err := pgxpool.NewWithConfig(e.Ctx, pcfg)
+			require.NoError(t, err)
+			t.Cleanup(pool.Close)
+			col := &collector{}
+			startOn(t, e.Ctx, pool, e.cfg(t), col)
+			col.waitIDs(t, want, 30*time.Second)
+			require.Equal(t, want, col.ids())
+			_, ahead := tr.counts()
+			if max == 1 {
+				require.Zero(t, ahead, "no events sent ahead on the pool's only connection")
+			} else {
+				require.Positive(t, ahead)
+			}
+		})
+	}
+}
