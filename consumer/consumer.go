@@ -357,7 +357,7 @@ type nextBatch struct {
 // when to look, the same round trip opens the next batch after the commit,
 // in a transaction of its own (as NextBatch does: a failure there leaves
 // this batch finished), and sends the read of its events
-// (pgq.QueuePrefetch): the next step's handler reads them on the same
+// (pgq.Batch.QueuePrefetch): the next step's handler reads them on the same
 // connection, with no round trip of its own. carry, if not nil, is that
 // connection for info, which process then owns.
 func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo, carry *carried) (b *pgq.Batch, finished bool, next nextBatch, err error) {
@@ -425,7 +425,7 @@ func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo, carry *carr
 		// has others to give: a consumer on a full pool hands it back
 		// between batches, as it always did, for whoever waits.
 		if st := c.pool.Stat(); st.AcquiredConns() < st.MaxConns() {
-			ahead = pgq.QueuePrefetch(pb, c.cfg.Queue, c.cfg.Name, info, c.cfg.Filter)
+			ahead = b.QueuePrefetch(pb)
 		}
 	}
 	res := tx.SendBatch(pctx, pb) // with the begin, if nothing began it

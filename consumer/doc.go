@@ -15,7 +15,7 @@
 //     each), pgq.finish_batch and the commit, and, unless a Bell decides
 //     when to look, step 1 for the next batch (in a transaction of its
 //     own, after the commit) and the read of that batch's events
-//     (pgq.QueuePrefetch), which the next handler then reads from the
+//     (pgq.Batch.QueuePrefetch), which the next handler then reads from the
 //     same connection.
 //
 // A batch so costs one round trip beside its events when batches wait

@@ -398,3 +398,54 @@ func TestFullPoolGetsConnectionBack(t *testing.T) {
 		})
 	}
 }
+
+// TestEventsSentAheadAcrossRotation: a read sent ahead names the event
+// tables the batch before spanned; the batch after a table rotation spans
+// one more, which its read finds missing: those rows are dropped and the
+// batch is read again, naming every table. Every event arrives once, in
+// order, and only the first batch and that one are read on their own.
+func TestEventsSentAheadAcrossRotation(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	require.NoError(t, pgq.SetQueueConfig(e.Ctx, e.Pool, e.Queue, pgq.QueueConfig{RotationPeriod: pgq.Ptr(time.Millisecond)}))
+	var want []int64
+	produce := func(rounds int) {
+		for range rounds {
+			id, err := pgq.InsertEvent(e.Ctx, e.Pool, e.Queue, pgq.EventData{Data: pgq.T(fmt.Sprint(len(want)))})
+			require.NoError(t, err)
+			want = append(want, id)
+			e.Tick(t)
+		}
+	}
+	table := func() (cur int) {
+		require.NoError(t, e.Pool.QueryRow(e.Ctx, "select queue_cur_table from pgq.queue where queue_name = $1", e.Queue).Scan(&cur))
+		return cur
+	}
+	// The consumer's last tick must be newer than the queue's last
+	// switch for PgQ to rotate: one batch taken by hand first.
+	_, err := pgq.InsertEvent(e.Ctx, e.Pool, e.Queue, pgq.EventData{Data: pgq.T("first")})
+	require.NoError(t, err)
+	e.Tick(t)
+	info, err := pgq.NextBatch(e.Ctx, e.Pool, e.Queue, e.Consumer)
+	require.NoError(t, err)
+	_, err = pgq.FinishBatch(e.Ctx, e.Pool, info.ID)
+	require.NoError(t, err)
+	produce(3)
+	before := table()
+	_, err = e.Pool.Exec(e.Ctx, "select pgq.maint_rotate_tables_step1($1)", e.Queue)
+	require.NoError(t, err)
+	_, err = e.Pool.Exec(e.Ctx, "select pgq.maint_rotate_tables_step2()")
+	require.NoError(t, err)
+	require.NotEqual(t, before, table(), "rotated")
+	produce(3)
+
+	tr := &readTracer{}
+	pool := tracedPool(t, e, tr, nil)
+	col := &collector{}
+	startOn(t, e.Ctx, pool, e.cfg(t), col)
+	col.waitIDs(t, want, 30*time.Second)
+	require.Equal(t, want, col.ids())
+	own, ahead := tr.counts()
+	require.Equal(t, 2, own, "read on their own: the first batch, and the first one spanning the new table")
+	require.Equal(t, 6, ahead, "sent with each finish: batches 2 to 6, and after the last (no batch: nothing read)")
+}

@@ -258,6 +258,7 @@ type Batch struct {
 	seen      int
 	buffered  bool
 	prefetch  *Prefetch // rows sent ahead, until the first read
+	tables    []int     // the event tables the batch spans, once read (planned)
 }
 
 // RetryTagBudget bounds, in bytes, the events a Batch keeps in memory for

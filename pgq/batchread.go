@@ -74,42 +74,61 @@ const readCTE = `with p as materialized (
 	where b.prev is not null and b.cur is not null)
 `
 
-// readSentinel is the first row of a read: a row of nulls but for the
-// open batch's id, read with the same snapshot as the events. Without it,
-// or with another batch's id, the batch is gone (finished, or the consumer
-// repositioned): its event tables may have been rotated away since, so
-// nothing read could be trusted.
-const readSentinel = "select null::int8, null::timestamptz, p.batch, null::int4, null::text, null::text, null::text, null::text, null::text, null::text from p"
+// The first row of a read is its sentinel: a row of nulls but for the
+// open batch's id (ev_txid), whether the tables the statement names hold
+// every table the batch spans (ev_retry, 1 or 0), and those tables
+// (ev_type, their numbers comma-separated), read with the same snapshot as
+// the events. Without it, or with another batch's id, the batch is gone
+// (finished, or the consumer repositioned): its event tables may have been
+// rotated away since, so nothing read could be trusted. With tables
+// missing, the events read are not the batch's.
+const readSentinel = "select null::int8, null::timestamptz, p.batch, (p.tabs <@ %s::int4[])::int4, array_to_string(p.tabs, ','), null::text, null::text, null::text, null::text, null::text from p"
 
-// readStatements caches the read statement's text per queue layout and
-// filter: it is built once, not per batch.
+// readStatements caches the read statement's text per queue layout,
+// named tables and filter: it is built once, not per batch.
 var readStatements sync.Map // readKey -> string
 
 type readKey struct {
 	pfx     string
 	ntables int
+	tables  string
 	filter  string
 }
 
-// sql is the read statement; filter is a Filter's SQL ("" for none). Its
+// sql is the read statement; filter is a Filter's SQL ("" for none);
+// tables are the event tables it names, by number (nil: all of them). Its
 // parameters are the queue, the consumer, the table prefix and count.
 //
 // Every value from p is read through a scalar subquery (an InitPlan), so
 // the planner never sees it: the plan is the same for every batch, and a
 // table's branches are skipped by a one-time filter when the batch does
-// not span that table.
-func (p *readPlan) sql(filter string) (string, error) {
-	k := readKey{p.pfx, p.ntables, filter}
+// not span that table. A table named costs all the same (about 10 µs per
+// table of executor start-up in every call), which is why a read sent
+// ahead names only the tables the batch before spanned.
+func (p *readPlan) sql(filter string, tables []int) (string, error) {
+	if tables == nil {
+		for i := range p.ntables {
+			tables = append(tables, i)
+		}
+	}
+	var names []string
+	for _, i := range tables {
+		if i < 0 || i >= p.ntables {
+			return "", fmt.Errorf("event table %d of %d", i, p.ntables)
+		}
+		names = append(names, strconv.Itoa(i))
+	}
+	k := readKey{p.pfx, p.ntables, strings.Join(names, ","), filter}
 	if s, ok := readStatements.Load(k); ok {
 		return s.(string), nil
 	}
 	schema, name, ok := strings.Cut(p.pfx, ".")
-	if !ok || p.ntables < 1 {
+	if !ok || p.ntables < 1 || len(tables) == 0 {
 		return "", fmt.Errorf("queue layout %q/%d: want schema.table and at least one table", p.pfx, p.ntables)
 	}
 	const owner = " and (ev.ev_owner is null or ev.ev_owner = (select sub from p))"
 	var parts []string
-	for i := range p.ntables {
+	for _, i := range tables {
 		t := pgx.Identifier{schema, name + "_" + strconv.Itoa(i)}.Sanitize()
 		in := "(select " + strconv.Itoa(i) + " = any(tabs) from p)"
 		parts = append(parts,
@@ -124,7 +143,8 @@ func (p *readPlan) sql(filter string) (string, error) {
 	if filter != "" {
 		evs = "select * from (" + evs + ") _evs where " + filter
 	}
-	s := readCTE + "select * from (" + readSentinel + " union all " + evs + ") _batch order by 1 nulls first"
+	sentinel := fmt.Sprintf(readSentinel, "array["+k.tables+"]")
+	s := readCTE + "select * from (" + sentinel + " union all " + evs + ") _batch order by 1 nulls first"
 	readStatements.Store(k, s)
 	return s, nil
 }
@@ -135,14 +155,15 @@ func (p *readPlan) args(queue, consumer string) []any {
 }
 
 // readPlanned streams the batch's events with the plan's statement, from
-// the rows sent ahead if the batch has them.
+// the rows sent ahead if the batch has them (and they are its own, from
+// every table it spans), else naming every event table of the queue.
 func (b *Batch) readPlanned(ctx context.Context, yield func(*Event) bool) error {
 	rows, err := b.prefetched()
 	if err != nil {
 		return err
 	}
 	if rows == nil {
-		sql, err := b.Info.read.sql(b.filter.sql)
+		sql, err := b.Info.read.sql(b.filter.sql, nil)
 		if err != nil {
 			return err
 		}
@@ -167,8 +188,12 @@ func (b *Batch) readPlanned(ctx context.Context, yield func(*Event) bool) error 
 	return rows.Err()
 }
 
+// errTablesMissing is a sentinel saying the statement did not name every
+// table the batch spans.
+var errTablesMissing = errors.New("the read did not name every event table of the batch")
+
 // checkSentinel reads the first row, which must be the sentinel of this
-// batch.
+// batch, and records the tables the batch spans.
 func (b *Batch) checkSentinel(rows pgx.Rows) error {
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
@@ -177,19 +202,33 @@ func (b *Batch) checkSentinel(rows pgx.Rows) error {
 		return fmt.Errorf("%w: batch %d is no longer open", ErrBatchNotFound, b.Info.ID)
 	}
 	var id, batch pgtype.Int8
-	if err := rows.Scan(&id, nil, &batch, nil, nil, nil, nil, nil, nil, nil); err != nil {
+	var all pgtype.Int4
+	var tables pgtype.Text
+	if err := rows.Scan(&id, nil, &batch, &all, &tables, nil, nil, nil, nil, nil); err != nil {
 		return err
 	}
 	if id.Valid || !batch.Valid || batch.Int64 != b.Info.ID {
 		return fmt.Errorf("%w: batch %d is no longer open", ErrBatchNotFound, b.Info.ID)
+	}
+	var spans []int
+	for f := range strings.SplitSeq(tables.String, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return fmt.Errorf("batch %d: event tables %q: %w", b.Info.ID, tables.String, err)
+		}
+		spans = append(spans, n)
+	}
+	b.tables = spans
+	if all.Int32 != 1 {
+		return errTablesMissing
 	}
 	return nil
 }
 
 // prefetched returns the rows sent ahead for this batch, past their
 // sentinel, or nil when there are none (or they were for another batch,
-// or could not be read: the caller then reads the batch itself). Only
-// the first read of the batch uses them.
+// missed one of its tables, or could not be read: the caller then reads
+// the batch itself). Only the first read of the batch uses them.
 func (b *Batch) prefetched() (pgx.Rows, error) {
 	p := b.prefetch
 	if p == nil {
@@ -201,8 +240,9 @@ func (b *Batch) prefetched() (pgx.Rows, error) {
 		return nil, nil
 	}
 	if err := b.checkSentinel(rows); err != nil {
-		// Not this batch's rows: they are dropped, and the batch is read
-		// again (an ErrBatchNotFound then comes from that read).
+		// Not this batch's rows, or not all of them: they are dropped,
+		// and the batch is read again (an ErrBatchNotFound then comes
+		// from that read).
 		rows.Close()
 		return nil, nil
 	}
@@ -235,24 +275,27 @@ var ErrPrefetchReading = errors.New("pgq: the batch's events are being read on t
 
 // QueuePrefetch queues, after the statements that open the consumer's next
 // batch and commit it (QueueNextBatch in a transaction of its own), a read
-// of that batch's events, in the form info's batch of the same queue was
-// read. It reports false when it cannot (info was not made by NextBatch).
+// of that batch's events, in the form b was read, naming the event tables
+// b spanned (the next batch almost always spans them too; when it does
+// not, its read finds out and reads again). It reports false when it
+// cannot (b's info was not made by NextBatch, or its filter is invalid).
 // Once the pipeline's earlier results are read, NewPrefetch takes what is
-// left of its results; onClose runs once the prefetch is read or released.
-func QueuePrefetch(pb *pgx.Batch, queue, consumer string, info *BatchInfo, f Filter) bool {
-	if info.read == nil || f.err != nil {
+// left of its results.
+func (b *Batch) QueuePrefetch(pb *pgx.Batch) bool {
+	if b.Info.read == nil || b.filter.err != nil {
 		return false
 	}
-	sql, err := info.read.sql(f.sql)
+	sql, err := b.Info.read.sql(b.filter.sql, b.tables)
 	if err != nil {
 		return false
 	}
-	pb.Queue(sql, info.read.args(queue, consumer)...)
+	pb.Queue(sql, b.Info.read.args(b.Queue, b.Consumer)...)
 	return true
 }
 
 // NewPrefetch wraps res, whose next result is the read QueuePrefetch
-// queued (its last one).
+// queued (its last one); onClose runs once the prefetch is read or
+// released.
 func NewPrefetch(res pgx.BatchResults, onClose func()) *Prefetch {
 	return &Prefetch{res: res, onClose: onClose}
 }

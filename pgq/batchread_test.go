@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +125,30 @@ func plannedReadMatchesPgq(t *testing.T, held bool) {
 				}
 				want, err := pgq.GetBatchEvents(ctx, e.pool, info.ID)
 				require.NoError(t, err)
+				// Naming any set of the queue's tables, the read returns
+				// the batch's events if the set holds every table the
+				// batch spans, and says so otherwise.
+				var ntables int
+				require.NoError(t, e.pool.QueryRow(ctx, "select queue_ntables from pgq.queue where queue_name = $1", e.queue).Scan(&ntables))
+				pfx := rp.Tables[0][:strings.LastIndex(rp.Tables[0], "_")]
+				for set := 1; set < 1<<ntables; set++ {
+					var named []int
+					holds := true
+					for i := range ntables {
+						name := fmt.Sprintf("%s_%d", pfx, i)
+						if set&(1<<i) != 0 {
+							named = append(named, i)
+						} else if slices.Contains(rp.Tables, name) {
+							holds = false
+						}
+					}
+					evs, missing, err := pgq.ReadNaming(ctx, e.pool, e.queue, cons, *info, named)
+					require.NoError(t, err)
+					require.Equal(t, !holds, missing, "batch %d spans %v, read naming %v", info.ID, rp.Tables, named)
+					if !missing {
+						require.Equal(t, keys(want), keys(evs), "batch %d naming %v", info.ID, named)
+					}
+				}
 				b := pgq.NewBatch(e.pool, e.queue, cons, *info, pgq.ReadOptions{})
 				got, err := b.All(ctx)
 				require.NoError(t, err)

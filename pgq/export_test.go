@@ -2,6 +2,7 @@ package pgq
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -49,4 +50,34 @@ func (b *Batch) TagRetryID(id int64, at time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.tagRetry(&Event{ID: id, batch: b, retryAt: at, idOnly: true})
+}
+
+// ReadNaming reads info's events with the read statement naming the given
+// event tables (nil: all); missing reports that the batch spans a table
+// not named (no events are returned then).
+func ReadNaming(ctx context.Context, db DB, queue, consumer string, info BatchInfo, tables []int) (evs []*Event, missing bool, err error) {
+	b := NewBatch(db, queue, consumer, info, ReadOptions{})
+	sql, err := info.read.sql("", tables)
+	if err != nil {
+		return nil, false, err
+	}
+	rows, err := db.Query(ctx, sql, info.read.args(queue, consumer)...)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	if err := b.checkSentinel(rows); err != nil {
+		if errors.Is(err, errTablesMissing) {
+			return nil, true, nil
+		}
+		return nil, false, err
+	}
+	for rows.Next() {
+		ev, err := b.scan(rows)
+		if err != nil {
+			return nil, false, err
+		}
+		evs = append(evs, ev)
+	}
+	return evs, false, rows.Err()
 }

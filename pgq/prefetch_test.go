@@ -32,6 +32,7 @@ func TestPrefetch(t *testing.T) {
 	require.NoError(t, err)
 	e.tick(t)
 
+	like := pgq.NewBatch(e.pool, e.queue, e.cons, *other, pgq.ReadOptions{}) // c's reads, in the form of a batch of the queue
 	conn, err := e.pool.Acquire(e.ctx)
 	require.NoError(t, err)
 	defer conn.Release()
@@ -39,7 +40,7 @@ func TestPrefetch(t *testing.T) {
 		pb := &pgx.Batch{}
 		readNext, err := pgq.QueueNextBatch(pb, e.queue, e.cons, pgq.BatchOptions{})
 		require.NoError(t, err)
-		require.True(t, pgq.QueuePrefetch(pb, e.queue, e.cons, other, pgq.Filter{}))
+		require.True(t, like.QueuePrefetch(pb))
 		res := conn.SendBatch(e.ctx, pb)
 		info, err := readNext(res)
 		require.NoError(t, err)
@@ -62,7 +63,7 @@ func TestPrefetch(t *testing.T) {
 
 	// Another batch: the rows are not its own.
 	pb := &pgx.Batch{}
-	require.True(t, pgq.QueuePrefetch(pb, e.queue, e.cons, other, pgq.Filter{}))
+	require.True(t, like.QueuePrefetch(pb))
 	pf = pgq.NewPrefetch(conn.SendBatch(e.ctx, pb), nil)
 	got, err = pgq.NewBatch(conn, e.queue, "c2", *other, pgq.ReadOptions{Prefetch: pf}).All(e.ctx)
 	require.NoError(t, err)
@@ -70,7 +71,7 @@ func TestPrefetch(t *testing.T) {
 
 	// Released unread: the connection is free.
 	pb = &pgx.Batch{}
-	require.True(t, pgq.QueuePrefetch(pb, e.queue, e.cons, other, pgq.Filter{}))
+	require.True(t, like.QueuePrefetch(pb))
 	released := 0
 	pf = pgq.NewPrefetch(conn.SendBatch(e.ctx, pb), func() { released++ })
 	require.NoError(t, pf.Release())
@@ -80,7 +81,7 @@ func TestPrefetch(t *testing.T) {
 
 	// Released while being read: refused, and the read completes.
 	pb = &pgx.Batch{}
-	require.True(t, pgq.QueuePrefetch(pb, e.queue, e.cons, other, pgq.Filter{}))
+	require.True(t, like.QueuePrefetch(pb))
 	pf = pgq.NewPrefetch(conn.SendBatch(e.ctx, pb), func() { released++ })
 	n := 0
 	for ev, err := range pgq.NewBatch(conn, e.queue, e.cons, *info, pgq.ReadOptions{Prefetch: pf}).Events(e.ctx) {
