@@ -234,6 +234,7 @@ type loop struct {
 	stats     *statsLog
 	next      *pgq.BatchInfo // the batch opened with the last one's commit, for the next step
 	carry     *carried       // the connection next was opened on, its events sent ahead
+	hint      pgq.ReadHint   // from reading the last batch finished
 }
 
 // carried is a connection kept from one step to the next, with a read of
@@ -307,9 +308,12 @@ func (l *loop) step(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	lag := time.Since(info.TickTime) // after next_batch returns: never less than the server saw (KeepLag)
-	b, finished, next, err := c.process(ctx, info, carry)
+	b, finished, next, err := c.process(ctx, info, carry, l.hint)
 	if err != nil {
 		return true, err
+	}
+	if h := b.ReadHint(); !h.IsZero() {
+		l.hint = h
 	}
 	l.next, l.carry = next.info, next.carry
 	l.failures = 0
@@ -359,8 +363,9 @@ type nextBatch struct {
 // this batch finished), and sends the read of its events
 // (pgq.Batch.QueuePrefetch): the next step's handler reads them on the same
 // connection, with no round trip of its own. carry, if not nil, is that
-// connection for info, which process then owns.
-func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo, carry *carried) (b *pgq.Batch, finished bool, next nextBatch, err error) {
+// connection for info, which process then owns; hint is what reading the
+// last batch learned.
+func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo, carry *carried, hint pgq.ReadHint) (b *pgq.Batch, finished bool, next nextBatch, err error) {
 	fail := func(err error, panicked bool) (*pgq.Batch, bool, nextBatch, error) {
 		return nil, false, nextBatch{}, &stepError{batchID: info.ID, err: err, panicked: panicked}
 	}
@@ -393,7 +398,7 @@ func (c *Consumer) process(ctx context.Context, info *pgq.BatchInfo, carry *carr
 	}()
 
 	b = pgq.NewBatch(tx, c.cfg.Queue, c.cfg.Name, *info, pgq.ReadOptions{
-		FetchSize: c.cfg.LazyFetch, Filter: c.cfg.Filter, Prefetch: prefetch,
+		FetchSize: c.cfg.LazyFetch, Filter: c.cfg.Filter, Prefetch: prefetch, Hint: hint,
 	})
 	if err, panicked := c.callHandler(ctx, b); err != nil {
 		return fail(err, panicked)

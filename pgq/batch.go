@@ -259,6 +259,7 @@ type Batch struct {
 	buffered  bool
 	prefetch  *Prefetch // rows sent ahead, until the first read
 	tables    []int     // the event tables the batch spans, once read (planned)
+	hint      ReadHint
 }
 
 // RetryTagBudget bounds, in bytes, the events a Batch keeps in memory for
@@ -297,13 +298,16 @@ type ReadOptions struct {
 	// Prefetch is a read of this batch sent ahead (QueuePrefetch): the
 	// first read of the batch takes its rows, if they are this batch's.
 	Prefetch *Prefetch
+	// Hint is what reading the consumer's previous batch learned
+	// (Batch.ReadHint).
+	Hint ReadHint
 }
 
 // NewBatch wraps an open batch for reading. Events are read through db; with
 // a FetchSize they need a transaction, and one is begun (and rolled back
 // after reading) when db is a pool or connection.
 func NewBatch(db DB, queue, consumer string, info BatchInfo, o ReadOptions) *Batch {
-	return &Batch{Queue: queue, Consumer: consumer, Info: info, db: db, fetchSize: o.FetchSize, filter: o.Filter, prefetch: o.Prefetch}
+	return &Batch{Queue: queue, Consumer: consumer, Info: info, db: db, fetchSize: o.FetchSize, filter: o.Filter, prefetch: o.Prefetch, hint: o.Hint}
 }
 
 // BufferFetches makes Events read each fetch of FetchSize events whole

@@ -103,8 +103,8 @@ type readKey struct {
 // the planner never sees it: the plan is the same for every batch, and a
 // table's branches are skipped by a one-time filter when the batch does
 // not span that table. A table named costs all the same (about 10 µs per
-// table of executor start-up in every call), which is why a read sent
-// ahead names only the tables the batch before spanned.
+// table of executor start-up in every call), which is why a read names
+// only the tables the batch before spanned when it knows them (ReadHint).
 func (p *readPlan) sql(filter string, tables []int) (string, error) {
 	if tables == nil {
 		for i := range p.ntables {
@@ -156,14 +156,17 @@ func (p *readPlan) args(queue, consumer string) []any {
 
 // readPlanned streams the batch's events with the plan's statement, from
 // the rows sent ahead if the batch has them (and they are its own, from
-// every table it spans), else naming every event table of the queue.
+// every table it spans), else with a statement of its own.
 func (b *Batch) readPlanned(ctx context.Context, yield func(*Event) bool) error {
 	rows, err := b.prefetched()
 	if err != nil {
 		return err
 	}
-	if rows == nil {
-		sql, err := b.Info.read.sql(b.filter.sql, nil)
+	// The tables named: those the batch, or the batch of its hint, spanned;
+	// if it spans one more, it is read again naming all.
+	named := b.tablesHint()
+	for rows == nil {
+		sql, err := b.Info.read.sql(b.filter.sql, named)
 		if err != nil {
 			return err
 		}
@@ -172,7 +175,11 @@ func (b *Batch) readPlanned(ctx context.Context, yield func(*Event) bool) error 
 		}
 		if err := b.checkSentinel(rows); err != nil {
 			rows.Close()
-			return err
+			rows = nil
+			if !errors.Is(err, errTablesMissing) || named == nil {
+				return err
+			}
+			named = nil
 		}
 	}
 	defer rows.Close()
@@ -186,6 +193,29 @@ func (b *Batch) readPlanned(ctx context.Context, yield func(*Event) bool) error 
 		}
 	}
 	return rows.Err()
+}
+
+// ReadHint is what reading a batch learned that helps read the next batch
+// of the same queue and consumer: the event tables it spanned (the next
+// batch almost always spans the same, and a read names only those; one
+// spanning more is read again naming every table). Pass it in
+// ReadOptions.Hint; the zero ReadHint knows nothing.
+type ReadHint struct{ tables []int }
+
+// ReadHint returns what reading b learned for the next batch; the zero
+// ReadHint if b was not read (or not with NextBatch's read plan).
+func (b *Batch) ReadHint() ReadHint { return ReadHint{b.tables} }
+
+// IsZero reports whether h knows nothing.
+func (h ReadHint) IsZero() bool { return h.tables == nil }
+
+// tablesHint is the tables to name in a read of b: those it spans if it
+// was read, else those of its hint; nil (all) if neither is known.
+func (b *Batch) tablesHint() []int {
+	if b.tables != nil {
+		return b.tables
+	}
+	return b.hint.tables
 }
 
 // errTablesMissing is a sentinel saying the statement did not name every
@@ -285,7 +315,7 @@ func (b *Batch) QueuePrefetch(pb *pgx.Batch) bool {
 	if b.Info.read == nil || b.filter.err != nil {
 		return false
 	}
-	sql, err := b.Info.read.sql(b.filter.sql, b.tables)
+	sql, err := b.Info.read.sql(b.filter.sql, b.tablesHint())
 	if err != nil {
 		return false
 	}

@@ -81,3 +81,6 @@ func ReadNaming(ctx context.Context, db DB, queue, consumer string, info BatchIn
 	}
 	return evs, false, rows.Err()
 }
+
+// HintNaming is a ReadHint naming the given event tables.
+func HintNaming(tables ...int) ReadHint { return ReadHint{tables} }

@@ -1,9 +1,14 @@
 package pgq_test
 
 import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgq-go/pgq/pgq"
 	"github.com/stretchr/testify/require"
 )
@@ -96,4 +101,91 @@ func TestPrefetch(t *testing.T) {
 	require.Equal(t, 2, released)
 	require.NoError(t, pf.Release())
 	require.Equal(t, 2, released, "onClose runs once")
+}
+
+// readSQLs records the read statements a pool sends.
+type readSQLs struct {
+	mu   sync.Mutex
+	sqls []string
+}
+
+func (r *readSQLs) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.HasPrefix(d.SQL, "with p as materialized (") {
+		r.mu.Lock()
+		r.sqls = append(r.sqls, d.SQL)
+		r.mu.Unlock()
+	}
+	return ctx
+}
+func (r *readSQLs) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (r *readSQLs) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sqls
+	r.sqls = nil
+	return s
+}
+
+// A read names the event tables its hint (the consumer's previous batch)
+// spanned, and only those. With a hint naming a table the
+// batch does not span and not the one it does, the read finds the table
+// missing and reads again naming every table; the events are right
+// either way.
+func TestReadHint(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	tr := &readSQLs{}
+	pcfg, err := pgxpool.ParseConfig(e.db.DSN)
+	require.NoError(t, err)
+	pcfg.ConnConfig.Tracer = tr
+	pool, err := pgxpool.NewWithConfig(e.ctx, pcfg)
+	require.NoError(t, err)
+	defer pool.Close()
+
+	var hint pgq.ReadHint
+	var spanned string // the tables the first batch spans, as the read names them
+	var cur int
+	require.NoError(t, pool.QueryRow(e.ctx, "select queue_cur_table from pgq.queue where queue_name = $1", e.queue).Scan(&cur))
+	for i, h := range []func() pgq.ReadHint{
+		func() pgq.ReadHint { return pgq.ReadHint{} }, // first batch: all tables
+		func() pgq.ReadHint { return hint },           // the first batch's
+		func() pgq.ReadHint { return pgq.HintNaming((cur + 1) % 3) },
+	} {
+		_, err := pgq.InsertEvent(e.ctx, e.pool, e.queue, pgq.EventData{Data: pgq.T(fmt.Sprint(i))})
+		require.NoError(t, err)
+		e.tick(t)
+		info := e.next(t)
+		b := pgq.NewBatch(pool, e.queue, e.cons, *info, pgq.ReadOptions{Hint: h()})
+		got, err := b.All(e.ctx)
+		require.NoError(t, err)
+		want, err := pgq.GetBatchEvents(e.ctx, e.pool, info.ID)
+		require.NoError(t, err)
+		require.Equal(t, keys(want), keys(got), "batch %d", i)
+		sqls := tr.take()
+		all := "<@ array[0,1,2]::int4[]"
+		switch i {
+		case 0:
+			require.Len(t, sqls, 1)
+			require.Contains(t, sqls[0], all)
+			hint = b.ReadHint()
+			require.False(t, hint.IsZero())
+			rp, err := pgq.ReadPlanOf(e.ctx, e.pool, e.queue, e.cons, *info)
+			require.NoError(t, err)
+			var nums []string
+			for _, name := range rp.Tables {
+				nums = append(nums, name[strings.LastIndex(name, "_")+1:])
+			}
+			spanned = strings.Join(nums, ",")
+		case 1:
+			require.Len(t, sqls, 1)
+			require.Contains(t, sqls[0], "<@ array["+spanned+"]::int4[]", "named the tables the last batch spanned")
+		case 2:
+			require.Len(t, sqls, 2, "read again")
+			require.Contains(t, sqls[0], fmt.Sprintf("<@ array[%d]::int4[]", (cur+1)%3))
+			require.Contains(t, sqls[1], all)
+		}
+		_, err = pgq.FinishBatch(e.ctx, e.pool, info.ID)
+		require.NoError(t, err)
+	}
 }
