@@ -192,7 +192,7 @@ func plannedReadMatchesPgq(t *testing.T, held bool) {
 		}
 	}
 
-	var long, short pgx.Tx
+	var long, short, late pgx.Tx
 	for round := range 12 {
 		switch round {
 		case 1: // open across many ticks; ends > 100 txids behind
@@ -207,6 +207,11 @@ func plannedReadMatchesPgq(t *testing.T, held bool) {
 			require.NoError(t, short.Commit(ctx))
 		case 6:
 			require.NoError(t, long.Commit(ctx))
+		case 7: // > 100 txids behind by round 9's batch; commits after its end tick, before it is read
+			late = begin()
+			insert(late, round, 2)
+		case 8:
+			burnTxids(150)
 		}
 		insert(e.pool, round, 5)
 		if round%4 == 3 {
@@ -216,6 +221,12 @@ func plannedReadMatchesPgq(t *testing.T, held bool) {
 		e.tick(t)
 		if round%3 == 2 {
 			rotate() // between the tick and the batch
+		}
+		if round == 9 {
+			// Committed now, its events are visible to the read's own
+			// snapshot, but not to the batch's end tick: they belong to
+			// the next batch only.
+			require.NoError(t, late.Commit(ctx))
 		}
 		consume(round)
 		if step2 && round%3 == 0 {
@@ -264,7 +275,7 @@ func plannedReadMatchesPgq(t *testing.T, held bool) {
 	require.True(t, sawCurOnly, "some batch read the current table only")
 	require.True(t, sawPrevOnly, "some batch read the previous table only")
 	require.Greater(t, total[0], total[1], "the retried events came back to their consumer only")
-	require.Equal(t, 12*5+3+2+extra, total[1])
+	require.Equal(t, 12*5+3+2+2+extra, total[1])
 }
 
 // A batch that is no longer open is not read: its tables may have been
