@@ -210,12 +210,20 @@ func (b *Batch) ReadHint() ReadHint { return ReadHint{b.tables} }
 func (h ReadHint) IsZero() bool { return h.tables == nil }
 
 // tablesHint is the tables to name in a read of b: those it spans if it
-// was read, else those of its hint; nil (all) if neither is known.
+// was read, else those of its hint; nil (all) if neither is known, or the
+// hint names a table the queue does not have (it was dropped and made
+// again with fewer).
 func (b *Batch) tablesHint() []int {
-	if b.tables != nil {
-		return b.tables
+	t := b.tables
+	if t == nil {
+		t = b.hint.tables
 	}
-	return b.hint.tables
+	for _, i := range t {
+		if i < 0 || i >= b.Info.read.ntables {
+			return nil
+		}
+	}
+	return t
 }
 
 // errTablesMissing is a sentinel saying the statement did not name every

@@ -130,8 +130,8 @@ func (r *readSQLs) take() []string {
 // A read names the event tables its hint (the consumer's previous batch)
 // spanned, and only those. With a hint naming a table the
 // batch does not span and not the one it does, the read finds the table
-// missing and reads again naming every table; the events are right
-// either way.
+// missing and reads again naming every table; a hint naming a table the
+// queue does not have is not used. The events are right either way.
 func TestReadHint(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -151,6 +151,7 @@ func TestReadHint(t *testing.T) {
 		func() pgq.ReadHint { return pgq.ReadHint{} }, // first batch: all tables
 		func() pgq.ReadHint { return hint },           // the first batch's
 		func() pgq.ReadHint { return pgq.HintNaming((cur + 1) % 3) },
+		func() pgq.ReadHint { return pgq.HintNaming(7) }, // the queue has 3 tables
 	} {
 		_, err := pgq.InsertEvent(e.ctx, e.pool, e.queue, pgq.EventData{Data: pgq.T(fmt.Sprint(i))})
 		require.NoError(t, err)
@@ -184,6 +185,9 @@ func TestReadHint(t *testing.T) {
 			require.Len(t, sqls, 2, "read again")
 			require.Contains(t, sqls[0], fmt.Sprintf("<@ array[%d]::int4[]", (cur+1)%3))
 			require.Contains(t, sqls[1], all)
+		case 3:
+			require.Len(t, sqls, 1, "a hint naming no table of the queue is not used")
+			require.Contains(t, sqls[0], all)
 		}
 		_, err = pgq.FinishBatch(e.ctx, e.pool, info.ID)
 		require.NoError(t, err)
