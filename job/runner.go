@@ -80,6 +80,11 @@ type Runner struct {
 
 	mu     sync.Mutex
 	status map[string]*Status
+	// fileMu orders the writes of status files: each write reads the
+	// status it writes while holding it, so the last write to a file
+	// holds the latest status (a periodic write that read the status
+	// before a stop cannot land after the stop's).
+	fileMu sync.Mutex
 }
 
 // NewRunner returns a runner for jobs; their names must be distinct.
@@ -121,11 +126,25 @@ func (r *Runner) update(j *Job, f func(s *Status)) {
 	if s.State != before {
 		s.Since = time.Now()
 	}
-	snap := *s
+	changed := s.State != before
 	r.mu.Unlock()
-	if snap.State != before {
-		r.writeStatus(j, snap)
+	if changed {
+		r.flushStatus(j, false)
 	}
+}
+
+// flushStatus writes the job's current status to its file; periodic
+// says the periodic writer calls it (for the test hook).
+func (r *Runner) flushStatus(j *Job, periodic bool) {
+	r.fileMu.Lock()
+	defer r.fileMu.Unlock()
+	r.mu.Lock()
+	snap := *r.status[j.Name()]
+	r.mu.Unlock()
+	if h := testHookPeriodicStatus; h != nil && periodic {
+		h(r, j.Name(), snap)
+	}
+	r.writeStatus(j, snap)
 }
 
 // Run runs every job until ctx is done, then waits for all of them to
@@ -188,18 +207,19 @@ func (r *Runner) runJob(ctx context.Context, j *Job) {
 	}
 	tick := time.NewTicker(r.opts.StatusEvery)
 	defer tick.Stop()
-	done := make(chan struct{})
-	defer close(done)
+	done, exited := make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(done)
+		<-exited // no write of this job's file after runJob
+	}()
 	go func() {
+		defer close(exited)
 		for {
 			select {
 			case <-done:
 				return
 			case <-tick.C:
-				r.mu.Lock()
-				snap := *r.status[j.Name()]
-				r.mu.Unlock()
-				r.writeStatus(j, snap)
+				r.flushStatus(j, true)
 			}
 		}
 	}()
@@ -234,6 +254,10 @@ func (r *Runner) runJob(ctx context.Context, j *Job) {
 		r.update(j, func(s *Status) { s.State = StateStarting })
 	}
 }
+
+// testHookPeriodicStatus, if set, runs in the periodic status writer
+// between reading a job's status and writing its file.
+var testHookPeriodicStatus func(r *Runner, job string, s Status)
 
 // StatusPath is where a job's status file is: beside its pidfile, with
 // ".status" in place of the pidfile's extension; "" without a pidfile.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +125,50 @@ func TestRunnerRefusesARunningJob(t *testing.T) {
 
 	_, err = job.NewRunner([]*job.Job{mk("a", ""), mk("a", "")}, job.RunnerOptions{})
 	require.ErrorContains(t, err, "two jobs are named a")
+}
+
+// TestStatusFileEndsStopped: a runner that stops leaves "stopped" in each
+// job's status file, even when the periodic writer read the status just
+// before the stop and writes the file after the stop's write. The hook stops
+// the runner right after that read and lets the write go on only once the
+// runner has recorded the stop. (CI's flakehunt once found "running" left
+// in TestRunnerIsolatesJobs: the periodic write landed after the stop's.)
+func TestStatusFileEndsStopped(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	src, dst := cluster.NewDB(t), cluster.NewDB(t)
+	_, err := pgq.CreateQueue(ctx, src.Pool, "q")
+	require.NoError(t, err)
+	_, err = dst.Pool.Exec(ctx, appliedTable)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	cc := consumer.Config{Queue: "q", Name: "j", Register: true, PollInterval: 20 * time.Millisecond}
+	j, err := job.New(job.Config{Name: "j", Kind: job.SimpleSerialConsumer, SrcDB: src.DSN, DstDB: dst.DSN,
+		Remote:   remote.Config{Consumer: cc},
+		DstQuery: "insert into applied (ev_id, tick, data) values (%(pgq.ev_id)s, %(pgq.tick_id)s, %(pgq.ev_data)s)",
+		Pidfile:  filepath.Join(dir, "j.pid")})
+	require.NoError(t, err)
+	r, err := job.NewRunner([]*job.Job{j}, job.RunnerOptions{StatusEvery: 5 * time.Millisecond})
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var once sync.Once
+	stale := make(chan job.State, 1)
+	defer job.SetPeriodicStatusHook(func(hr *job.Runner, _ string, s job.Status) {
+		if hr != r || s.State != job.StateRunning {
+			return
+		}
+		once.Do(func() {
+			cancel()
+			for r.Status()[0].State != job.StateStopped {
+				time.Sleep(time.Millisecond)
+			}
+			stale <- s.State
+		})
+	})()
+	require.NoError(t, r.Run(rctx))
+	require.Equal(t, job.StateRunning, <-stale, "the periodic writer read the status before the stop")
+	s, err := job.ReadStatus(filepath.Join(dir, "j.status"))
+	require.NoError(t, err)
+	require.Equal(t, job.StateStopped, s.State)
 }
