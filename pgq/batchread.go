@@ -273,7 +273,7 @@ func (b *Batch) prefetched() (pgx.Rows, error) {
 		return nil, nil
 	}
 	b.prefetch = nil
-	rows, ok := p.take(b)
+	rows, ok := p.take()
 	if !ok {
 		return nil, nil
 	}
@@ -288,7 +288,7 @@ func (b *Batch) prefetched() (pgx.Rows, error) {
 }
 
 // Prefetch is a read of a consumer's open batch sent before the batch was
-// known, in the round trip that opened it (QueuePrefetch). It holds the
+// known, in the round trip that opened it (Batch.QueuePrefetch). It holds the
 // connection the pipeline was sent on until the rows have been read or
 // released: the Batch given it in ReadOptions reads them on its first
 // read, and the owner of the connection calls Release before sending
@@ -338,8 +338,9 @@ func NewPrefetch(res pgx.BatchResults, onClose func()) *Prefetch {
 	return &Prefetch{res: res, onClose: onClose}
 }
 
-// take hands the rows to b's first read; false if they were released.
-func (p *Prefetch) take(b *Batch) (pgx.Rows, bool) {
+// take hands the rows to a Batch's first read; false if they were
+// released.
+func (p *Prefetch) take() (pgx.Rows, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state != prefetchWaiting {
