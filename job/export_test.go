@@ -4,6 +4,6 @@ package job
 // func removes it. Tests using it must not run in parallel with other
 // runner tests.
 func SetPeriodicStatusHook(f func(r *Runner, job string, s Status)) (restore func()) {
-	testHookPeriodicStatus = f
-	return func() { testHookPeriodicStatus = nil }
+	testHookPeriodicStatus.Store(&f)
+	return func() { testHookPeriodicStatus.Store(nil) }
 }

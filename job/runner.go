@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgq-go/pgq/consumer"
@@ -80,11 +81,12 @@ type Runner struct {
 
 	mu     sync.Mutex
 	status map[string]*Status
-	// fileMu orders the writes of status files: each write reads the
-	// status it writes while holding it, so the last write to a file
-	// holds the latest status (a periodic write that read the status
-	// before a stop cannot land after the stop's).
-	fileMu sync.Mutex
+	// kick wakes a job's status writer after a change of state: one
+	// goroutine per job writes its file (runJob), so the last write holds
+	// the latest status (a periodic write that read the status before a
+	// stop cannot land after the stop's), and the consumer's hooks never
+	// wait for a file.
+	kick map[string]chan struct{}
 }
 
 // NewRunner returns a runner for jobs; their names must be distinct.
@@ -95,7 +97,7 @@ func NewRunner(jobs []*Job, opts RunnerOptions) (*Runner, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	r := &Runner{jobs: jobs, opts: opts, status: map[string]*Status{}}
+	r := &Runner{jobs: jobs, opts: opts, status: map[string]*Status{}, kick: map[string]chan struct{}{}}
 	for _, j := range jobs {
 		if _, dup := r.status[j.Name()]; dup {
 			return nil, fmt.Errorf("job: two jobs are named %s", j.Name())
@@ -125,24 +127,22 @@ func (r *Runner) update(j *Job, f func(s *Status)) {
 	f(s)
 	if s.State != before {
 		s.Since = time.Now()
+		select { // the writer reads the latest status when it runs
+		case r.kick[j.Name()] <- struct{}{}:
+		default:
+		}
 	}
-	changed := s.State != before
 	r.mu.Unlock()
-	if changed {
-		r.flushStatus(j, false)
-	}
 }
 
 // flushStatus writes the job's current status to its file; periodic
-// says the periodic writer calls it (for the test hook).
+// says the periodic tick asks (for the test hook).
 func (r *Runner) flushStatus(j *Job, periodic bool) {
-	r.fileMu.Lock()
-	defer r.fileMu.Unlock()
 	r.mu.Lock()
 	snap := *r.status[j.Name()]
 	r.mu.Unlock()
-	if h := testHookPeriodicStatus; h != nil && periodic {
-		h(r, j.Name(), snap)
+	if h := testHookPeriodicStatus.Load(); h != nil && periodic {
+		(*h)(r, j.Name(), snap)
 	}
 	r.writeStatus(j, snap)
 }
@@ -205,19 +205,30 @@ func (r *Runner) runJob(ctx context.Context, j *Job) {
 			})
 		},
 	}
+	// The job's status writer: every write of its file, periodic or
+	// after a change of state, and the last one (the stop's) when runJob
+	// returns.
 	tick := time.NewTicker(r.opts.StatusEvery)
 	defer tick.Stop()
+	kick := make(chan struct{}, 1)
+	r.mu.Lock()
+	r.kick[j.Name()] = kick
+	r.mu.Unlock()
 	done, exited := make(chan struct{}), make(chan struct{})
 	defer func() {
 		close(done)
-		<-exited // no write of this job's file after runJob
+		<-exited
 	}()
 	go func() {
 		defer close(exited)
+		r.flushStatus(j, false)
 		for {
 			select {
 			case <-done:
+				r.flushStatus(j, false)
 				return
+			case <-kick:
+				r.flushStatus(j, false)
 			case <-tick.C:
 				r.flushStatus(j, true)
 			}
@@ -257,7 +268,7 @@ func (r *Runner) runJob(ctx context.Context, j *Job) {
 
 // testHookPeriodicStatus, if set, runs in the periodic status writer
 // between reading a job's status and writing its file.
-var testHookPeriodicStatus func(r *Runner, job string, s Status)
+var testHookPeriodicStatus atomic.Pointer[func(r *Runner, job string, s Status)]
 
 // StatusPath is where a job's status file is: beside its pidfile, with
 // ".status" in place of the pidfile's extension; "" without a pidfile.
